@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/* sluice options: a typed table of channel settings with environment overrides. */
+#ifndef SLUICE_OPTIONS_H
+#define SLUICE_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Channel options. Always initialise with sluice_options_init(), which sets
+ * `size` and every default; fields added later go at the end, and the library
+ * reads only the first `size` bytes, so old callers keep working.
+ */
+typedef struct sluice_options {
+    size_t size;              /* sizeof(sluice_options_t), set by sluice_options_init */
+    uint32_t ring_depth;      /* records per stream ring; a power of two */
+    uint32_t global_depth;    /* records in the global (run/lumi) ring; a power of two */
+    uint64_t arena_bytes;     /* product arena bytes per stream and direction */
+    uint32_t max_open_lumis;  /* lumis open at once */
+    uint32_t timeout_ms;      /* deadline of every blocking wait */
+    uint32_t spin;            /* polls spent spinning before yielding */
+    uint32_t max_sleep_us;    /* longest sleep between polls once backed off */
+} sluice_options_t;
+
+/* Set every field to its default. Never fails. */
+void sluice_options_init(sluice_options_t *options);
+
+/*
+ * Override fields from SLUICE_* environment variables (SLUICE_RING_DEPTH,
+ * SLUICE_GLOBAL_DEPTH, SLUICE_ARENA_BYTES, SLUICE_MAX_OPEN_LUMIS,
+ * SLUICE_TIMEOUT_MS, SLUICE_SPIN, SLUICE_MAX_SLEEP_US). Sizes accept a K, M
+ * or G suffix. Returns SLUICE_ERANGE or SLUICE_EINVAL, with a message naming
+ * the variable, if a value is malformed or out of range; `options` is then
+ * unchanged.
+ */
+int sluice_options_from_env(sluice_options_t *options);
+
+/* Check every field against its range; SLUICE_ERANGE names the first bad one. */
+int sluice_options_validate(const sluice_options_t *options);
+
+/* One row of the option table, for tools that print it (tools/sluice-info). */
+typedef struct sluice_option_info {
+    const char *name;         /* field name, e.g. "ring_depth" */
+    const char *env;          /* environment variable, e.g. "SLUICE_RING_DEPTH" */
+    uint64_t default_value;
+    uint64_t min;
+    uint64_t max;
+    int power_of_two;         /* nonzero if the value must be a power of two */
+    const char *help;
+} sluice_option_info_t;
+
+/* The i-th row of the option table, or NULL past its end. */
+const sluice_option_info_t *sluice_option_info(size_t i);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

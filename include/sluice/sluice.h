@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: MIT */
+/* sluice public API: contexts, channels, transitions and products. */
+#ifndef SLUICE_SLUICE_H
+#define SLUICE_SLUICE_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sluice/options.h>
+#include <sluice/status.h>
+#include <sluice/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SLUICE_VERSION_MAJOR 0
+#define SLUICE_VERSION_MINOR 1
+
+/* major * 100 + minor of the library actually loaded. */
+int sluice_version(void);
+
+/* ------------------------------------------------------------------ context */
+
+typedef struct sluice_context sluice_context_t;
+
+/*
+ * Create a context over `comm`, naming this process `name` (for example
+ * "controller" or "gpu-server-0"). Collective over `comm`: every rank calls
+ * it. The caller owns MPI_Init/MPI_Finalize; the context duplicates `comm`
+ * with MPI_ERRORS_RETURN and learns which ranks share a node and their NUMA
+ * nodes (hwloc). Blocks until every rank has called it.
+ */
+int sluice_context_create(MPI_Comm comm, const char *name, sluice_context_t **ctx_p);
+
+/* Destroy the context. Every channel of it must be closed first. Not collective. */
+void sluice_context_destroy(sluice_context_t *ctx);
+
+typedef struct sluice_peer_info {
+    int rank;                 /* rank in the context's communicator */
+    char name[64];            /* process name given to sluice_context_create */
+    int node;                 /* node number: equal for ranks on the same node */
+    int numa;                 /* NUMA node of the rank's CPU, or -1 if unknown */
+    int pid;
+} sluice_peer_info_t;
+
+/* Number of ranks in the context, and what is known of rank `rank`. */
+int sluice_context_size(const sluice_context_t *ctx);
+int sluice_context_peer(const sluice_context_t *ctx, int rank, sluice_peer_info_t *info_p);
+/* The rank of the calling process. */
+int sluice_context_rank(const sluice_context_t *ctx);
+
+/* ------------------------------------------------------------------ channel */
+
+typedef struct sluice_channel sluice_channel_t;
+
+typedef enum sluice_role {
+    SLUICE_CONTROLLER = 1,
+    SLUICE_SOURCE = 2,
+} sluice_role_t;
+
+typedef enum sluice_direction {
+    SLUICE_SEND = 1,          /* this side sends products of this instance */
+    SLUICE_RECEIVE = 2,       /* this side receives products of this instance */
+} sluice_direction_t;
+
+/* One sender or receiver of this side, matched to the peer's by instance. */
+typedef struct sluice_endpoint {
+    uint32_t instance;
+    sluice_direction_t direction;
+    const sluice_type_t *type;
+} sluice_endpoint_t;
+
+typedef struct sluice_channel_desc {
+    size_t size;              /* sizeof(sluice_channel_desc_t) */
+    const char *name;         /* channel name; the same on both sides */
+    sluice_role_t role;
+    const char *peer;         /* process name of the other side */
+    uint32_t streams;         /* concurrent event slots; equal on both sides */
+    const sluice_endpoint_t *endpoints;
+    size_t n_endpoints;
+    const sluice_options_t *options; /* NULL: defaults, then SLUICE_* overrides */
+} sluice_channel_desc_t;
+
+/*
+ * Open a channel with the peer named in `desc`. Called by the controller and
+ * by the source, each with its own endpoints; other ranks do not take part.
+ * Blocks until both sides have opened and agreed, or the deadline
+ * (timeout_ms) passes (SLUICE_ETIMEDOUT). Declarations that disagree fail
+ * both sides with SLUICE_ETYPE and a message (sluice_last_error) naming the
+ * instance and both types. `desc` and the types must outlive the call; the
+ * types must outlive the channel.
+ */
+int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc,
+                        sluice_channel_t **ch_p);
+
+/*
+ * Close the channel: tells the peer (whose waits then return
+ * SLUICE_EPEERCLOSED), waits for the peer to close too (bounded), frees the
+ * shared memory. Views not yet released become invalid. Call once, from one
+ * thread, after every other call on the channel has returned.
+ */
+int sluice_channel_close(sluice_channel_t *ch);
+
+typedef struct sluice_channel_stats {
+    uint64_t transitions_sent, transitions_received;
+    uint64_t products_sent, products_received;
+    uint64_t bytes_sent, bytes_received;
+    uint64_t discarded;       /* products dropped because their event was already finished */
+} sluice_channel_stats_t;
+
+/* Counters of this side. Thread-safe; values may lag concurrent calls. */
+void sluice_channel_stats(const sluice_channel_t *ch, sluice_channel_stats_t *stats_p);
+
+/* --------------------------------------------------------------- transitions */
+
+typedef enum sluice_transition_kind {
+    SLUICE_BEGIN_RUN = 1,
+    SLUICE_BEGIN_LUMI = 2,
+    SLUICE_EVENT = 3,
+    SLUICE_END_LUMI = 4,
+    SLUICE_END_RUN = 5,
+    SLUICE_END_JOB = 6,
+} sluice_transition_kind_t;
+
+#define SLUICE_AUX_MAX 128    /* most bytes of user payload per transition */
+
+typedef struct sluice_transition {
+    sluice_transition_kind_t kind;
+    uint32_t run;
+    uint32_t lumi;
+    uint64_t event;
+    uint64_t timestamp;       /* user's clock, carried verbatim */
+    uint8_t history[16];      /* process-history id */
+    uint32_t aux_size;        /* bytes used in aux, at most SLUICE_AUX_MAX */
+    uint8_t aux[SLUICE_AUX_MAX];
+} sluice_transition_t;
+
+/* Flags for calls that may wait. */
+#define SLUICE_NONBLOCK 1u    /* return SLUICE_EAGAIN instead of waiting */
+
+/*
+ * Controller: publish a global transition (BEGIN_RUN, BEGIN_LUMI, END_LUMI,
+ * END_RUN, END_JOB). Any thread may call it; calls are serialised. Checks the
+ * ordering rules (docs/design.md) and returns SLUICE_EORDER or SLUICE_ELIMIT
+ * without publishing anything when they are broken. Waits (bounded) while the
+ * global ring is full, or returns SLUICE_EAGAIN with SLUICE_NONBLOCK.
+ */
+int sluice_transition_send(sluice_channel_t *ch, const sluice_transition_t *t, unsigned flags);
+
+/*
+ * Source: take the next global transition, in the controller's order. An
+ * END_LUMI is delivered only after every event of that lumi has been taken
+ * on every stream. Returns SLUICE_EOF after END_JOB was delivered. One thread
+ * at a time.
+ */
+int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsigned flags);
+
+/* ---------------------------------------------------------------- events */
+
+/* Names one event on one stream of one side, from its start to its finish. */
+typedef struct sluice_token {
+    sluice_channel_t *channel;
+    uint32_t stream;
+    uint64_t seq;             /* the stream's event sequence number */
+} sluice_token_t;
+
+/*
+ * Controller: publish an EVENT transition on `stream` and start its token.
+ * The stream's previous token must be finished (SLUICE_EBUSY) and the event's
+ * lumi open (SLUICE_EORDER). One thread per stream at a time; different
+ * streams may be driven concurrently.
+ */
+int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transition_t *event,
+                      unsigned flags, sluice_token_t *token_p);
+
+/*
+ * Source: take the next event of `stream`, waiting (bounded) until its lumi's
+ * begin has been delivered by sluice_transition_next. Returns SLUICE_EOF at
+ * end of job. The previous token of the stream must be finished.
+ */
+int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t *event_p,
+                      unsigned flags, sluice_token_t *token_p);
+
+/*
+ * Either side: finish the event. Tells the peer no more products of this
+ * event will come, and discards received-but-unclaimed products of it.
+ * Views already taken stay valid until released. SLUICE_EALREADY if finished.
+ */
+int sluice_event_finish(sluice_token_t *token);
+
+/* ---------------------------------------------------------------- products */
+
+/*
+ * A reserved region in the peer's arena. `data` is writable until commit;
+ * the region is `bytes` long and aligned to 64 bytes.
+ */
+typedef struct sluice_reservation {
+    void *data;
+    size_t bytes;
+    uint32_t instance;
+    uint64_t count;
+} sluice_reservation_t;
+
+/*
+ * Reserve `bytes` for a product of `instance` in the event of `token`, with
+ * `count` elements (SoA products: their element count; otherwise any value
+ * the receiver should see). Zero copy: on shared memory `data` is the
+ * receiver's arena. Waits (bounded) for space, or SLUICE_EAGAIN with
+ * SLUICE_NONBLOCK. SLUICE_ETOOBIG if it can never fit; SLUICE_ENOTFOUND if
+ * this side declared no sender of `instance`; SLUICE_EBUSY if a reservation
+ * of the stream is still open. Same thread as the token's stream.
+ */
+int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
+                           unsigned flags, sluice_reservation_t *res_p);
+
+/* Publish a reserved product. Do not touch `res->data` afterwards. */
+int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res);
+
+/* Drop a reservation without publishing anything. */
+int sluice_product_cancel(sluice_token_t *token, sluice_reservation_t *res);
+
+/* Reserve, copy `bytes` from `data`, commit: one copy. */
+int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *data, size_t bytes,
+                        uint64_t count, unsigned flags);
+
+/* Send a CUSTOM-layout object through the type's serialise callback. */
+int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const void *object,
+                               unsigned flags);
+
+/* Tell the receiver this product is absent for this event. */
+int sluice_product_send_absent(sluice_token_t *token, uint32_t instance);
+
+/*
+ * A read-only view of a received product, valid until sluice_view_release.
+ * Treat it as opaque apart from the fields documented here.
+ */
+typedef struct sluice_view {
+    const void *data;         /* the product's bytes, in the receiver's arena */
+    size_t bytes;
+    uint64_t count;           /* element count given by the sender */
+    const sluice_type_t *type;
+    uint32_t stream;          /* private: the arena this view holds */
+    uint64_t handle;          /* private: identifies the held region */
+} sluice_view_t;
+
+/*
+ * Receive the next product of `instance` for the token's event, waiting
+ * (bounded) for it. Returns SLUICE_ABSENT (a non-error) if the sender marked
+ * it absent or finished the event without it. Several products of one
+ * instance in one event are received in the order they were sent.
+ * Same thread as the token's stream.
+ */
+int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned flags,
+                           sluice_view_t *view_p);
+
+/* Rebuild a CUSTOM-layout object from a view. */
+int sluice_view_deserialise(const sluice_view_t *view, void *object);
+
+/*
+ * Release a view; its arena region may then be reused by the sender.
+ * SLUICE_EALREADY if it was already released. Same thread as the stream.
+ */
+int sluice_view_release(sluice_channel_t *ch, sluice_view_t *view);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/* Contexts: the communicator, process names and topology (nodes, NUMA nodes). */
+#include <hwloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "context.h"
+
+/* NUMA node of the CPU this process last ran on, or -1 when hwloc cannot tell. */
+static int sl_numa_of_self(void)
+{
+    hwloc_topology_t topo;
+    int numa = -1;
+    if (hwloc_topology_init(&topo) != 0)
+        return -1;
+    if (hwloc_topology_load(topo) == 0) {
+        hwloc_bitmap_t set = hwloc_bitmap_alloc();
+        if (set && hwloc_get_last_cpu_location(topo, set, HWLOC_CPUBIND_PROCESS) == 0) {
+            hwloc_obj_t obj = hwloc_get_next_obj_covering_cpuset_by_type(topo, set,
+                                                                         HWLOC_OBJ_NUMANODE, NULL);
+            if (obj)
+                numa = (int)obj->os_index;
+        }
+        hwloc_bitmap_free(set);
+    }
+    hwloc_topology_destroy(topo);
+    return numa;
+}
+
+int sluice_context_create(MPI_Comm comm, const char *name, sluice_context_t **ctx_p)
+{
+    if (!name || !*name || strlen(name) >= sizeof(((sluice_peer_info_t *)0)->name) || !ctx_p)
+        return sl_fail(SLUICE_EINVAL, "process name must be 1..63 characters and ctx_p non-NULL");
+    sluice_context_t *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return sl_fail(SLUICE_ENOMEM, "cannot allocate a context");
+    int rc = SLUICE_EMPI;
+    if (MPI_Comm_dup(comm, &ctx->comm) != MPI_SUCCESS) {
+        rc = sl_fail(SLUICE_EMPI, "MPI_Comm_dup of the user's communicator failed");
+        goto free_ctx;
+    }
+    MPI_Comm_set_errhandler(ctx->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(ctx->comm, &ctx->rank);
+    MPI_Comm_size(ctx->comm, &ctx->size);
+    if (MPI_Comm_split_type(ctx->comm, MPI_COMM_TYPE_SHARED, ctx->rank, MPI_INFO_NULL,
+                            &ctx->node_comm) != MPI_SUCCESS) {
+        rc = sl_fail(SLUICE_EMPI, "MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) failed");
+        goto free_comm;
+    }
+    MPI_Comm_set_errhandler(ctx->node_comm, MPI_ERRORS_RETURN);
+
+    /* The node number is the context rank of the node's lowest rank. */
+    int node = ctx->rank;
+    MPI_Bcast(&node, 1, MPI_INT, 0, ctx->node_comm);
+
+    ctx->peers = calloc((size_t)ctx->size, sizeof *ctx->peers);
+    if (!ctx->peers) {
+        rc = sl_fail(SLUICE_ENOMEM, "cannot allocate the table of %d peers", ctx->size);
+        goto free_node;
+    }
+    sluice_peer_info_t me = { .rank = ctx->rank, .node = node, .numa = sl_numa_of_self(),
+                              .pid = (int)getpid() };
+    strcpy(me.name, name);
+    if (MPI_Allgather(&me, sizeof me, MPI_BYTE, ctx->peers, sizeof me, MPI_BYTE, ctx->comm) !=
+        MPI_SUCCESS) {
+        rc = sl_fail(SLUICE_EMPI, "MPI_Allgather of process names failed");
+        goto free_peers;
+    }
+    *ctx_p = ctx;
+    return SLUICE_OK;
+
+free_peers:
+    free(ctx->peers);
+free_node:
+    MPI_Comm_free(&ctx->node_comm);
+free_comm:
+    MPI_Comm_free(&ctx->comm);
+free_ctx:
+    free(ctx);
+    return rc;
+}
+
+void sluice_context_destroy(sluice_context_t *ctx)
+{
+    if (!ctx)
+        return;
+    free(ctx->peers);
+    MPI_Comm_free(&ctx->node_comm);
+    MPI_Comm_free(&ctx->comm);
+    free(ctx);
+}
+
+int sluice_context_size(const sluice_context_t *ctx) { return ctx->size; }
+int sluice_context_rank(const sluice_context_t *ctx) { return ctx->rank; }
+
+int sluice_context_peer(const sluice_context_t *ctx, int rank, sluice_peer_info_t *info_p)
+{
+    if (!ctx || !info_p || rank < 0 || rank >= ctx->size)
+        return sl_fail(SLUICE_EINVAL, "rank %d is not in the context (size %d)", rank,
+                       ctx ? ctx->size : 0);
+    *info_p = ctx->peers[rank];
+    return SLUICE_OK;
+}
+
+int sl_context_find(const sluice_context_t *ctx, const char *name, int *rank_p)
+{
+    int found = -1;
+    for (int r = 0; r < ctx->size; r++) {
+        if (r == ctx->rank || strcmp(ctx->peers[r].name, name) != 0)
+            continue;
+        if (found >= 0)
+            return sl_fail(SLUICE_EINVAL, "process name \"%s\" is used by ranks %d and %d", name,
+                           found, r);
+        found = r;
+    }
+    if (found < 0)
+        return sl_fail(SLUICE_ENOTFOUND, "no process named \"%s\" in the context", name);
+    *rank_p = found;
+    return SLUICE_OK;
+}

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/* The inbox: the memory layout one side reads and its peer writes. */
+#ifndef SL_INBOX_H
+#define SL_INBOX_H
+
+#include <stdatomic.h>
+
+#include "internal.h"
+
+#define SL_INBOX_MAGIC 0x4249454349554c53ull /* "SLUICEIB" little-endian */
+#define SL_INBOX_VERSION 1u
+#define SL_RECORD_BYTES 256u
+
+/*
+ * Inbox header, at offset 0. Written by the owner before connect and then
+ * read-only, except `peer_closed`, which the peer sets once (store64).
+ * Plain fixed-width fields, no pointers, no packing.
+ */
+typedef struct sl_inbox_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t record_bytes;
+    uint64_t inbox_bytes;
+    uint32_t streams;
+    uint32_t ring_depth;
+    uint32_t global_depth;
+    uint32_t reserved0;
+    uint64_t arena_bytes;
+    uint64_t global_off;      /* offset of the global ring's control lines */
+    uint64_t streams_off;     /* offset of stream 0 */
+    uint64_t stream_stride;   /* bytes from one stream to the next */
+    int64_t owner_pid;
+    uint8_t pad0[SL_CACHELINE * 2 - 80];
+    _Atomic uint64_t peer_closed; /* own line: set by the peer at close */
+    uint8_t pad1[SL_CACHELINE - sizeof(uint64_t)];
+} sl_inbox_header_t;
+
+_Static_assert(sizeof(sl_inbox_header_t) == 3 * SL_CACHELINE, "header is three cache lines");
+
+/* Offsets inside one ring's control block (each counter on its own line). */
+#define SL_RING_HEAD_OFF 0u                    /* written by the producer (peer) */
+#define SL_RING_TAIL_OFF SL_CACHELINE          /* written by the consumer (owner) */
+#define SL_ARENA_TAIL_OFF (2 * SL_CACHELINE)   /* stream rings only: consumer's arena tail */
+#define SL_RING_CTRL_BYTES (4 * SL_CACHELINE)  /* control block, slots follow */
+
+/* Record kinds; transitions use the public sluice_transition_kind_t values. */
+enum {
+    SL_REC_PRODUCT = 16,   /* a product region in the arena */
+    SL_REC_ABSENT = 17,    /* the product is absent for this event */
+    SL_REC_EVENT_END = 18, /* the writer finished the event: no more products */
+    SL_REC_STREAM_END = 19 /* end of job on this stream */
+};
+
+/* One ring record. Copied out whole by the consumer before it is trusted. */
+typedef struct sl_record {
+    uint32_t kind;
+    uint32_t aux_size;
+    uint64_t seq;          /* global ring: record number; stream: event sequence */
+    uint32_t run;
+    uint32_t lumi;
+    uint64_t event;
+    uint64_t timestamp;
+    uint8_t history[16];
+    uint32_t slot;         /* lumi slot */
+    uint32_t instance;
+    uint64_t dep;          /* EVENT: global record number of its lumi's begin */
+    uint64_t count;        /* END_LUMI: events in the lumi; PRODUCT: element count */
+    uint64_t fingerprint;  /* PRODUCT/ABSENT: type fingerprint */
+    uint64_t pos;          /* PRODUCT: free-running arena start */
+    uint64_t bytes;        /* PRODUCT: length */
+    uint8_t aux[SLUICE_AUX_MAX];
+    uint8_t pad[SL_RECORD_BYTES - 104 - SLUICE_AUX_MAX];
+} sl_record_t;
+
+_Static_assert(sizeof(sl_record_t) == SL_RECORD_BYTES, "record size is part of the layout");
+
+/* The geometry of an inbox, computed from options; identical on both sides. */
+typedef struct sl_geometry {
+    uint32_t streams, ring_depth, global_depth;
+    uint64_t arena_bytes;
+    uint64_t global_off, streams_off, stream_stride, inbox_bytes;
+} sl_geometry_t;
+
+int sl_geometry_compute(uint32_t streams, const sluice_options_t *o, sl_geometry_t *g_p);
+
+/* Offsets of a stream's ring control block, its slots and its arena. */
+static inline uint64_t sl_stream_ctrl(const sl_geometry_t *g, uint32_t s)
+{
+    return g->streams_off + (uint64_t)s * g->stream_stride;
+}
+static inline uint64_t sl_ring_slots(uint64_t ctrl) { return ctrl + SL_RING_CTRL_BYTES; }
+static inline uint64_t sl_stream_arena(const sl_geometry_t *g, uint32_t s)
+{
+    return sl_ring_slots(sl_stream_ctrl(g, s)) + (uint64_t)g->ring_depth * SL_RECORD_BYTES;
+}
+
+/* Write the header of a fresh local inbox and zero its control blocks. */
+void sl_inbox_init(void *base, const sl_geometry_t *g);
+
+/*
+ * Check a peer's header (copied out first) against its mapped size and the
+ * geometry this side expects; names the first bad field.
+ */
+int sl_inbox_check(const sl_inbox_header_t *h, uint64_t mapped_bytes, const sl_geometry_t *expect);
+
+#endif

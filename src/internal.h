@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal umbrella header of the sluice core. */
+#ifndef SL_INTERNAL_H
+#define SL_INTERNAL_H
+
+/*
+ * Naming rule: public symbols start with `sluice_` and live in
+ * include/sluice/; internal symbols start with `sl_` and never leave the
+ * library (it is built with hidden visibility; only `sluice_` functions are
+ * exported).
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sluice/sluice.h>
+
+#define SL_CACHELINE 64u
+
+#if defined(__GNUC__)
+#define SL_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define SL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define SL_PRINTF(f, a)
+#define SL_LIKELY(x) (x)
+#define SL_UNLIKELY(x) (x)
+#endif
+
+/*
+ * Record a failure: stores the formatted message as the calling thread's
+ * sluice_last_error() and returns `status`, so a failing path reads
+ * `return sl_fail(SLUICE_EINVAL, "stream %u out of range", s);`.
+ */
+int sl_fail(int status, const char *fmt, ...) SL_PRINTF(2, 3);
+
+/* Round `x` up to a multiple of `a`, a power of two. */
+static inline uint64_t sl_align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
+
+static inline bool sl_is_pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+/* 64-bit FNV-1a, continued from `h` (start with SL_FNV_OFFSET). */
+#define SL_FNV_OFFSET 0xcbf29ce484222325ull
+uint64_t sl_fnv1a(uint64_t h, const void *data, size_t n);
+
+/* Type internals the channel needs. */
+const sluice_custom_ops_t *sl_type_custom(const sluice_type_t *type);
+
+#endif

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/* Single-producer/single-consumer rings of fixed-size records in an inbox. */
+#ifndef SL_RING_H
+#define SL_RING_H
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "inbox.h"
+#include "transport.h"
+
+/*
+ * Producer half; lives in the writer's private memory. The ring itself is in
+ * the peer's inbox at `ctrl`. Counters are free-running; slot = head & mask.
+ */
+typedef struct sl_ring_tx {
+    uint64_t ctrl;        /* offset of the control block in the peer's inbox */
+    uint64_t mask;        /* depth - 1 */
+    uint64_t head;        /* next record number to write */
+    uint64_t tail_cache;  /* last tail read from the peer: a lower bound */
+} sl_ring_tx_t;
+
+/* Consumer half; lives in the reader's private memory, ring in its own inbox. */
+typedef struct sl_ring_rx {
+    char *base;           /* local inbox base */
+    uint64_t ctrl;
+    uint64_t mask;
+    uint64_t tail;        /* next record number to read */
+} sl_ring_rx_t;
+
+static inline void sl_ring_tx_init(sl_ring_tx_t *r, uint64_t ctrl, uint32_t depth)
+{
+    r->ctrl = ctrl;
+    r->mask = depth - 1u;
+    r->head = 0;
+    r->tail_cache = 0;
+}
+
+static inline void sl_ring_rx_init(sl_ring_rx_t *r, void *base, uint64_t ctrl, uint32_t depth)
+{
+    r->base = base;
+    r->ctrl = ctrl;
+    r->mask = depth - 1u;
+    r->tail = 0;
+}
+
+/*
+ * Is there room for one record? Reads the peer's tail only when the cached
+ * one says full. The load is acquire: it pairs with the consumer's release
+ * store of tail in sl_ring_rx_consume(), so the consumer has finished copying
+ * the slot out before we overwrite it.
+ */
+static inline int sl_ring_tx_room(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l)
+{
+    if (r->head - r->tail_cache <= r->mask)
+        return SLUICE_OK;
+    uint64_t tail;
+    int rc = t->load64(l, r->ctrl + SL_RING_TAIL_OFF, &tail);
+    if (rc)
+        return rc;
+    if (tail > r->head || r->head - tail > r->mask + 1)
+        return sl_fail(SLUICE_ECORRUPT, "ring at 0x%llx: consumer tail %llu is outside [%llu-%llu, "
+                                        "%llu]",
+                       (unsigned long long)r->ctrl, (unsigned long long)tail,
+                       (unsigned long long)r->head, (unsigned long long)(r->mask + 1),
+                       (unsigned long long)r->head);
+    r->tail_cache = tail;
+    return r->head - tail <= r->mask ? SLUICE_OK : SLUICE_EAGAIN;
+}
+
+/*
+ * Write one record and publish it. Call only after sl_ring_tx_room() said OK.
+ * store64 is a release store of head: it pairs with the consumer's acquire
+ * load in sl_ring_rx_peek(), so the record's bytes are visible first.
+ */
+static inline int sl_ring_tx_push(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
+                                  const sl_record_t *rec)
+{
+    uint64_t slot = sl_ring_slots(r->ctrl) + (r->head & r->mask) * SL_RECORD_BYTES;
+    int rc = t->put(l, slot, rec, sizeof *rec);
+    if (rc)
+        return rc;
+    rc = t->store64(l, r->ctrl + SL_RING_HEAD_OFF, r->head + 1);
+    if (rc)
+        return rc;
+    r->head++;
+    return SLUICE_OK;
+}
+
+/*
+ * Copy the oldest record out, if any: SLUICE_OK, SLUICE_EAGAIN when empty.
+ * The acquire load of head pairs with the producer's release store in
+ * sl_ring_tx_push(). A head that runs ahead by more than the depth cannot
+ * come from a correct producer: SLUICE_ECORRUPT.
+ */
+static inline int sl_ring_rx_peek(const sl_ring_rx_t *r, sl_record_t *rec_p)
+{
+    _Atomic uint64_t *head_p = (_Atomic uint64_t *)(void *)(r->base + r->ctrl + SL_RING_HEAD_OFF);
+    uint64_t head = atomic_load_explicit(head_p, memory_order_acquire);
+    if (head == r->tail)
+        return SLUICE_EAGAIN;
+    if (head - r->tail > r->mask + 1)
+        return sl_fail(SLUICE_ECORRUPT, "ring at 0x%llx: producer head %llu is more than %llu "
+                                        "records ahead of tail %llu",
+                       (unsigned long long)r->ctrl, (unsigned long long)head,
+                       (unsigned long long)(r->mask + 1), (unsigned long long)r->tail);
+    memcpy(rec_p, r->base + sl_ring_slots(r->ctrl) + (r->tail & r->mask) * SL_RECORD_BYTES,
+           sizeof *rec_p);
+    return SLUICE_OK;
+}
+
+/*
+ * Give the peeked slot back. Release store: pairs with the producer's
+ * acquire load of tail in sl_ring_tx_room(); our copy of the slot is complete
+ * before the producer may reuse it.
+ */
+static inline void sl_ring_rx_consume(sl_ring_rx_t *r)
+{
+    r->tail++;
+    _Atomic uint64_t *tail_p = (_Atomic uint64_t *)(void *)(r->base + r->ctrl + SL_RING_TAIL_OFF);
+    atomic_store_explicit(tail_p, r->tail, memory_order_release);
+}
+
+#endif

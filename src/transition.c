@@ -1,0 +1,373 @@
+/* SPDX-License-Identifier: MIT */
+/* Transitions: the controller's ordering rules and the source's ordered replay. */
+#include <string.h>
+
+#include "channel.h"
+
+static void sl_record_from_transition(sl_record_t *r, const sluice_transition_t *t)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = (uint32_t)t->kind;
+    r->run = t->run;
+    r->lumi = t->lumi;
+    r->event = t->event;
+    r->timestamp = t->timestamp;
+    memcpy(r->history, t->history, sizeof r->history);
+    r->aux_size = t->aux_size;
+    memcpy(r->aux, t->aux, t->aux_size);
+}
+
+static void sl_transition_from_record(sluice_transition_t *t, const sl_record_t *r)
+{
+    memset(t, 0, sizeof *t);
+    t->kind = (sluice_transition_kind_t)r->kind;
+    t->run = r->run;
+    t->lumi = r->lumi;
+    t->event = r->event;
+    t->timestamp = r->timestamp;
+    memcpy(t->history, r->history, sizeof t->history);
+    t->aux_size = r->aux_size;
+    memcpy(t->aux, r->aux, r->aux_size);
+}
+
+static int sl_check_transition(const sluice_channel_t *ch, const sluice_transition_t *t,
+                               sluice_role_t want)
+{
+    if (!t)
+        return sl_fail(SLUICE_EINVAL, "transition is NULL");
+    if (ch->role != want)
+        return sl_fail(SLUICE_EINVAL, "channel \"%s\": only the %s may do this", ch->name,
+                       want == SLUICE_CONTROLLER ? "controller" : "source");
+    if (t->aux_size > SLUICE_AUX_MAX)
+        return sl_fail(SLUICE_ERANGE, "transition aux_size %u exceeds %d", t->aux_size,
+                       SLUICE_AUX_MAX);
+    return SLUICE_OK;
+}
+
+/* ------------------------------------------------------------ controller */
+
+static sl_run_slot_t *sl_find_run(sluice_channel_t *ch, uint32_t run)
+{
+    for (uint32_t i = 0; i < ch->opt.max_open_lumis; i++)
+        if (ch->runs[i].open && ch->runs[i].run == run)
+            return &ch->runs[i];
+    return NULL;
+}
+
+static sl_lumi_slot_t *sl_find_lumi(sluice_channel_t *ch, uint32_t run, uint32_t lumi)
+{
+    for (uint32_t i = 0; i < ch->opt.max_open_lumis; i++)
+        if (ch->lumis[i].open && ch->lumis[i].run == run && ch->lumis[i].lumi == lumi)
+            return &ch->lumis[i];
+    return NULL;
+}
+
+/*
+ * Check `t` against the open runs and lumis and fill the record's slot,
+ * count and sequence. Changes nothing: sl_global_apply() does, after the
+ * record is published. Called with global_lock held.
+ */
+static int sl_global_check(sluice_channel_t *ch, const sluice_transition_t *t, sl_record_t *r)
+{
+    uint32_t max = ch->opt.max_open_lumis;
+    if (ch->job_ended)
+        return sl_fail(SLUICE_EORDER, "channel \"%s\": the job has ended", ch->name);
+    sl_run_slot_t *run = sl_find_run(ch, t->run);
+    switch (t->kind) {
+    case SLUICE_BEGIN_RUN:
+        if (run)
+            return sl_fail(SLUICE_EORDER, "begin of run %u: it is already open", t->run);
+        for (uint32_t i = 0; i < max; i++)
+            if (!ch->runs[i].open)
+                return SLUICE_OK;
+        return sl_fail(SLUICE_ELIMIT, "begin of run %u: %u runs are open already (max_open_lumis)",
+                       t->run, max);
+    case SLUICE_BEGIN_LUMI:
+        if (!run)
+            return sl_fail(SLUICE_EORDER, "begin of lumi %u: run %u is not open", t->lumi, t->run);
+        if (sl_find_lumi(ch, t->run, t->lumi))
+            return sl_fail(SLUICE_EORDER, "begin of lumi %u of run %u: it is already open",
+                           t->lumi, t->run);
+        for (uint32_t i = 0; i < max; i++) {
+            if (!ch->lumis[i].open) {
+                r->slot = i;
+                return SLUICE_OK;
+            }
+        }
+        return sl_fail(SLUICE_ELIMIT, "begin of lumi %u of run %u: %u lumis are open already",
+                       t->lumi, t->run, max);
+    case SLUICE_END_LUMI: {
+        sl_lumi_slot_t *l = sl_find_lumi(ch, t->run, t->lumi);
+        if (!l)
+            return sl_fail(SLUICE_EORDER, "end of lumi %u of run %u: it is not open", t->lumi,
+                           t->run);
+        r->slot = (uint32_t)(l - ch->lumis);
+        r->count = l->events;
+        return SLUICE_OK;
+    }
+    case SLUICE_END_RUN:
+        if (!run)
+            return sl_fail(SLUICE_EORDER, "end of run %u: it is not open", t->run);
+        if (run->open_lumis)
+            return sl_fail(SLUICE_EORDER, "end of run %u: %u of its lumis are still open", t->run,
+                           run->open_lumis);
+        return SLUICE_OK;
+    case SLUICE_END_JOB:
+        for (uint32_t i = 0; i < max; i++)
+            if (ch->runs[i].open)
+                return sl_fail(SLUICE_EORDER, "end of job: run %u is still open", ch->runs[i].run);
+        for (uint32_t s = 0; s < ch->n_streams; s++)
+            if (atomic_load_explicit(&ch->streams[s].token_open, memory_order_acquire))
+                return sl_fail(SLUICE_EBUSY, "end of job: stream %u has an unfinished event", s);
+        return SLUICE_OK;
+    case SLUICE_EVENT:
+        return sl_fail(SLUICE_EINVAL, "events go through sluice_event_send, not the global ring");
+    }
+    return sl_fail(SLUICE_EINVAL, "unknown transition kind %d", (int)t->kind);
+}
+
+static void sl_global_apply(sluice_channel_t *ch, const sluice_transition_t *t,
+                            const sl_record_t *r)
+{
+    sl_run_slot_t *run = sl_find_run(ch, t->run);
+    switch (t->kind) {
+    case SLUICE_BEGIN_RUN:
+        for (uint32_t i = 0; i < ch->opt.max_open_lumis; i++) {
+            if (!ch->runs[i].open) {
+                ch->runs[i] = (sl_run_slot_t){ true, t->run, 0 };
+                break;
+            }
+        }
+        break;
+    case SLUICE_BEGIN_LUMI:
+        ch->lumis[r->slot] = (sl_lumi_slot_t){ true, t->run, t->lumi, r->seq, 0 };
+        run->open_lumis++;
+        break;
+    case SLUICE_END_LUMI:
+        ch->lumis[r->slot].open = false;
+        run->open_lumis--;
+        break;
+    case SLUICE_END_RUN:
+        run->open = false;
+        break;
+    case SLUICE_END_JOB:
+        ch->job_ended = true;
+        break;
+    case SLUICE_EVENT:
+        break;
+    }
+}
+
+/* End of job also ends every stream, so stream readers return SLUICE_EOF. */
+static int sl_end_streams(sluice_channel_t *ch)
+{
+    sl_record_t r = { .kind = SL_REC_STREAM_END };
+    for (uint32_t s = 0; s < ch->n_streams; s++) {
+        int rc = sl_ring_wait_room(ch, &ch->streams[s].tx, 0, "end of job on a stream");
+        if (rc == SLUICE_OK)
+            rc = sl_ring_tx_push(&ch->streams[s].tx, ch->tp, ch->link, &r);
+        if (rc)
+            return rc;
+    }
+    return SLUICE_OK;
+}
+
+int sluice_transition_send(sluice_channel_t *ch, const sluice_transition_t *t, unsigned flags)
+{
+    if (!ch)
+        return sl_fail(SLUICE_EINVAL, "channel is NULL");
+    int rc = sl_check_transition(ch, t, SLUICE_CONTROLLER);
+    if (rc)
+        return rc;
+    sl_record_t r;
+    sl_record_from_transition(&r, t);
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    for (;;) {
+        pthread_mutex_lock(&ch->global_lock);
+        rc = sl_global_check(ch, t, &r);
+        if (rc == SLUICE_OK)
+            rc = sl_ring_tx_room(&ch->gtx, ch->tp, ch->link);
+        if (rc == SLUICE_OK) {
+            r.seq = ch->gtx.head + 1;
+            rc = sl_ring_tx_push(&ch->gtx, ch->tp, ch->link, &r);
+            if (rc == SLUICE_OK) {
+                sl_global_apply(ch, t, &r);
+                if (t->kind == SLUICE_END_JOB)
+                    rc = sl_end_streams(ch);
+            }
+        }
+        pthread_mutex_unlock(&ch->global_lock);
+        if (rc != SLUICE_EAGAIN)
+            break;
+        /* Wait without the lock, so event senders on other streams go on. */
+        if ((rc = sl_wait_step(ch, &w, flags, "global ring full")))
+            return rc;
+    }
+    if (rc == SLUICE_OK)
+        sl_stat_add(&ch->stats.transitions_sent, 1);
+    return rc;
+}
+
+int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transition_t *event,
+                      unsigned flags, sluice_token_t *token_p)
+{
+    if (!ch || !token_p)
+        return sl_fail(SLUICE_EINVAL, "channel and token_p must not be NULL");
+    int rc = sl_check_transition(ch, event, SLUICE_CONTROLLER);
+    if (rc)
+        return rc;
+    if (event->kind != SLUICE_EVENT)
+        return sl_fail(SLUICE_EINVAL, "sluice_event_send needs an SLUICE_EVENT transition");
+    if (stream >= ch->n_streams)
+        return sl_fail(SLUICE_EINVAL, "stream %u out of range (channel has %u)", stream,
+                       ch->n_streams);
+    sl_stream_t *st = &ch->streams[stream];
+    if (atomic_load_explicit(&st->token_open, memory_order_relaxed))
+        return sl_fail(SLUICE_EBUSY, "stream %u: finish event %llu before sending another", stream,
+                       (unsigned long long)st->token_seq);
+    /* Room first, outside the lock: this thread is the stream's only producer. */
+    if ((rc = sl_ring_wait_room(ch, &st->tx, flags, "stream ring full")))
+        return rc;
+
+    sl_record_t r;
+    sl_record_from_transition(&r, event);
+    pthread_mutex_lock(&ch->global_lock);
+    sl_lumi_slot_t *l = ch->job_ended ? NULL : sl_find_lumi(ch, event->run, event->lumi);
+    if (l) {
+        l->events++;
+        r.slot = (uint32_t)(l - ch->lumis);
+        r.dep = l->begin_seq;
+        r.seq = ++st->next_seq;
+        /* Under the lock: end of job reads it under the same lock. */
+        atomic_store_explicit(&st->token_open, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&ch->global_lock);
+    if (!l)
+        return sl_fail(SLUICE_EORDER, "event %llu: lumi %u of run %u is not open",
+                       (unsigned long long)event->event, event->lumi, event->run);
+    /* The lumi's end, if sent meanwhile, already counts this event: the source
+     * waits for it on this stream. */
+    if ((rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r)))
+        return rc;
+    st->token_seq = r.seq;
+    st->peer_ended = false;
+    sl_stat_add(&ch->stats.transitions_sent, 1);
+    *token_p = (sluice_token_t){ ch, stream, r.seq };
+    return SLUICE_OK;
+}
+
+/* ------------------------------------------------------------ source */
+
+int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsigned flags)
+{
+    if (!ch || !t_p)
+        return sl_fail(SLUICE_EINVAL, "channel and t_p must not be NULL");
+    if (ch->role != SLUICE_SOURCE)
+        return sl_fail(SLUICE_EINVAL, "channel \"%s\": only the source takes transitions",
+                       ch->name);
+    if (ch->global_eof)
+        return SLUICE_EOF;
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    sl_record_t r;
+    for (;;) {
+        int rc = sl_ring_rx_peek(&ch->grx, &r);
+        if (rc == SLUICE_OK && r.kind == SLUICE_END_LUMI && r.slot < ch->opt.max_open_lumis) {
+            /* Acquire: pairs with the stream readers' release increments, so
+             * the events counted were taken before the end is delivered. */
+            uint64_t got = atomic_load_explicit(&ch->slot_events[r.slot], memory_order_acquire);
+            if (got > r.count)
+                return sl_fail(SLUICE_ECORRUPT, "end of lumi %u: %llu events delivered, record "
+                                                "says %llu",
+                               r.lumi, (unsigned long long)got, (unsigned long long)r.count);
+            if (got < r.count)
+                rc = SLUICE_EAGAIN;
+        }
+        if (rc == SLUICE_OK)
+            break;
+        if (rc != SLUICE_EAGAIN)
+            return rc;
+        if ((rc = sl_wait_step(ch, &w, flags, "waiting for a global transition")))
+            return rc;
+    }
+    if (r.kind < SLUICE_BEGIN_RUN || r.kind > SLUICE_END_JOB || r.kind == SLUICE_EVENT ||
+        r.aux_size > SLUICE_AUX_MAX || r.slot >= ch->opt.max_open_lumis ||
+        r.seq != ch->grx.tail + 1)
+        return sl_fail(SLUICE_ECORRUPT, "global record %llu: kind %u, slot %u, aux %u, seq %llu "
+                                        "is not a valid transition",
+                       (unsigned long long)ch->grx.tail, r.kind, r.slot, r.aux_size,
+                       (unsigned long long)r.seq);
+    sl_ring_rx_consume(&ch->grx);
+    if (r.kind == SLUICE_BEGIN_LUMI)
+        atomic_store_explicit(&ch->slot_events[r.slot], 0, memory_order_relaxed);
+    /* Release: pairs with the stream readers' acquire load in event_next; the
+     * slot reset above is visible before they count events of this lumi. */
+    atomic_store_explicit(&ch->delivered_global, r.seq, memory_order_release);
+    if (r.kind == SLUICE_END_JOB)
+        ch->global_eof = true;
+    sl_transition_from_record(t_p, &r);
+    sl_stat_add(&ch->stats.transitions_received, 1);
+    return SLUICE_OK;
+}
+
+int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t *event_p,
+                      unsigned flags, sluice_token_t *token_p)
+{
+    if (!ch || !event_p || !token_p)
+        return sl_fail(SLUICE_EINVAL, "channel, event_p and token_p must not be NULL");
+    if (ch->role != SLUICE_SOURCE)
+        return sl_fail(SLUICE_EINVAL, "channel \"%s\": only the source takes events", ch->name);
+    if (stream >= ch->n_streams)
+        return sl_fail(SLUICE_EINVAL, "stream %u out of range (channel has %u)", stream,
+                       ch->n_streams);
+    sl_stream_t *st = &ch->streams[stream];
+    if (atomic_load_explicit(&st->token_open, memory_order_relaxed))
+        return sl_fail(SLUICE_EBUSY, "stream %u: finish event %llu before taking another", stream,
+                       (unsigned long long)st->token_seq);
+    if (st->eof)
+        return SLUICE_EOF;
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    sl_record_t r;
+    for (;;) {
+        int rc = sl_ring_rx_peek(&st->rx, &r);
+        if (rc == SLUICE_OK) {
+            if (r.kind == SL_REC_STREAM_END) {
+                sl_ring_rx_consume(&st->rx);
+                st->eof = true;
+                return SLUICE_EOF;
+            }
+            if (r.kind != SLUICE_EVENT) {
+                /* Leftovers of the previous event that this side did not claim. */
+                if ((rc = sl_stream_discard(ch, st, &r)))
+                    return rc;
+                continue;
+            }
+            if (r.slot >= ch->opt.max_open_lumis || r.aux_size > SLUICE_AUX_MAX ||
+                r.seq <= st->token_seq)
+                return sl_fail(SLUICE_ECORRUPT, "stream %u: event record with slot %u, aux %u, "
+                                                "seq %llu after %llu",
+                               stream, r.slot, r.aux_size, (unsigned long long)r.seq,
+                               (unsigned long long)st->token_seq);
+            /* Acquire: pairs with the release store in transition_next. */
+            if (atomic_load_explicit(&ch->delivered_global, memory_order_acquire) >= r.dep)
+                break;
+            rc = SLUICE_EAGAIN; /* its lumi's begin is not delivered yet */
+        }
+        if (rc != SLUICE_EAGAIN)
+            return rc;
+        if ((rc = sl_wait_step(ch, &w, flags, "waiting for an event")))
+            return rc;
+    }
+    sl_ring_rx_consume(&st->rx);
+    /* Release: pairs with the acquire load before an END_LUMI is delivered. */
+    atomic_fetch_add_explicit(&ch->slot_events[r.slot], 1, memory_order_release);
+    st->token_seq = r.seq;
+    st->peer_ended = false;
+    atomic_store_explicit(&st->token_open, true, memory_order_relaxed);
+    sl_transition_from_record(event_p, &r);
+    sl_stat_add(&ch->stats.transitions_received, 1);
+    *token_p = (sluice_token_t){ ch, stream, r.seq };
+    return SLUICE_OK;
+}

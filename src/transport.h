@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/* The transport interface: how the core reaches the peer's inbox. */
+#ifndef SL_TRANSPORT_H
+#define SL_TRANSPORT_H
+
+#include <mpi.h>
+
+#include "internal.h"
+#include "backoff.h"
+
+typedef struct sl_link sl_link_t; /* transport-private */
+
+/* Capability bits; the core chooses behaviour by these, never by name. */
+enum {
+    /* peer_ptr() returns a writable pointer into the peer's inbox (zero copy). */
+    SL_CAP_PEER_POINTER = 1u << 0,
+    /* The transport needs progress() called inside poll loops. */
+    SL_CAP_NEEDS_PROGRESS = 1u << 1,
+};
+
+/*
+ * One transport. Offsets are byte offsets into an inbox (see docs/design.md).
+ * "Peer" functions address the peer's inbox; the local inbox is read directly
+ * through `local_base` returned by open, after local_sync().
+ *
+ * Unless a slot says otherwise, it does not block, takes no lock, and may be
+ * called by any thread concurrently with calls on other streams (distinct
+ * offsets).
+ */
+typedef struct sl_transport_ops {
+    size_t size;          /* sizeof(sl_transport_ops_t): lets the table grow */
+    const char *name;
+    unsigned caps;
+
+    /*
+     * Allocate the local inbox of `bytes` on NUMA node `numa` (-1: anywhere),
+     * collectively over the two-rank communicator `pair`. Blocks (MPI
+     * collective). On failure nothing stays allocated and *link_p is unset.
+     */
+    int (*open)(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p, void **local_base_p);
+
+    /*
+     * After the local inbox is initialised: wait (bounded by `deadline`) until
+     * the peer has initialised its own, then map it. Returns its size.
+     */
+    int (*connect)(sl_link_t *link, const sl_deadline_t *deadline, size_t *peer_bytes_p);
+
+    /*
+     * Wait (bounded) for the peer to close too, then free everything. Safe
+     * after a failed connect. If the peer never arrives, returns
+     * SLUICE_ETIMEDOUT and leaks the window rather than block forever.
+     */
+    int (*close)(sl_link_t *link, const sl_deadline_t *deadline);
+
+    /* Copy `len` bytes into the peer's inbox; visible only after store64(). */
+    int (*put)(sl_link_t *link, size_t off, const void *src, size_t len);
+
+    /* SL_CAP_PEER_POINTER only: the peer's inbox at `off`, writable. */
+    void *(*peer_ptr)(sl_link_t *link, size_t off);
+
+    /*
+     * Store a 64-bit counter into the peer's inbox with release semantics:
+     * every put() and every write through peer_ptr() before it is visible to
+     * the peer before the counter is (pairs with the peer's acquire load of
+     * its local inbox).
+     */
+    int (*store64)(sl_link_t *link, size_t off, uint64_t value);
+
+    /* Load a 64-bit counter from the peer's inbox with acquire semantics. */
+    int (*load64)(sl_link_t *link, size_t off, uint64_t *value_p);
+
+    /* Copy `len` bytes out of the peer's inbox (header checks at connect). */
+    int (*get)(sl_link_t *link, size_t off, void *dst, size_t len);
+
+    /* Make the peer's writes to the local inbox visible to local loads. */
+    void (*local_sync)(sl_link_t *link);
+
+    /* Drive transport progress inside poll loops. */
+    void (*progress)(sl_link_t *link);
+} sl_transport_ops_t;
+
+extern const sl_transport_ops_t sl_shm_transport;
+
+#endif

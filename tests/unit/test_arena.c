@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/* Arena: regions never wrap, space returns only in order, bad regions are caught. */
+#include "check.h"
+#include "../../src/arena.h"
+
+static void oversize_never_fits_and_full_says_retry(void **state)
+{
+    (void)state;
+    uint64_t pos;
+    assert_status(sl_arena_place(0, 0, 4096, 4097, &pos), SLUICE_ETOOBIG);
+    assert_ok(sl_arena_place(0, 0, 4096, 4096, &pos));
+    assert_int_equal(pos, 0);
+    assert_status(sl_arena_place(4096, 0, 4096, 1, &pos), SLUICE_EAGAIN);
+    assert_ok(sl_arena_place(4096, 64, 4096, 64, &pos));
+}
+
+static void region_that_would_wrap_starts_at_next_lap(void **state)
+{
+    (void)state;
+    uint64_t pos;
+    /* head 64 bytes before the end, everything before it released. */
+    assert_ok(sl_arena_place(4032, 4032, 4096, 128, &pos));
+    assert_int_equal(pos, 4096);
+    /* A region that ends exactly at the end does not skip. */
+    assert_ok(sl_arena_place(3968, 3968, 4096, 128, &pos));
+    assert_int_equal(pos, 3968);
+    /* Not enough room once the skipped gap counts as used. */
+    assert_status(sl_arena_place(4032, 64, 4096, 256, &pos), SLUICE_EAGAIN);
+}
+
+static void out_of_order_release_returns_space_in_order(void **state)
+{
+    (void)state;
+    sl_arena_rx_t a;
+    sl_arena_rx_init(&a, 4096);
+    uint64_t id1, id2, id3;
+    bool adv;
+    assert_ok(sl_arena_rx_accept(&a, 0, 100, &id1));   /* [0,128) */
+    assert_ok(sl_arena_rx_accept(&a, 128, 64, &id2));  /* [128,192) */
+    assert_ok(sl_arena_rx_accept(&a, 192, 0, &id3));   /* empty */
+    assert_ok(sl_arena_rx_release(&a, id2, &adv));
+    assert_false(adv);
+    assert_int_equal(a.tail, 0);
+    assert_ok(sl_arena_rx_release(&a, id1, &adv));
+    assert_true(adv);
+    assert_int_equal(a.tail, 192);
+    assert_ok(sl_arena_rx_release(&a, id3, &adv));
+    assert_int_equal(a.tail, 192);
+    sl_arena_rx_fini(&a);
+}
+
+static void releasing_twice_is_refused(void **state)
+{
+    (void)state;
+    sl_arena_rx_t a;
+    sl_arena_rx_init(&a, 4096);
+    uint64_t id1, id2;
+    bool adv;
+    assert_ok(sl_arena_rx_accept(&a, 0, 64, &id1));
+    assert_ok(sl_arena_rx_accept(&a, 64, 64, &id2));
+    assert_ok(sl_arena_rx_release(&a, id2, &adv));
+    assert_status(sl_arena_rx_release(&a, id2, &adv), SLUICE_EALREADY); /* still queued */
+    assert_ok(sl_arena_rx_release(&a, id1, &adv));
+    assert_status(sl_arena_rx_release(&a, id1, &adv), SLUICE_EALREADY); /* already retired */
+    assert_status(sl_arena_rx_release(&a, 99, &adv), SLUICE_EINVAL);
+    assert_status(sl_arena_rx_release(&a, 0, &adv), SLUICE_EINVAL);
+    sl_arena_rx_fini(&a);
+}
+
+static void impossible_regions_are_corrupt(void **state)
+{
+    (void)state;
+    sl_arena_rx_t a;
+    sl_arena_rx_init(&a, 4096);
+    uint64_t id;
+    assert_status(sl_arena_rx_accept(&a, 0, 5000, &id), SLUICE_ECORRUPT);   /* > capacity */
+    assert_status(sl_arena_rx_accept(&a, 4032, 128, &id), SLUICE_ECORRUPT); /* wraps */
+    assert_status(sl_arena_rx_accept(&a, 4096, 64, &id), SLUICE_ECORRUPT);  /* past free space */
+    assert_ok(sl_arena_rx_accept(&a, 128, 64, &id));
+    assert_status(sl_arena_rx_accept(&a, 0, 64, &id), SLUICE_ECORRUPT);     /* goes backwards */
+    sl_arena_rx_fini(&a);
+}
+
+static void many_regions_grow_the_list(void **state)
+{
+    (void)state;
+    sl_arena_rx_t a;
+    sl_arena_rx_init(&a, 1 << 20);
+    uint64_t ids[1000];
+    bool adv;
+    for (int i = 0; i < 1000; i++)
+        assert_ok(sl_arena_rx_accept(&a, (uint64_t)i * 64, 64, &ids[i]));
+    for (int i = 999; i >= 0; i--)
+        assert_ok(sl_arena_rx_release(&a, ids[i], &adv));
+    assert_int_equal(a.tail, 64000);
+    assert_int_equal(a.n, 0);
+    sl_arena_rx_fini(&a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(oversize_never_fits_and_full_says_retry),
+        cmocka_unit_test(region_that_would_wrap_starts_at_next_lap),
+        cmocka_unit_test(out_of_order_release_returns_space_in_order),
+        cmocka_unit_test(releasing_twice_is_refused),
+        cmocka_unit_test(impossible_regions_are_corrupt),
+        cmocka_unit_test(many_regions_grow_the_list),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
