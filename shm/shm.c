@@ -8,6 +8,20 @@
 #include "../src/pairwait.h"
 #include "../src/transport.h"
 
+/*
+ * Open MPI's osc/sm does not promise more than 8-byte alignment for the
+ * segments of a non-contiguous shared window. Every inbox offset is laid out
+ * for a page-aligned base, so each segment is over-allocated by a page and
+ * used from its first page boundary. Both processes map the same file with
+ * page granularity, so they agree on where that boundary is.
+ */
+#define SL_SHM_ALIGN 4096u
+
+static char *sl_shm_align(void *p)
+{
+    return (char *)(((uintptr_t)p + SL_SHM_ALIGN - 1) & ~(uintptr_t)(SL_SHM_ALIGN - 1));
+}
+
 struct sl_link {
     MPI_Comm pair;        /* borrowed from the channel */
     MPI_Win win;
@@ -40,7 +54,9 @@ static int sl_shm_open(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p
     MPI_Info info;
     MPI_Info_create(&info);
     MPI_Info_set(info, "alloc_shared_noncontig", "true");
-    int mrc = MPI_Win_allocate_shared((MPI_Aint)bytes, 1, info, pair, &l->local, &l->win);
+    char *raw;
+    int mrc = MPI_Win_allocate_shared((MPI_Aint)(bytes + SL_SHM_ALIGN), 1, info, pair, &raw,
+                                      &l->win);
     MPI_Info_free(&info);
     if (mrc != MPI_SUCCESS) {
         char msg[MPI_MAX_ERROR_STRING];
@@ -51,6 +67,7 @@ static int sl_shm_open(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p
                                     "shared-memory transport needs osc/sm; do not exclude it)",
                        bytes, msg);
     }
+    l->local = sl_shm_align(raw);
     l->local_bytes = bytes;
     sl_shm_place(l->local, bytes, numa);
     *link_p = l;
@@ -75,9 +92,10 @@ static int sl_shm_connect(sl_link_t *l, const sl_deadline_t *deadline, size_t *p
     void *peer;
     if (MPI_Win_shared_query(l->win, l->peer_rank, &size, &disp, &peer) != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "shm: MPI_Win_shared_query of the peer failed");
-    l->peer = peer;
-    l->peer_bytes = (size_t)size;
-    *peer_bytes_p = (size_t)size;
+    l->peer = sl_shm_align(peer);
+    size_t slack = (size_t)(l->peer - (char *)peer);
+    l->peer_bytes = (size_t)size > slack ? (size_t)size - slack : 0;
+    *peer_bytes_p = l->peer_bytes;
     return SLUICE_OK;
 }
 

@@ -13,7 +13,10 @@ int sl_arena_place(uint64_t head, uint64_t tail, uint64_t cap, uint64_t len, uin
     uint64_t pos = head;
     if (need && off + need > cap)
         pos += cap - off; /* skip to the next lap; the gap is freed with this region */
-    if (pos + need - tail > cap)
+    /* Nothing may overlap unreleased bytes [tail, head) modulo cap. When
+     * everything is released (tail == head) there is nothing to overlap, so
+     * even a region that needs the skip plus nearly the whole arena fits. */
+    if (tail != head && pos + need - tail > cap)
         return SLUICE_EAGAIN;
     *pos_p = pos;
     return SLUICE_OK;
@@ -48,8 +51,9 @@ static int sl_arena_rx_grow(sl_arena_rx_t *a)
 int sl_arena_rx_accept(sl_arena_rx_t *a, uint64_t pos, uint64_t len, uint64_t *id_p)
 {
     uint64_t need = sl_align_up(len, SL_ARENA_ALIGN);
+    bool empty = a->n == 0 && a->tail == a->last_end; /* see sl_arena_place */
     if (len > a->cap || pos < a->last_end || (need && pos % a->cap + need > a->cap) ||
-        pos + need - a->tail > a->cap)
+        (!empty && pos + need - a->tail > a->cap))
         return sl_fail(SLUICE_ECORRUPT, "arena region [%llu, +%llu) is impossible: previous end "
                                         "%llu, released tail %llu, capacity %llu",
                        (unsigned long long)pos, (unsigned long long)len,

@@ -11,7 +11,8 @@
  * Producer side: where would a region of `len` bytes start, given the
  * producer's free-running `head`, the consumer's released `tail` and the
  * arena capacity `cap`? A region never wraps; if it does not fit before the
- * end it starts at the next lap. SLUICE_ETOOBIG if it can never fit,
+ * end it starts at the next lap. It may not overlap unreleased bytes; when
+ * none are left (tail == head) any region up to `cap` fits. SLUICE_ETOOBIG if it can never fit,
  * SLUICE_EAGAIN if it does not fit now. On success *pos_p is the
  * free-running start and the new head is *pos_p + aligned len.
  */

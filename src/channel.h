@@ -43,6 +43,7 @@ typedef struct sl_stream {
     _Atomic bool token_open;
     uint64_t token_seq;
     uint64_t next_seq;        /* controller: sequence numbers handed out */
+    uint64_t done_seq;        /* newest event this side finished */
     bool peer_ended;          /* the peer finished token_seq */
     bool eof;                 /* source: stream end seen */
 } sl_stream_t;
@@ -126,6 +127,17 @@ int sl_token_stream(const sluice_token_t *token, sl_stream_t **st_p);
 
 /* Wait (bounded) for one free slot in a stream's or the global ring. */
 int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, unsigned flags, const char *what);
+
+/*
+ * Wait (bounded) for one free slot in a stream's ring. While it waits it
+ * drains the stream's own inbox of records for events this side already
+ * finished, so two sides that both send never wait on each other's full
+ * rings. Stream thread only.
+ */
+int sl_stream_wait_room(sluice_channel_t *ch, sl_stream_t *st, unsigned flags, const char *what);
+
+/* Discard the leading records of the stream's inbox that belong to finished events. */
+int sl_stream_drain(sluice_channel_t *ch, sl_stream_t *st);
 
 /* Release every pending product of the stream (the event is finished). */
 void sl_stream_drop_pending(sluice_channel_t *ch, sl_stream_t *st);

@@ -56,6 +56,37 @@ int sl_stream_discard(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *
     return SLUICE_OK;
 }
 
+int sl_stream_drain(sluice_channel_t *ch, sl_stream_t *st)
+{
+    sl_record_t r;
+    for (;;) {
+        int rc = sl_ring_rx_peek(&st->rx, &r);
+        if (rc == SLUICE_EAGAIN)
+            return SLUICE_OK;
+        if (rc)
+            return rc;
+        if (r.kind == SLUICE_EVENT || r.kind == SL_REC_STREAM_END || r.seq > st->done_seq)
+            return SLUICE_OK;
+        if ((rc = sl_stream_discard(ch, st, &r)))
+            return rc;
+    }
+}
+
+int sl_stream_wait_room(sluice_channel_t *ch, sl_stream_t *st, unsigned flags, const char *what)
+{
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    for (;;) {
+        int rc = sl_stream_drain(ch, st);
+        if (rc == SLUICE_OK)
+            rc = sl_ring_tx_room(&st->tx, ch->tp, ch->link);
+        if (rc != SLUICE_EAGAIN)
+            return rc;
+        if ((rc = sl_wait_step(ch, &w, flags, what)))
+            return rc;
+    }
+}
+
 void sl_stream_drop_pending(sluice_channel_t *ch, sl_stream_t *st)
 {
     for (size_t i = 0; i < st->n_pending; i++) {
@@ -244,7 +275,10 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
     sl_wait_t w;
     sl_wait_init(ch, &w);
     for (;;) {
-        int rc = sl_arena_place(st->arena_head, st->arena_tail_cache, cap, bytes, pos_p);
+        int rc = sl_stream_drain(ch, st);
+        if (rc)
+            return rc;
+        rc = sl_arena_place(st->arena_head, st->arena_tail_cache, cap, bytes, pos_p);
         if (rc == SLUICE_ETOOBIG)
             return sl_fail(SLUICE_ETOOBIG, "channel \"%s\": a product of %zu bytes can never fit "
                                            "in the receiver's arena of %llu bytes (raise "
@@ -253,11 +287,14 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
         if (rc == SLUICE_EAGAIN) {
             /* Short of space: only now read the consumer's tail (acquire). */
             uint64_t tail;
-            if ((rc = ch->tp->load64(ch->link, st->tx.ctrl + SL_ARENA_TAIL_OFF, &tail)))
-                return rc;
-            if (tail > st->arena_head || st->arena_head - tail > cap)
-                return sl_fail(SLUICE_ECORRUPT, "arena tail %llu is outside [head-%llu, head=%llu]",
-                               (unsigned long long)tail, (unsigned long long)cap,
+            int lrc = ch->tp->load64(ch->link, st->tx.ctrl + SL_ARENA_TAIL_OFF, &tail);
+            if (lrc)
+                return lrc;
+            /* The consumer's tail only moves forward, and never past our head. */
+            if (tail > st->arena_head || tail < st->arena_tail_cache)
+                return sl_fail(SLUICE_ECORRUPT, "arena tail %llu is outside [%llu, head=%llu]",
+                               (unsigned long long)tail,
+                               (unsigned long long)st->arena_tail_cache,
                                (unsigned long long)st->arena_head);
             if (tail != st->arena_tail_cache) {
                 st->arena_tail_cache = tail;
@@ -405,7 +442,7 @@ int sluice_product_send_absent(sluice_token_t *token, uint32_t instance)
     if (rc)
         return rc;
     sluice_channel_t *ch = token->channel;
-    if ((rc = sl_ring_wait_room(ch, &st->tx, 0, "marking a product absent")))
+    if ((rc = sl_stream_wait_room(ch, st, 0, "marking a product absent")))
         return rc;
     sl_record_t r = { .kind = SL_REC_ABSENT,
                       .seq = st->token_seq,
@@ -422,12 +459,15 @@ int sluice_event_finish(sluice_token_t *token)
         return rc;
     sluice_channel_t *ch = token->channel;
     st->reserved = false;
-    if ((rc = sl_ring_wait_room(ch, &st->tx, 0, "finishing an event")))
+    if ((rc = sl_stream_wait_room(ch, st, 0, "finishing an event")))
         return rc;
     sl_record_t r = { .kind = SL_REC_EVENT_END, .seq = st->token_seq };
     if ((rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r)))
         return rc;
     sl_stream_drop_pending(ch, st);
+    st->done_seq = st->token_seq;
+    if ((rc = sl_stream_drain(ch, st)))
+        return rc;
     /* Release: pairs with end of job's acquire check under the global lock. */
     atomic_store_explicit(&st->token_open, false, memory_order_release);
     return SLUICE_OK;

@@ -227,7 +227,7 @@ int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transi
         return sl_fail(SLUICE_EBUSY, "stream %u: finish event %llu before sending another", stream,
                        (unsigned long long)st->token_seq);
     /* Room first, outside the lock: this thread is the stream's only producer. */
-    if ((rc = sl_ring_wait_room(ch, &st->tx, flags, "stream ring full")))
+    if ((rc = sl_stream_wait_room(ch, st, flags, "stream ring full")))
         return rc;
 
     sl_record_t r;

@@ -28,6 +28,27 @@ static void region_that_would_wrap_starts_at_next_lap(void **state)
     assert_status(sl_arena_place(4032, 64, 4096, 256, &pos), SLUICE_EAGAIN);
 }
 
+static void empty_arena_takes_a_region_that_needs_the_skip(void **state)
+{
+    (void)state;
+    uint64_t pos;
+    /* 1000 bytes in, everything released: a 4032-byte region starts at the next lap. */
+    assert_ok(sl_arena_place(1024, 1024, 4096, 4032, &pos));
+    assert_int_equal(pos, 4096);
+    /* Not while anything is still held. */
+    assert_status(sl_arena_place(1024, 960, 4096, 4032, &pos), SLUICE_EAGAIN);
+    /* And the consumer accepts it only when it, too, holds nothing. */
+    sl_arena_rx_t a;
+    sl_arena_rx_init(&a, 4096);
+    uint64_t id;
+    bool adv;
+    assert_ok(sl_arena_rx_accept(&a, 0, 1024, &id));
+    assert_status(sl_arena_rx_accept(&a, 4096, 4032, &id), SLUICE_ECORRUPT);
+    assert_ok(sl_arena_rx_release(&a, 1, &adv));
+    assert_ok(sl_arena_rx_accept(&a, 4096, 4032, &id));
+    sl_arena_rx_fini(&a);
+}
+
 static void out_of_order_release_returns_space_in_order(void **state)
 {
     (void)state;
@@ -75,8 +96,8 @@ static void impossible_regions_are_corrupt(void **state)
     uint64_t id;
     assert_status(sl_arena_rx_accept(&a, 0, 5000, &id), SLUICE_ECORRUPT);   /* > capacity */
     assert_status(sl_arena_rx_accept(&a, 4032, 128, &id), SLUICE_ECORRUPT); /* wraps */
-    assert_status(sl_arena_rx_accept(&a, 4096, 64, &id), SLUICE_ECORRUPT);  /* past free space */
     assert_ok(sl_arena_rx_accept(&a, 128, 64, &id));
+    assert_status(sl_arena_rx_accept(&a, 4096, 64, &id), SLUICE_ECORRUPT);  /* past free space */
     assert_status(sl_arena_rx_accept(&a, 0, 64, &id), SLUICE_ECORRUPT);     /* goes backwards */
     sl_arena_rx_fini(&a);
 }
@@ -102,6 +123,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(oversize_never_fits_and_full_says_retry),
         cmocka_unit_test(region_that_would_wrap_starts_at_next_lap),
+        cmocka_unit_test(empty_arena_takes_a_region_that_needs_the_skip),
         cmocka_unit_test(out_of_order_release_returns_space_in_order),
         cmocka_unit_test(releasing_twice_is_refused),
         cmocka_unit_test(impossible_regions_are_corrupt),

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared helpers of the multi-process tests: checks, types, channel set-up. */
+#ifndef SL_TEST_HARNESS_H
+#define SL_TEST_HARNESS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sluice/sluice.h>
+
+extern const char *h_role; /* "controller" or "source", for messages */
+
+#define H_FAIL(...)                                                                                \
+    do {                                                                                           \
+        fprintf(stderr, "[%s] %s:%d: ", h_role, __FILE__, __LINE__);                               \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fprintf(stderr, "\n");                                                                     \
+        return 1;                                                                                  \
+    } while (0)
+
+/* Check a sluice status; on mismatch print both codes and the detailed message. */
+#define H_STATUS(expr, want)                                                                       \
+    do {                                                                                           \
+        int got_ = (expr);                                                                         \
+        if (got_ != (want))                                                                        \
+            H_FAIL("%s = %d (%s: %s), expected %d (%s)", #expr, got_, sluice_strerror(got_),       \
+                   sluice_last_error(), (int)(want), sluice_strerror(want));                      \
+    } while (0)
+
+#define H_OK(expr) H_STATUS(expr, SLUICE_OK)
+#define H_TRUE(cond, ...)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "[%s] check failed: %s\n", h_role, #cond);                             \
+            H_FAIL(__VA_ARGS__);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+/* 64-bit checksum of a buffer (FNV-1a over 8-byte words, then the tail). */
+static inline uint64_t h_checksum(const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    for (; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Deterministic bytes for (seed, i): both sides can rebuild them. */
+static inline void h_fill(void *data, size_t n, uint64_t seed)
+{
+    unsigned char *p = data;
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(p + i, &x, 8);
+    }
+    for (; i < n; i++)
+        p[i] = (unsigned char)(x >> (i % 8));
+}
+
+static inline sluice_transition_t h_transition(sluice_transition_kind_t kind, uint32_t run,
+                                               uint32_t lumi, uint64_t event)
+{
+    sluice_transition_t t;
+    memset(&t, 0, sizeof t);
+    t.kind = kind;
+    t.run = run;
+    t.lumi = lumi;
+    t.event = event;
+    t.timestamp = ((uint64_t)run << 40) ^ ((uint64_t)lumi << 20) ^ event;
+    t.history[0] = 0xc5;
+    t.history[15] = (uint8_t)run;
+    t.aux_size = (uint32_t)(event % (SLUICE_AUX_MAX + 1));
+    for (uint32_t i = 0; i < t.aux_size; i++)
+        t.aux[i] = (uint8_t)(event + i);
+    return t;
+}
+
+/* Whether a received transition carries exactly what h_transition() put in. */
+static inline int h_transition_intact(const sluice_transition_t *t)
+{
+    sluice_transition_t want = h_transition(t->kind, t->run, t->lumi, t->event);
+    return memcmp(t, &want, sizeof want) == 0;
+}
+
+#endif
