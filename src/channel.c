@@ -319,7 +319,8 @@ static int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *
         sl_channel_free(ch);
         return sl_fail(SLUICE_ENOMEM, "cannot allocate the state of %u streams", d->streams);
     }
-    memcpy(ch->endpoints, d->endpoints, d->n_endpoints * sizeof *ch->endpoints);
+    if (d->n_endpoints)
+        memcpy(ch->endpoints, d->endpoints, d->n_endpoints * sizeof *ch->endpoints);
     ch->n_endpoints = d->n_endpoints;
     *ch_p = ch;
     return SLUICE_OK;
