@@ -11,7 +11,9 @@ int sl_arena_place(uint64_t head, uint64_t tail, uint64_t cap, uint64_t len, uin
         return SLUICE_ETOOBIG;
     uint64_t off = head % cap;
     uint64_t pos = head;
-    if (need && off + need > cap)
+    if (tail == head && off != 0)
+        pos += cap - off; /* empty: restart at offset 0, where the cache is still warm */
+    else if (need && off + need > cap)
         pos += cap - off; /* skip to the next lap; the gap is freed with this region */
     /* Nothing may overlap unreleased bytes [tail, head) modulo cap. When
      * everything is released (tail == head) there is nothing to overlap, so

@@ -39,7 +39,9 @@ static const char *sl_role_name(uint32_t role)
 void sl_wait_init(const sluice_channel_t *ch, sl_wait_t *w)
 {
     sl_backoff_init(&w->backoff, ch->opt.spin, ch->opt.max_sleep_us);
-    w->deadline = sl_deadline_in(ch->opt.timeout_ms);
+    /* The deadline starts at the first failed poll (sl_wait_step), so calls
+     * that never wait never read the clock. */
+    w->deadline.at_ns = 0;
     w->closed_seen = false;
 }
 
@@ -47,6 +49,8 @@ int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char 
 {
     if (flags & SLUICE_NONBLOCK)
         return SLUICE_EAGAIN;
+    if (SL_UNLIKELY(w->deadline.at_ns == 0))
+        w->deadline = sl_deadline_in(ch->opt.timeout_ms);
     if (w->closed_seen)
         return sl_fail(SLUICE_EPEERCLOSED, "channel \"%s\": %s: the peer closed the channel",
                        ch->name, what);

@@ -28,6 +28,7 @@ typedef struct sl_stream {
     uint64_t arena_off;       /* arena offset (same in both inboxes) */
     uint64_t arena_head;      /* free-running, private to this producer */
     uint64_t arena_tail_cache;
+    uint64_t arena_reload_at; /* head at which to look at the consumer's tail again */
     bool reserved;
     uint64_t res_pos, res_len;
     void *staging;            /* for transports without a peer pointer */
@@ -104,7 +105,7 @@ struct sluice_channel {
 /* Per-wait state: back-off, deadline, and whether the peer's close was seen. */
 typedef struct sl_wait {
     sl_backoff_t backoff;
-    sl_deadline_t deadline;
+    sl_deadline_t deadline; /* 0 until the first failed poll */
     bool closed_seen;
 } sl_wait_t;
 
@@ -135,6 +136,9 @@ int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, unsigned flags, co
  * rings. Stream thread only.
  */
 int sl_stream_wait_room(sluice_channel_t *ch, sl_stream_t *st, unsigned flags, const char *what);
+
+/* Bytes of arena traffic between two unprompted looks at the consumer's tail. */
+#define SL_ARENA_WARM (1u << 20)
 
 /* Discard the leading records of the stream's inbox that belong to finished events. */
 int sl_stream_drain(sluice_channel_t *ch, sl_stream_t *st);

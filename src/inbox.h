@@ -74,6 +74,10 @@ typedef struct sl_record {
 
 _Static_assert(sizeof(sl_record_t) == SL_RECORD_BYTES, "record size is part of the layout");
 
+/* Bytes of a record that are always written and read; aux follows, only as
+ * long as aux_size says (most records carry none). */
+#define SL_RECORD_HEAD_BYTES offsetof(sl_record_t, aux)
+
 /* The geometry of an inbox, computed from options; identical on both sides. */
 typedef struct sl_geometry {
     uint32_t streams, ring_depth, global_depth;

@@ -77,10 +77,11 @@ int sl_stream_wait_room(sluice_channel_t *ch, sl_stream_t *st, unsigned flags, c
     sl_wait_t w;
     sl_wait_init(ch, &w);
     for (;;) {
-        int rc = sl_stream_drain(ch, st);
-        if (rc == SLUICE_OK)
-            rc = sl_ring_tx_room(&st->tx, ch->tp, ch->link);
+        int rc = sl_ring_tx_room(&st->tx, ch->tp, ch->link);
         if (rc != SLUICE_EAGAIN)
+            return rc;
+        /* Full: drain finished events before waiting (see the header). */
+        if ((rc = sl_stream_drain(ch, st)))
             return rc;
         if ((rc = sl_wait_step(ch, &w, flags, what)))
             return rc;
@@ -267,6 +268,20 @@ static int sl_sender_check(sluice_token_t *token, uint32_t instance, sl_stream_t
     return SLUICE_OK;
 }
 
+/* Read the consumer's arena tail (acquire: pairs with sl_stream_publish_arena_tail). */
+static int sl_arena_load_tail(sluice_channel_t *ch, sl_stream_t *st, uint64_t *tail_p)
+{
+    int rc = ch->tp->load64(ch->link, st->tx.ctrl + SL_ARENA_TAIL_OFF, tail_p);
+    if (rc)
+        return rc;
+    /* The consumer's tail only moves forward, and never past our head. */
+    if (*tail_p > st->arena_head || *tail_p < st->arena_tail_cache)
+        return sl_fail(SLUICE_ECORRUPT, "arena tail %llu is outside [%llu, head=%llu]",
+                       (unsigned long long)*tail_p, (unsigned long long)st->arena_tail_cache,
+                       (unsigned long long)st->arena_head);
+    return SLUICE_OK;
+}
+
 /* Find arena space and one ring slot, waiting (bounded) for the consumer. */
 static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, unsigned flags,
                          uint64_t *pos_p)
@@ -274,11 +289,21 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
     uint64_t cap = ch->geo.arena_bytes;
     sl_wait_t w;
     sl_wait_init(ch, &w);
+    /* Once the head has moved SL_ARENA_WARM bytes on since the last look at
+     * the consumer's tail, look again: if the consumer has released
+     * everything, sl_arena_place() restarts at offset 0, so a steady exchange
+     * keeps reusing cache-warm memory instead of walking the whole arena. */
+    if (st->arena_head - st->arena_tail_cache >= SL_ARENA_WARM &&
+        st->arena_head >= st->arena_reload_at) {
+        uint64_t tail;
+        int lrc = sl_arena_load_tail(ch, st, &tail);
+        if (lrc)
+            return lrc;
+        st->arena_tail_cache = tail;
+        st->arena_reload_at = st->arena_head + SL_ARENA_WARM;
+    }
     for (;;) {
-        int rc = sl_stream_drain(ch, st);
-        if (rc)
-            return rc;
-        rc = sl_arena_place(st->arena_head, st->arena_tail_cache, cap, bytes, pos_p);
+        int rc = sl_arena_place(st->arena_head, st->arena_tail_cache, cap, bytes, pos_p);
         if (rc == SLUICE_ETOOBIG)
             return sl_fail(SLUICE_ETOOBIG, "channel \"%s\": a product of %zu bytes can never fit "
                                            "in the receiver's arena of %llu bytes (raise "
@@ -287,15 +312,9 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
         if (rc == SLUICE_EAGAIN) {
             /* Short of space: only now read the consumer's tail (acquire). */
             uint64_t tail;
-            int lrc = ch->tp->load64(ch->link, st->tx.ctrl + SL_ARENA_TAIL_OFF, &tail);
+            int lrc = sl_arena_load_tail(ch, st, &tail);
             if (lrc)
                 return lrc;
-            /* The consumer's tail only moves forward, and never past our head. */
-            if (tail > st->arena_head || tail < st->arena_tail_cache)
-                return sl_fail(SLUICE_ECORRUPT, "arena tail %llu is outside [%llu, head=%llu]",
-                               (unsigned long long)tail,
-                               (unsigned long long)st->arena_tail_cache,
-                               (unsigned long long)st->arena_head);
             if (tail != st->arena_tail_cache) {
                 st->arena_tail_cache = tail;
                 continue;
@@ -306,6 +325,8 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
         if (rc == SLUICE_OK)
             return SLUICE_OK;
         if (rc != SLUICE_EAGAIN)
+            return rc;
+        if ((rc = sl_stream_drain(ch, st)))
             return rc;
         if ((rc = sl_wait_step(ch, &w, flags, "receiver's arena or ring full")))
             return rc;
@@ -466,8 +487,6 @@ int sluice_event_finish(sluice_token_t *token)
         return rc;
     sl_stream_drop_pending(ch, st);
     st->done_seq = st->token_seq;
-    if ((rc = sl_stream_drain(ch, st)))
-        return rc;
     /* Release: pairs with end of job's acquire check under the global lock. */
     atomic_store_explicit(&st->token_open, false, memory_order_release);
     return SLUICE_OK;

@@ -77,7 +77,7 @@ static inline int sl_ring_tx_push(sl_ring_tx_t *r, const sl_transport_ops_t *t, 
                                   const sl_record_t *rec)
 {
     uint64_t slot = sl_ring_slots(r->ctrl) + (r->head & r->mask) * SL_RECORD_BYTES;
-    int rc = t->put(l, slot, rec, sizeof *rec);
+    int rc = t->put(l, slot, rec, SL_RECORD_HEAD_BYTES + rec->aux_size);
     if (rc)
         return rc;
     rc = t->store64(l, r->ctrl + SL_RING_HEAD_OFF, r->head + 1);
@@ -104,8 +104,12 @@ static inline int sl_ring_rx_peek(const sl_ring_rx_t *r, sl_record_t *rec_p)
                                         "records ahead of tail %llu",
                        (unsigned long long)r->ctrl, (unsigned long long)head,
                        (unsigned long long)(r->mask + 1), (unsigned long long)r->tail);
-    memcpy(rec_p, r->base + sl_ring_slots(r->ctrl) + (r->tail & r->mask) * SL_RECORD_BYTES,
-           sizeof *rec_p);
+    const char *slot = r->base + sl_ring_slots(r->ctrl) + (r->tail & r->mask) * SL_RECORD_BYTES;
+    memcpy(rec_p, slot, SL_RECORD_HEAD_BYTES);
+    if (rec_p->aux_size > SLUICE_AUX_MAX)
+        return sl_fail(SLUICE_ECORRUPT, "ring at 0x%llx: record %llu claims %u aux bytes",
+                       (unsigned long long)r->ctrl, (unsigned long long)r->tail, rec_p->aux_size);
+    memcpy(rec_p->aux, slot + SL_RECORD_HEAD_BYTES, rec_p->aux_size);
     return SLUICE_OK;
 }
 

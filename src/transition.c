@@ -226,6 +226,10 @@ int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transi
     if (atomic_load_explicit(&st->token_open, memory_order_relaxed))
         return sl_fail(SLUICE_EBUSY, "stream %u: finish event %llu before sending another", stream,
                        (unsigned long long)st->token_seq);
+    /* Once per event, clear what the peer sent for events we already finished
+     * (a controller otherwise never reads its inbox between events). */
+    if ((rc = sl_stream_drain(ch, st)))
+        return rc;
     /* Room first, outside the lock: this thread is the stream's only producer. */
     if ((rc = sl_stream_wait_room(ch, st, flags, "stream ring full")))
         return rc;

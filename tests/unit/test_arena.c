@@ -21,8 +21,8 @@ static void region_that_would_wrap_starts_at_next_lap(void **state)
     /* head 64 bytes before the end, everything before it released. */
     assert_ok(sl_arena_place(4032, 4032, 4096, 128, &pos));
     assert_int_equal(pos, 4096);
-    /* A region that ends exactly at the end does not skip. */
-    assert_ok(sl_arena_place(3968, 3968, 4096, 128, &pos));
+    /* A region that ends exactly at the end does not skip (64 bytes still held). */
+    assert_ok(sl_arena_place(3968, 3904, 4096, 128, &pos));
     assert_int_equal(pos, 3968);
     /* Not enough room once the skipped gap counts as used. */
     assert_status(sl_arena_place(4032, 64, 4096, 256, &pos), SLUICE_EAGAIN);
@@ -47,6 +47,19 @@ static void empty_arena_takes_a_region_that_needs_the_skip(void **state)
     assert_ok(sl_arena_rx_release(&a, 1, &adv));
     assert_ok(sl_arena_rx_accept(&a, 4096, 4032, &id));
     sl_arena_rx_fini(&a);
+}
+
+static void empty_arena_restarts_at_offset_zero(void **state)
+{
+    (void)state;
+    uint64_t pos;
+    /* Everything released: start over at the arena's first byte, which is
+     * likely still in the caches, instead of walking on through cold memory. */
+    assert_ok(sl_arena_place(1000 * 4096 + 192, 1000 * 4096 + 192, 4096, 64, &pos));
+    assert_int_equal(pos, 1001 * 4096);
+    /* Already at offset 0: stay. */
+    assert_ok(sl_arena_place(4096, 4096, 4096, 64, &pos));
+    assert_int_equal(pos, 4096);
 }
 
 static void out_of_order_release_returns_space_in_order(void **state)
@@ -124,6 +137,7 @@ int main(void)
         cmocka_unit_test(oversize_never_fits_and_full_says_retry),
         cmocka_unit_test(region_that_would_wrap_starts_at_next_lap),
         cmocka_unit_test(empty_arena_takes_a_region_that_needs_the_skip),
+        cmocka_unit_test(empty_arena_restarts_at_offset_zero),
         cmocka_unit_test(out_of_order_release_returns_space_in_order),
         cmocka_unit_test(releasing_twice_is_refused),
         cmocka_unit_test(impossible_regions_are_corrupt),

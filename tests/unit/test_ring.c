@@ -92,6 +92,17 @@ static void records_come_out_in_order_and_full_ring_says_retry(void **state)
     }
 }
 
+static void aux_size_beyond_the_maximum_is_corrupt(void **state)
+{
+    ring_fixture_t *f = *state;
+    sl_record_t r = { .aux_size = 0 };
+    assert_ok(sl_ring_tx_push(&f->tx, &lb_ops, &f->link, &r));
+    /* Overwrite the published record's aux_size in place, as a broken peer could. */
+    uint32_t bad = SLUICE_AUX_MAX + 1;
+    memcpy(f->mem + sl_ring_slots(0) + offsetof(sl_record_t, aux_size), &bad, sizeof bad);
+    assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_ECORRUPT);
+}
+
 static void head_running_too_far_ahead_is_corrupt(void **state)
 {
     ring_fixture_t *f = *state;
@@ -112,6 +123,8 @@ static void tail_ahead_of_head_is_corrupt(void **state)
 
 #define N_STRESS 200000u
 
+static _Atomic int consumer_quit;
+
 static void *consumer(void *arg)
 {
     ring_fixture_t *f = arg;
@@ -119,9 +132,12 @@ static void *consumer(void *arg)
     for (uint64_t want = 0; want < N_STRESS;) {
         if (sl_ring_rx_peek(&f->rx, &r) != SLUICE_OK)
             continue;
-        /* Every field written by the producer must be seen whole. */
-        if (r.seq != want || r.event != want * 3 || r.aux[100] != (uint8_t)want)
+        /* Every field written by the producer must be seen whole, aux included. */
+        if (r.seq != want || r.event != want * 3 || r.aux_size != 101 ||
+            r.aux[100] != (uint8_t)want) {
+            atomic_store(&consumer_quit, 1);
             return (void *)1;
+        }
         sl_ring_rx_consume(&f->rx);
         want++;
     }
@@ -133,8 +149,8 @@ static void two_threads_pass_every_record_intact(void **state)
     ring_fixture_t *f = *state;
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, consumer, f), 0);
-    sl_record_t r = { 0 };
-    for (uint64_t i = 0; i < N_STRESS;) {
+    sl_record_t r = { .aux_size = 101 };
+    for (uint64_t i = 0; i < N_STRESS && !atomic_load(&consumer_quit);) {
         if (sl_ring_tx_room(&f->tx, &lb_ops, &f->link) != SLUICE_OK)
             continue;
         r.seq = i;
@@ -155,6 +171,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(records_come_out_in_order_and_full_ring_says_retry, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(head_running_too_far_ahead_is_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(aux_size_beyond_the_maximum_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(tail_ahead_of_head_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(two_threads_pass_every_record_intact, setup, teardown),
     };

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sluice benchmark: ping-pong latencies measured in one run, as ratios
+ * against baselines measured in the same run on the same two processes:
+ *   - raw: a cache-line ping-pong through shared memory, and memcpy;
+ *   - two-sided: MPI_Send/MPI_Recv of a metadata message then the payload
+ *     (what the seeds' MPISender/MPIReceiver do), page-aligned separate buffers.
+ * Prints a table for people and CSV lines ("csv,...") with fixed columns.
+ *
+ *   mpiexec -n 1 sluice-bench controller : -n 1 sluice-bench source [--quick]
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sluice/sluice.h>
+
+static int is_ctrl, peer, quick;
+static const sluice_type_t *T_BYTES;
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+#define CHECK(expr)                                                                                \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ < 0) {                                                                             \
+            fprintf(stderr, "%s: %s: %s (%s)\n", is_ctrl ? "controller" : "source", #expr,         \
+                    sluice_strerror(rc_), sluice_last_error());                                   \
+            MPI_Abort(MPI_COMM_WORLD, 1); /* a benchmark tool, not the library */                 \
+        }                                                                                          \
+    } while (0)
+
+static int iters_for(size_t bytes)
+{
+    int n = bytes <= 65536 ? 5000 : (int)((512u << 20) / bytes);
+    if (n < 10)
+        n = 10;
+    return quick ? (n / 10 > 5 ? n / 10 : 5) : n;
+}
+
+/* ------------------------------------------------------------ raw baselines */
+
+/* One-way latency of a cache-line ping-pong through an MPI shared window. */
+static double raw_pingpong(void)
+{
+    MPI_Win win;
+    _Atomic uint64_t *mine, *theirs;
+    MPI_Aint sz;
+    int disp;
+    void *base, *pbase;
+    MPI_Win_allocate_shared(4096, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win);
+    MPI_Win_shared_query(win, peer, &sz, &disp, &pbase);
+    mine = base;   /* each side spins on its own line; the peer writes it */
+    theirs = pbase;
+    atomic_store(mine, 0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    int n = quick ? 20000 : 200000;
+    double t0 = 0;
+    for (int i = 1; i <= n + 1000; i++) {
+        if (i == 1001)
+            t0 = now_us();
+        if (is_ctrl) {
+            atomic_store_explicit(theirs, (uint64_t)i, memory_order_release);
+            while (atomic_load_explicit(mine, memory_order_acquire) != (uint64_t)i)
+                ;
+        } else {
+            while (atomic_load_explicit(mine, memory_order_acquire) != (uint64_t)i)
+                ;
+            atomic_store_explicit(theirs, (uint64_t)i, memory_order_release);
+        }
+    }
+    double one_way = (now_us() - t0) / n / 2;
+    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Win_free(&win);
+    return one_way;
+}
+
+static double memcpy_us(size_t bytes)
+{
+    char *a = aligned_alloc(4096, bytes ? (bytes + 4095) & ~(size_t)4095 : 4096);
+    char *b = aligned_alloc(4096, bytes ? (bytes + 4095) & ~(size_t)4095 : 4096);
+    memset(a, 1, bytes), memset(b, 2, bytes);
+    int n = iters_for(bytes);
+    double t0 = now_us();
+    for (int i = 0; i < n; i++) {
+        memcpy(i & 1 ? a : b, i & 1 ? b : a, bytes);
+        __asm__ __volatile__("" ::: "memory");
+    }
+    double t = (now_us() - t0) / n;
+    free(a), free(b);
+    return t;
+}
+
+/* Half round trip: metadata then payload, each way, as the seeds' modules do. */
+static double two_sided(size_t bytes)
+{
+    size_t cap = bytes ? (bytes + 4095) & ~(size_t)4095 : 4096;
+    char *sbuf = aligned_alloc(4096, cap), *rbuf = aligned_alloc(4096, cap);
+    memset(sbuf, 3, cap), memset(rbuf, 0, cap);
+    uint64_t meta[8] = { bytes };
+    int n = iters_for(bytes), warm = n / 10 + 1;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = 0;
+    for (int i = 0; i < n + warm; i++) {
+        if (i == warm)
+            t0 = now_us();
+        if (is_ctrl) {
+            MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, MPI_COMM_WORLD);
+            MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, MPI_COMM_WORLD);
+            MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        } else {
+            MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, MPI_COMM_WORLD);
+            MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, MPI_COMM_WORLD);
+        }
+    }
+    double t = (now_us() - t0) / n / 2;
+    free(sbuf), free(rbuf);
+    return t;
+}
+
+/* ------------------------------------------------------------ sluice */
+
+static sluice_channel_t *ch;
+static uint64_t next_ev;
+
+static void begin_event(sluice_token_t *tok)
+{
+    sluice_transition_t t;
+    memset(&t, 0, sizeof t);
+    t.kind = SLUICE_EVENT;
+    t.run = 1;
+    t.lumi = 1;
+    t.event = ++next_ev;
+    if (is_ctrl)
+        CHECK(sluice_event_send(ch, 0, &t, 0, tok));
+    else
+        CHECK(sluice_event_next(ch, 0, &t, 0, tok));
+}
+
+/*
+ * One-way transition latency: the controller publishes an event, the source
+ * takes it and answers with an empty product; half of that round trip.
+ */
+static double sluice_transition(void)
+{
+    int n = quick ? 2000 : 20000, warm = 500;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = 0;
+    for (int i = 0; i < n + warm; i++) {
+        if (i == warm)
+            t0 = now_us();
+        sluice_token_t tok;
+        sluice_view_t v;
+        begin_event(&tok);
+        if (is_ctrl) {
+            CHECK(sluice_product_receive(&tok, 2, 0, &v));
+            CHECK(sluice_view_release(ch, &v));
+        } else {
+            CHECK(sluice_product_send(&tok, 2, NULL, 0, 0, 0));
+        }
+        CHECK(sluice_event_finish(&tok));
+    }
+    return (now_us() - t0) / n / 2;
+}
+
+/*
+ * Product ping-pong of `bytes` each way inside one event: zero copy
+ * (reserve + commit; the receiver takes a view and releases it) or copy-in
+ * (sluice_product_send from a user buffer).
+ */
+static double sluice_product(size_t bytes, int zero_copy)
+{
+    char *src = aligned_alloc(4096, bytes ? (bytes + 4095) & ~(size_t)4095 : 4096);
+    memset(src, 5, bytes);
+    int n = iters_for(bytes), warm = n / 10 + 1;
+    sluice_token_t tok;
+    begin_event(&tok);
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = 0;
+    for (int i = 0; i < n + warm; i++) {
+        if (i == warm)
+            t0 = now_us();
+        for (int leg = 0; leg < 2; leg++) {
+            int sending = (leg == 0) == is_ctrl;
+            uint32_t inst = leg == 0 ? 1 : 2;
+            if (sending && zero_copy) {
+                sluice_reservation_t r;
+                CHECK(sluice_product_reserve(&tok, inst, bytes, bytes, 0, &r));
+                CHECK(sluice_product_commit(&tok, &r));
+            } else if (sending) {
+                CHECK(sluice_product_send(&tok, inst, src, bytes, bytes, 0));
+            } else {
+                sluice_view_t v;
+                CHECK(sluice_product_receive(&tok, inst, 0, &v));
+                CHECK(sluice_view_release(ch, &v));
+            }
+        }
+    }
+    double t = (now_us() - t0) / n / 2;
+    CHECK(sluice_event_finish(&tok));
+    free(src);
+    return t;
+}
+
+/* ------------------------------------------------------------ report */
+
+static void row(const char *what, size_t bytes, int iters, double sluice_us, double base_us,
+                double raw_us)
+{
+    if (!is_ctrl)
+        return;
+    printf("%-22s %10zu %7d %11.3f %11.3f %8.2f %10.3f\n", what, bytes, iters, sluice_us, base_us,
+           base_us / sluice_us, raw_us);
+    printf("csv,%s,%zu,%d,%.4f,%.4f,%.4f,%.4f\n", what, bytes, iters, sluice_us, base_us,
+           base_us / sluice_us, raw_us);
+}
+
+int main(int argc, char **argv)
+{
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_SINGLE, &provided);
+    int size, rank;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (argc < 2 || size != 2) {
+        if (rank == 0)
+            fprintf(stderr, "usage: mpiexec -n 1 sluice-bench controller : -n 1 sluice-bench "
+                            "source [--quick]\n");
+        MPI_Finalize();
+        return 2;
+    }
+    is_ctrl = strcmp(argv[1], "controller") == 0;
+    quick = argc > 2 && strcmp(argv[2], "--quick") == 0;
+    peer = 1 - rank;
+
+    sluice_context_t *ctx;
+    sluice_registry_t *reg;
+    sluice_type_desc_t bd = { .size = sizeof bd, .name = "bench::Bytes",
+                              .layout = SLUICE_LAYOUT_BLOCK, .elem_size = 1, .align = 1 };
+    CHECK(sluice_context_create(MPI_COMM_WORLD, argv[1], &ctx));
+    CHECK(sluice_registry_create(&reg));
+    CHECK(sluice_registry_add(reg, &bd, &T_BYTES));
+    sluice_endpoint_t eps[2] = { { 1, is_ctrl ? SLUICE_SEND : SLUICE_RECEIVE, T_BYTES },
+                                 { 2, is_ctrl ? SLUICE_RECEIVE : SLUICE_SEND, T_BYTES } };
+    sluice_options_t o;
+    sluice_options_init(&o);
+    o.arena_bytes = 130u << 20; /* two 64 MiB products in flight */
+    o.spin = 1000000;           /* a benchmark may spin: one core per process */
+    CHECK(sluice_options_from_env(&o));
+    sluice_channel_desc_t d = { .size = sizeof d, .name = "bench",
+                                .role = is_ctrl ? SLUICE_CONTROLLER : SLUICE_SOURCE,
+                                .peer = is_ctrl ? "source" : "controller", .streams = 1,
+                                .endpoints = eps, .n_endpoints = 2, .options = &o };
+    CHECK(sluice_channel_open(ctx, &d, &ch));
+    sluice_transition_t t;
+    memset(&t, 0, sizeof t);
+    t.run = 1;
+    t.lumi = 1;
+    if (is_ctrl) {
+        t.kind = SLUICE_BEGIN_RUN;
+        CHECK(sluice_transition_send(ch, &t, 0));
+        t.kind = SLUICE_BEGIN_LUMI;
+        CHECK(sluice_transition_send(ch, &t, 0));
+    } else {
+        CHECK(sluice_transition_next(ch, &t, 0));
+        CHECK(sluice_transition_next(ch, &t, 0));
+    }
+
+    if (is_ctrl)
+        printf("sluice benchmark: two processes on one node, shared-memory transport; times are "
+               "one-way (half a round trip), in microseconds\n\n%-22s %10s %7s %11s %11s %8s "
+               "%10s\n", "case", "bytes", "iters", "sluice_us", "baseline_us", "speedup",
+               "raw_us");
+    if (is_ctrl)
+        printf("csv,case,bytes,iters,sluice_us,baseline_us,speedup,raw_us\n");
+
+    double raw = raw_pingpong();
+    double tr = sluice_transition();
+    row("transition", 0, quick ? 2000 : 20000, tr, two_sided(0), raw);
+
+    static const size_t sizes[] = { 8, 512, 4096, 65536, 1u << 20, 16u << 20, 64u << 20 };
+    double zc8 = 0, zc1m = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t b = sizes[i];
+        double base = two_sided(b);
+        double zc = sluice_product(b, 1), cp = sluice_product(b, 0);
+        double mc = memcpy_us(b);
+        row("product_zero_copy", b, iters_for(b), zc, base, raw);
+        row("product_copy_in", b, iters_for(b), cp, base, mc);
+        if (b == 8)
+            zc8 = zc;
+        if (b == (1u << 20))
+            zc1m = zc;
+    }
+    if (is_ctrl) {
+        printf("\ntargets: transition / raw ping-pong = %.2f (target <= 1.5); zero-copy 1 MiB / "
+               "8 B = %.2f (target <= 2)\n", tr / raw, zc1m / zc8);
+        printf("speedup = baseline_us / sluice_us; baseline = two-sided MPI (metadata + payload); "
+               "raw_us = cache-line ping-pong (transition, zero copy) or one memcpy (copy-in)\n");
+    }
+    t.kind = SLUICE_END_LUMI;
+    if (is_ctrl) {
+        CHECK(sluice_transition_send(ch, &t, 0));
+        t.kind = SLUICE_END_RUN;
+        CHECK(sluice_transition_send(ch, &t, 0));
+        t.kind = SLUICE_END_JOB;
+        CHECK(sluice_transition_send(ch, &t, 0));
+    }
+    CHECK(sluice_channel_close(ch));
+    sluice_registry_destroy(reg);
+    sluice_context_destroy(ctx);
+    MPI_Finalize();
+    return 0;
+}
