@@ -384,10 +384,14 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     int peer;
     if ((rc = sl_context_find(ctx, desc->peer, &peer)))
         return rc;
-    if (ctx->peers[peer].node != ctx->peers[ctx->rank].node)
-        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": peer \"%s\" is on another node; the RMA "
-                                       "transport is not built yet",
-                       desc->name, desc->peer);
+    /* Choose the transport by where the peer is and what the options force. */
+    bool same_node = ctx->peers[peer].node == ctx->peers[ctx->rank].node;
+    if (opt.transport == SLUICE_TRANSPORT_RMA || !same_node)
+        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": peer \"%s\" %s; the RMA transport is not "
+                                       "built yet",
+                       desc->name, desc->peer,
+                       same_node ? "would use RMA (forced by option/SLUICE_TRANSPORT)"
+                                 : "is on another node");
 
     sluice_channel_t *ch = NULL;
     if ((rc = sl_channel_alloc(ctx, desc, &opt, &ch)))

@@ -31,7 +31,12 @@ static const sl_option_row_t sl_option_rows[] = {
     SL_ROW(spin, "SLUICE_SPIN", 256, 0, 1000000, 0, "polls spent spinning before yielding"),
     SL_ROW(max_sleep_us, "SLUICE_MAX_SLEEP_US", 200, 1, 100000, 0,
            "longest sleep between polls once backed off, in microseconds"),
+    SL_ROW(transport, "SLUICE_TRANSPORT", SLUICE_TRANSPORT_AUTO, 0, 2, 0,
+           "transport: auto (0), shm (1) or rma (2)"),
 };
+
+/* Names accepted for enumerated options, in value order. */
+static const char *const sl_transport_names[] = { "auto", "shm", "rma" };
 
 #define SL_N_OPTIONS (sizeof sl_option_rows / sizeof sl_option_rows[0])
 
@@ -135,7 +140,16 @@ int sluice_options_from_env(sluice_options_t *options)
         if (!s)
             continue;
         uint64_t v;
-        if (sl_parse_size(s, &v))
+        bool named = false;
+        if (r->offset == offsetof(sluice_options_t, transport)) {
+            for (uint64_t k = 0; k < 3; k++) {
+                if (strcmp(s, sl_transport_names[k]) == 0) {
+                    v = k;
+                    named = true;
+                }
+            }
+        }
+        if (!named && sl_parse_size(s, &v))
             return sl_fail(SLUICE_EINVAL, "%s=\"%s\" is not a number (digits, optional K/M/G)",
                            r->info.env, s);
         int rc = sl_option_check(r, v, r->info.env);

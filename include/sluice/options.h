@@ -24,7 +24,16 @@ typedef struct sluice_options {
     uint32_t timeout_ms;      /* deadline of every blocking wait */
     uint32_t spin;            /* polls spent spinning before yielding */
     uint32_t max_sleep_us;    /* longest sleep between polls once backed off */
+    uint32_t transport;       /* a sluice_transport_choice_t */
 } sluice_options_t;
+
+/* Which transport a channel uses. AUTO: shared memory on one node (the
+ * only one built so far); the others force one, for tests and debugging. */
+typedef enum sluice_transport_choice {
+    SLUICE_TRANSPORT_AUTO = 0,
+    SLUICE_TRANSPORT_SHM = 1,
+    SLUICE_TRANSPORT_RMA = 2,
+} sluice_transport_choice_t;
 
 /* Set every field to its default. Never fails. */
 void sluice_options_init(sluice_options_t *options);
@@ -32,8 +41,8 @@ void sluice_options_init(sluice_options_t *options);
 /*
  * Override fields from SLUICE_* environment variables (SLUICE_RING_DEPTH,
  * SLUICE_GLOBAL_DEPTH, SLUICE_ARENA_BYTES, SLUICE_MAX_OPEN_LUMIS,
- * SLUICE_TIMEOUT_MS, SLUICE_SPIN, SLUICE_MAX_SLEEP_US). Sizes accept a K, M
- * or G suffix. Returns SLUICE_ERANGE or SLUICE_EINVAL, with a message naming
+ * SLUICE_TIMEOUT_MS, SLUICE_SPIN, SLUICE_MAX_SLEEP_US, SLUICE_TRANSPORT). Sizes
+ * accept a K, M or G suffix; SLUICE_TRANSPORT also accepts auto, shm or rma. Returns SLUICE_ERANGE or SLUICE_EINVAL, with a message naming
  * the variable, if a value is malformed or out of range; `options` is then
  * unchanged.
  */

@@ -41,6 +41,25 @@ static void env_overrides_fields_with_suffixes(void **state)
     clear_env();
 }
 
+static void transport_accepts_names_and_numbers(void **state)
+{
+    (void)state;
+    clear_env();
+    sluice_options_t o;
+    sluice_options_init(&o);
+    assert_int_equal(o.transport, SLUICE_TRANSPORT_AUTO);
+    setenv("SLUICE_TRANSPORT", "shm", 1);
+    assert_ok(sluice_options_from_env(&o));
+    assert_int_equal(o.transport, SLUICE_TRANSPORT_SHM);
+    setenv("SLUICE_TRANSPORT", "2", 1);
+    assert_ok(sluice_options_from_env(&o));
+    assert_int_equal(o.transport, SLUICE_TRANSPORT_RMA);
+    setenv("SLUICE_TRANSPORT", "carrier-pigeon", 1);
+    assert_status(sluice_options_from_env(&o), SLUICE_EINVAL);
+    assert_non_null(strstr(sluice_last_error(), "SLUICE_TRANSPORT"));
+    clear_env();
+}
+
 static void non_power_of_two_ring_is_refused_and_nothing_changes(void **state)
 {
     (void)state;
@@ -95,6 +114,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults_are_valid),
         cmocka_unit_test(env_overrides_fields_with_suffixes),
+        cmocka_unit_test(transport_accepts_names_and_numbers),
         cmocka_unit_test(non_power_of_two_ring_is_refused_and_nothing_changes),
         cmocka_unit_test(malformed_number_names_the_variable),
         cmocka_unit_test(out_of_range_fields_are_refused),
