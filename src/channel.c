@@ -25,6 +25,8 @@ typedef struct sl_decl {
     uint32_t ring_depth;
     uint32_t global_depth;
     uint32_t max_open_lumis;
+    uint32_t transport_shm;   /* 1: shared memory, 0: RMA */
+    uint32_t reserved0;
     uint64_t arena_bytes;
     char channel[64];
     uint64_t n_endpoints;
@@ -92,7 +94,7 @@ const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_
 
 /* ------------------------------------------------------------ handshake */
 
-static int sl_decl_build(const sluice_channel_desc_t *d, const sluice_options_t *o,
+static int sl_decl_build(const sluice_channel_desc_t *d, const sluice_options_t *o, bool shm,
                          sl_decl_t **decl_p, size_t *bytes_p)
 {
     size_t bytes = sizeof(sl_decl_t) + d->n_endpoints * sizeof(sl_decl_endpoint_t);
@@ -106,6 +108,7 @@ static int sl_decl_build(const sluice_channel_desc_t *d, const sluice_options_t 
     decl->ring_depth = o->ring_depth;
     decl->global_depth = o->global_depth;
     decl->max_open_lumis = o->max_open_lumis;
+    decl->transport_shm = shm;
     decl->arena_bytes = o->arena_bytes;
     strncpy(decl->channel, d->name, sizeof decl->channel - 1);
     decl->n_endpoints = d->n_endpoints;
@@ -177,6 +180,7 @@ static int sl_decl_agree(const char *channel, const sl_decl_t *ctrl, const sl_de
     SL_AGREE(global_depth);
     SL_AGREE(max_open_lumis);
     SL_AGREE(arena_bytes);
+    SL_AGREE(transport_shm);
 #undef SL_AGREE
     int rc = sl_decl_match(channel, ctrl, src);
     return rc ? rc : sl_decl_match(channel, src, ctrl);
@@ -312,7 +316,6 @@ static int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *
     ch->role = d->role;
     ch->opt = *o;
     ch->pair = MPI_COMM_NULL;
-    ch->tp = &sl_shm_transport;
     ch->n_streams = d->streams;
     ch->streams = calloc(d->streams, sizeof *ch->streams);
     ch->lumis = calloc(o->max_open_lumis, sizeof *ch->lumis);
@@ -363,6 +366,37 @@ static int sl_pair_comm(sluice_channel_t *ch)
     return SLUICE_OK;
 }
 
+/*
+ * Shared memory for a peer on this node, one-sided MPI for one elsewhere,
+ * unless the options force one. Both sides must choose the same: the
+ * handshake carries the choice and refuses a disagreement.
+ */
+static int sl_choose_transport(const sluice_context_t *ctx, int peer,
+                               const sluice_channel_desc_t *d, const sluice_options_t *o,
+                               const sl_transport_ops_t **tp_p)
+{
+    bool same_node = ctx->peers[peer].node == ctx->peers[ctx->rank].node;
+    if (o->transport == SLUICE_TRANSPORT_SHM && !same_node)
+        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": the shared-memory transport was forced but "
+                                       "peer \"%s\" is on another node",
+                       d->name, d->peer);
+    if (o->transport == SLUICE_TRANSPORT_SHM ||
+        (o->transport == SLUICE_TRANSPORT_AUTO && same_node)) {
+        *tp_p = &sl_shm_transport;
+        return SLUICE_OK;
+    }
+    /* Stream threads call MPI on this transport (serialised by it below
+     * MPI_THREAD_MULTIPLE, see rma/rma.c). */
+    int level;
+    MPI_Query_thread(&level);
+    if (level < MPI_THREAD_SERIALIZED && d->streams > 1)
+        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": the RMA transport with %u streams needs "
+                                       "MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE",
+                       d->name, d->streams);
+    *tp_p = &sl_rma_transport;
+    return SLUICE_OK;
+}
+
 int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc,
                         sluice_channel_t **ch_p)
 {
@@ -384,18 +418,14 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     int peer;
     if ((rc = sl_context_find(ctx, desc->peer, &peer)))
         return rc;
-    /* Choose the transport by where the peer is and what the options force. */
-    bool same_node = ctx->peers[peer].node == ctx->peers[ctx->rank].node;
-    if (opt.transport == SLUICE_TRANSPORT_RMA || !same_node)
-        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": peer \"%s\" %s; the RMA transport is not "
-                                       "built yet",
-                       desc->name, desc->peer,
-                       same_node ? "would use RMA (forced by option/SLUICE_TRANSPORT)"
-                                 : "is on another node");
+    const sl_transport_ops_t *tp = NULL;
+    if ((rc = sl_choose_transport(ctx, peer, desc, &opt, &tp)))
+        return rc;
 
     sluice_channel_t *ch = NULL;
     if ((rc = sl_channel_alloc(ctx, desc, &opt, &ch)))
         return rc;
+    ch->tp = tp;
     ch->peer_rank = peer;
     sl_deadline_t deadline = sl_deadline_in(opt.timeout_ms);
     sl_decl_t *decl = NULL;
@@ -405,7 +435,7 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
 
     if ((rc = sl_geometry_compute(desc->streams, &opt, &ch->geo)))
         goto free_channel;
-    if ((rc = sl_decl_build(desc, &opt, &decl, &decl_bytes)))
+    if ((rc = sl_decl_build(desc, &opt, ch->tp == &sl_shm_transport, &decl, &decl_bytes)))
         goto free_channel;
     if ((rc = sl_handshake(ch, decl, decl_bytes, &deadline)))
         goto free_decl;

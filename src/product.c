@@ -351,12 +351,15 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
     if (ch->tp->caps & SL_CAP_PEER_POINTER) {
         data = ch->tp->peer_ptr(ch->link, st->arena_off + sl_arena_offset(pos, ch->geo.arena_bytes));
     } else {
-        if (bytes > st->staging_bytes) {
-            void *n = realloc(st->staging, bytes);
+        if (bytes > st->staging_bytes || !st->staging) {
+            /* Reservations are 64-byte aligned on every transport. */
+            size_t cap = sl_align_up(bytes ? bytes : 1, SL_ARENA_ALIGN);
+            void *n = aligned_alloc(SL_ARENA_ALIGN, cap);
             if (!n)
-                return sl_fail(SLUICE_ENOMEM, "cannot allocate %zu staging bytes", bytes);
+                return sl_fail(SLUICE_ENOMEM, "cannot allocate %zu staging bytes", cap);
+            free(st->staging);
             st->staging = n;
-            st->staging_bytes = bytes;
+            st->staging_bytes = cap;
         }
         data = st->staging;
     }

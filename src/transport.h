@@ -80,5 +80,6 @@ typedef struct sl_transport_ops {
 } sl_transport_ops_t;
 
 extern const sl_transport_ops_t sl_shm_transport;
+extern const sl_transport_ops_t sl_rma_transport;
 
 #endif

@@ -81,6 +81,9 @@ static sluice_options_t h_options(void)
     o.timeout_ms = 20000; /* generous: sanitizer builds on 2 cores are slow */
     o.arena_bytes = 1u << 20;
     o.max_sleep_us = 100;
+    /* The job's SLUICE_* variables (the transport under test) still apply. */
+    if (sluice_options_from_env(&o) != SLUICE_OK)
+        fprintf(stderr, "[%s] bad SLUICE_* environment: %s\n", h_role, sluice_last_error());
     return o;
 }
 
@@ -842,8 +845,11 @@ static int case_wrong_role_name(void)
 
 int main(int argc, char **argv)
 {
+    /* osc/pt2pt refuses MPI_THREAD_MULTIPLE: its configuration asks for less. */
+    const char *lvl = getenv("SLUICE_TEST_MPI_THREADS");
+    int want = lvl && !strcmp(lvl, "serialized") ? MPI_THREAD_SERIALIZED : MPI_THREAD_MULTIPLE;
     int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Init_thread(&argc, &argv, want, &provided);
     if (argc < 3) {
         fprintf(stderr, "usage: conform controller|source CASE [STREAMS]\n");
         MPI_Finalize();
