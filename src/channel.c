@@ -487,6 +487,8 @@ int sluice_channel_close(sluice_channel_t *ch)
     return rc;
 }
 
+const char *sluice_channel_transport(const sluice_channel_t *ch) { return ch->tp->name; }
+
 void sluice_channel_stats(const sluice_channel_t *ch, sluice_channel_stats_t *out)
 {
     sluice_channel_t *c = (sluice_channel_t *)ch;

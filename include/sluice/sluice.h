@@ -110,6 +110,9 @@ typedef struct sluice_channel_stats {
     uint64_t discarded;       /* products dropped because their event was already finished */
 } sluice_channel_stats_t;
 
+/* Name of the transport the channel uses ("shm" or "rma"); a constant string. */
+const char *sluice_channel_transport(const sluice_channel_t *ch);
+
 /* Counters of this side. Thread-safe; values may lag concurrent calls. */
 void sluice_channel_stats(const sluice_channel_t *ch, sluice_channel_stats_t *stats_p);
 

@@ -74,6 +74,9 @@ static int h_types(void)
 
 /* ------------------------------------------------------------ helpers */
 
+static int h_open_any(const char *name, uint32_t streams, const sluice_endpoint_t *eps, size_t n,
+                      const sluice_options_t *o, sluice_channel_t **ch_p);
+
 static sluice_options_t h_options(void)
 {
     sluice_options_t o;
@@ -89,6 +92,20 @@ static sluice_options_t h_options(void)
 
 static int h_open(const char *name, uint32_t streams, const sluice_endpoint_t *eps, size_t n,
                   const sluice_options_t *o, sluice_channel_t **ch_p)
+{
+    int rc = h_open_any(name, streams, eps, n, o, ch_p);
+    /* The configuration under test names its transport: make sure it is the one used. */
+    const char *want = getenv("SLUICE_TRANSPORT");
+    if (rc == SLUICE_OK && want && strcmp(want, sluice_channel_transport(*ch_p)) != 0) {
+        fprintf(stderr, "[%s] channel uses %s, configuration says %s\n", h_role,
+                sluice_channel_transport(*ch_p), want);
+        exit(1);
+    }
+    return rc;
+}
+
+static int h_open_any(const char *name, uint32_t streams, const sluice_endpoint_t *eps, size_t n,
+                      const sluice_options_t *o, sluice_channel_t **ch_p)
 {
     sluice_channel_desc_t d = { .size = sizeof d, .name = name,
                                 .role = h_is_ctrl ? SLUICE_CONTROLLER : SLUICE_SOURCE,
@@ -841,6 +858,89 @@ static int case_wrong_role_name(void)
     return 0;
 }
 
+/* ------------------------------------------------------------ mixed transports */
+
+/*
+ * One controller, two sources in one job: "source" over shared memory and
+ * "source-b" forced onto RMA. The controller drives both channels from one
+ * thread, event by event, and checks each source's answer.
+ */
+static int mixed_exchange(sluice_channel_t *ch, int ctrl, uint64_t salt)
+{
+    for (uint64_t ev = 0; ev < 20; ev++) {
+        sluice_transition_t t = h_transition(SLUICE_EVENT, 1, 1, ev);
+        sluice_token_t tok;
+        sluice_view_t v;
+        char buf[3000];
+        if (ctrl) {
+            H_OK(sluice_event_send(ch, 0, &t, 0, &tok));
+            h_fill(buf, sizeof buf, ev + salt);
+            H_OK(sluice_product_send(&tok, I_RAW, buf, sizeof buf, ev, 0));
+            H_OK(sluice_product_receive(&tok, I_RESULT, 0, &v));
+            H_TRUE(v.bytes == 8 && *(const uint64_t *)v.data == h_checksum(buf, sizeof buf),
+                   "answer of event %llu", (unsigned long long)ev);
+            H_OK(sluice_view_release(ch, &v));
+        } else {
+            H_OK(sluice_event_next(ch, 0, &t, 0, &tok));
+            H_OK(sluice_product_receive(&tok, I_RAW, 0, &v));
+            uint64_t sum = h_checksum(v.data, v.bytes);
+            H_OK(sluice_view_release(ch, &v));
+            H_OK(sluice_product_send(&tok, I_RESULT, &sum, sizeof sum, 1, 0));
+        }
+        H_OK(sluice_event_finish(&tok));
+    }
+    return 0;
+}
+
+static int mixed_open(const char *name, const char *peer, int rma, sluice_channel_t **ch_p)
+{
+    sluice_endpoint_t eps[2] = { { I_RAW, h_dir(1), T_BYTES }, { I_RESULT, h_dir(0), T_BYTES } };
+    sluice_options_t o = h_options();
+    o.transport = rma ? SLUICE_TRANSPORT_RMA : SLUICE_TRANSPORT_AUTO;
+    sluice_channel_desc_t d = { .size = sizeof d, .name = name,
+                                .role = h_is_ctrl ? SLUICE_CONTROLLER : SLUICE_SOURCE,
+                                .peer = peer, .streams = 1, .endpoints = eps, .n_endpoints = 2,
+                                .options = &o };
+    return sluice_channel_open(h_ctx, &d, ch_p);
+}
+
+static int case_mixed(void)
+{
+    if (h_is_ctrl) {
+        sluice_channel_t *a, *b;
+        H_OK(mixed_open("to-a", "source", 0, &a));
+        H_OK(mixed_open("to-b", "source-b", 1, &b));
+        H_TRUE(!strcmp(sluice_channel_transport(a), "shm") &&
+                   !strcmp(sluice_channel_transport(b), "rma"),
+               "transports: %s and %s", sluice_channel_transport(a), sluice_channel_transport(b));
+        sluice_channel_t *both[2] = { a, b };
+        for (int i = 0; i < 2; i++) {
+            H_OK(h_send_global(both[i], SLUICE_BEGIN_RUN, 1, 0));
+            H_OK(h_send_global(both[i], SLUICE_BEGIN_LUMI, 1, 1));
+            H_OK(mixed_exchange(both[i], 1, (uint64_t)i * 1000));
+            H_OK(h_send_global(both[i], SLUICE_END_LUMI, 1, 1));
+            H_OK(h_send_global(both[i], SLUICE_END_RUN, 1, 0));
+            H_OK(h_send_global(both[i], SLUICE_END_JOB, 0, 0));
+        }
+        H_OK(sluice_channel_close(a));
+        H_OK(sluice_channel_close(b));
+        return 0;
+    }
+    int is_b = strcmp(h_role, "source-b") == 0;
+    sluice_channel_t *ch;
+    H_OK(mixed_open(is_b ? "to-b" : "to-a", "controller", is_b, &ch));
+    H_TRUE(!strcmp(sluice_channel_transport(ch), is_b ? "rma" : "shm"), "transport %s",
+           sluice_channel_transport(ch));
+    H_OK(h_expect_global(ch, SLUICE_BEGIN_RUN, 1, 0));
+    H_OK(h_expect_global(ch, SLUICE_BEGIN_LUMI, 1, 1));
+    H_OK(mixed_exchange(ch, 0, 0));
+    H_OK(h_expect_global(ch, SLUICE_END_LUMI, 1, 1));
+    H_OK(h_expect_global(ch, SLUICE_END_RUN, 1, 0));
+    H_OK(h_expect_global(ch, SLUICE_END_JOB, 0, 0));
+    H_OK(sluice_channel_close(ch));
+    return 0;
+}
+
 /* ------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -889,6 +989,8 @@ int main(int argc, char **argv)
             rc = case_peer_stops();
         else if (!strcmp(name, "bad_options"))
             rc = case_bad_options();
+        else if (!strcmp(name, "mixed"))
+            rc = case_mixed();
         else if (!strcmp(name, "unknown_peer"))
             rc = case_wrong_role_name();
         else
