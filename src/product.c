@@ -333,8 +333,13 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
     }
 }
 
-int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
-                           unsigned flags, sluice_reservation_t *res_p)
+/*
+ * Reserve arena space. Where the transport has no pointer into the peer's
+ * arena, `stage` asks for a local staging buffer the caller fills; without
+ * it the caller supplies the bytes at commit (sluice_product_send).
+ */
+static int sl_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
+                      unsigned flags, bool stage, sluice_reservation_t *res_p)
 {
     sl_stream_t *st;
     const sluice_endpoint_t *e;
@@ -347,10 +352,10 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
     uint64_t pos;
     if ((rc = sl_arena_wait(ch, st, bytes, flags, &pos)))
         return rc;
-    void *data;
+    void *data = NULL;
     if (ch->tp->caps & SL_CAP_PEER_POINTER) {
         data = ch->tp->peer_ptr(ch->link, st->arena_off + sl_arena_offset(pos, ch->geo.arena_bytes));
-    } else {
+    } else if (stage) {
         if (bytes > st->staging_bytes || !st->staging) {
             /* Reservations are 64-byte aligned on every transport. */
             size_t cap = sl_align_up(bytes ? bytes : 1, SL_ARENA_ALIGN);
@@ -370,7 +375,14 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
     return SLUICE_OK;
 }
 
-int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res)
+int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
+                           unsigned flags, sluice_reservation_t *res_p)
+{
+    return sl_reserve(token, instance, bytes, count, flags, true, res_p);
+}
+
+/* Publish a reservation; `src` holds its bytes where the transport must put them. */
+static int sl_commit(sluice_token_t *token, sluice_reservation_t *res, const void *src)
 {
     sl_stream_t *st;
     int rc = sl_token_stream(token, &st);
@@ -386,7 +398,7 @@ int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res)
     if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && res->bytes &&
         (rc = ch->tp->put(ch->link, st->arena_off + sl_arena_offset(st->res_pos,
                                                                     ch->geo.arena_bytes),
-                          st->staging, res->bytes)))
+                          src, res->bytes)))
         return rc;
     sl_record_t r = { .kind = SL_REC_PRODUCT,
                       .seq = st->token_seq,
@@ -404,6 +416,13 @@ int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res)
     sl_stat_add(&ch->stats.products_sent, 1);
     sl_stat_add(&ch->stats.bytes_sent, res->bytes);
     return SLUICE_OK;
+}
+
+int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res)
+{
+    sl_stream_t *st;
+    int rc = sl_token_stream(token, &st);
+    return rc ? rc : sl_commit(token, res, st->staging);
 }
 
 int sluice_product_cancel(sluice_token_t *token, sluice_reservation_t *res)
@@ -424,13 +443,15 @@ int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *da
 {
     if (bytes && !data)
         return sl_fail(SLUICE_EINVAL, "data is NULL for a %zu-byte product", bytes);
+    /* With a pointer into the peer's arena: one memcpy there. Without one
+     * (RMA): no staging copy, the transport puts straight from `data`. */
     sluice_reservation_t res;
-    int rc = sluice_product_reserve(token, instance, bytes, count, flags, &res);
+    int rc = sl_reserve(token, instance, bytes, count, flags, false, &res);
     if (rc)
         return rc;
-    if (bytes)
+    if (res.data && bytes)
         memcpy(res.data, data, bytes);
-    return sluice_product_commit(token, &res);
+    return sl_commit(token, &res, data);
 }
 
 int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const void *object,

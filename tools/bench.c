@@ -47,7 +47,8 @@ static int iters_for(size_t bytes)
 
 /* ------------------------------------------------------------ raw baselines */
 
-/* One-way latency of a cache-line ping-pong through an MPI shared window. */
+/* One-way latency of a cache-line ping-pong through an MPI shared window;
+ * -1 where no shared window can be made (osc/sm excluded). */
 static double raw_pingpong(void)
 {
     MPI_Win win;
@@ -55,7 +56,9 @@ static double raw_pingpong(void)
     MPI_Aint sz;
     int disp;
     void *base, *pbase;
-    MPI_Win_allocate_shared(4096, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win);
+    if (MPI_Win_allocate_shared(4096, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win) !=
+        MPI_SUCCESS)
+        return -1;
     MPI_Win_shared_query(win, peer, &sz, &disp, &pbase);
     mine = base;   /* each side spins on its own line; the peer writes it */
     theirs = pbase;
@@ -125,6 +128,49 @@ static double two_sided(size_t bytes)
     }
     double t = (now_us() - t0) / n / 2;
     free(sbuf), free(rbuf);
+    return t;
+}
+
+/*
+ * One-way latency of the raw one-sided path sluice's RMA transport builds on:
+ * MPI_Put of the payload, flush, put of a flag word, flush; the peer polls
+ * its flag (MPI_Win_sync, MPI_Iprobe for progress) and answers the same way.
+ */
+static MPI_Win put_win;
+static char *put_base;
+
+static double raw_put(size_t bytes)
+{
+    int n = iters_for(bytes), warm = n / 10 + 1;
+    char *src = aligned_alloc(4096, bytes ? (bytes + 4095) & ~(size_t)4095 : 4096);
+    memset(src, 7, bytes);
+    _Atomic uint64_t *flag = (_Atomic uint64_t *)(void *)put_base;
+    atomic_store(flag, 0);
+    MPI_Win_sync(put_win);
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = 0;
+    for (int i = 1; i <= n + warm; i++) {
+        if (i == warm + 1)
+            t0 = now_us();
+        uint64_t v = (uint64_t)i;
+        for (int leg = 0; leg < 2; leg++) {
+            if ((leg == 0) == is_ctrl) {
+                MPI_Put(src, (int)bytes, MPI_BYTE, peer, 64, (int)bytes, MPI_BYTE, put_win);
+                MPI_Win_flush(peer, put_win);
+                MPI_Put(&v, 1, MPI_UINT64_T, peer, 0, 1, MPI_UINT64_T, put_win);
+                MPI_Win_flush(peer, put_win);
+            } else {
+                int f;
+                while (atomic_load_explicit(flag, memory_order_acquire) != v) {
+                    MPI_Win_sync(put_win);
+                    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &f, MPI_STATUS_IGNORE);
+                }
+            }
+        }
+    }
+    double t = (now_us() - t0) / n / 2;
+    MPI_Barrier(MPI_COMM_WORLD);
+    free(src);
     return t;
 }
 
@@ -214,21 +260,24 @@ static double sluice_product(size_t bytes, int zero_copy)
 
 /* ------------------------------------------------------------ report */
 
+static const char *transport;
+
 static void row(const char *what, size_t bytes, int iters, double sluice_us, double base_us,
-                double raw_us)
+                double raw_us, double put_us)
 {
     if (!is_ctrl)
         return;
-    printf("%-22s %10zu %7d %11.3f %11.3f %8.2f %10.3f\n", what, bytes, iters, sluice_us, base_us,
-           base_us / sluice_us, raw_us);
-    printf("csv,%s,%zu,%d,%.4f,%.4f,%.4f,%.4f\n", what, bytes, iters, sluice_us, base_us,
-           base_us / sluice_us, raw_us);
+    printf("%-18s %-9s %10zu %7d %10.3f %11.3f %8.2f %9.3f %9.3f %8.2f\n", what, transport, bytes,
+           iters, sluice_us, base_us, base_us / sluice_us, raw_us, put_us, sluice_us / put_us);
+    printf("csv,%s,%s,%zu,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", what, transport, bytes, iters,
+           sluice_us, base_us, base_us / sluice_us, raw_us, put_us, sluice_us / put_us);
 }
 
 int main(int argc, char **argv)
 {
     int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     int size, rank;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -276,17 +325,25 @@ int main(int argc, char **argv)
         CHECK(sluice_transition_next(ch, &t, 0));
     }
 
+    transport = sluice_channel_transport(ch);
+    if (MPI_Win_allocate((64u << 20) + 4096, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &put_base,
+                         &put_win) != MPI_SUCCESS) {
+        fprintf(stderr, "MPI_Win_allocate for the raw put baseline failed\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, put_win);
     if (is_ctrl)
-        printf("sluice benchmark: two processes on one node, shared-memory transport; times are "
-               "one-way (half a round trip), in microseconds\n\n%-22s %10s %7s %11s %11s %8s "
-               "%10s\n", "case", "bytes", "iters", "sluice_us", "baseline_us", "speedup",
-               "raw_us");
+        printf("sluice benchmark: two processes on one node, transport %s; times are one-way "
+               "(half a round trip), in microseconds\n\n%-18s %-9s %10s %7s %10s %11s %8s %9s "
+               "%9s %8s\n", transport, "case", "transport", "bytes", "iters", "sluice_us",
+               "baseline_us", "speedup", "raw_us", "put_us", "vs_put");
     if (is_ctrl)
-        printf("csv,case,bytes,iters,sluice_us,baseline_us,speedup,raw_us\n");
+        printf("csv,case,transport,bytes,iters,sluice_us,baseline_us,speedup,raw_us,put_us,"
+               "vs_put\n");
 
     double raw = raw_pingpong();
     double tr = sluice_transition();
-    row("transition", 0, quick ? 2000 : 20000, tr, two_sided(0), raw);
+    row("transition", 0, quick ? 2000 : 20000, tr, two_sided(0), raw, raw_put(0));
 
     static const size_t sizes[] = { 8, 512, 4096, 65536, 1u << 20, 16u << 20, 64u << 20 };
     double zc8 = 0, zc1m = 0;
@@ -294,19 +351,22 @@ int main(int argc, char **argv)
         size_t b = sizes[i];
         double base = two_sided(b);
         double zc = sluice_product(b, 1), cp = sluice_product(b, 0);
-        double mc = memcpy_us(b);
-        row("product_zero_copy", b, iters_for(b), zc, base, raw);
-        row("product_copy_in", b, iters_for(b), cp, base, mc);
+        double mc = memcpy_us(b), put = raw_put(b);
+        row("product_zero_copy", b, iters_for(b), zc, base, raw, put);
+        row("product_copy_in", b, iters_for(b), cp, base, mc, put);
         if (b == 8)
             zc8 = zc;
         if (b == (1u << 20))
             zc1m = zc;
     }
     if (is_ctrl) {
-        printf("\ntargets: transition / raw ping-pong = %.2f (target <= 1.5); zero-copy 1 MiB / "
-               "8 B = %.2f (target <= 2)\n", tr / raw, zc1m / zc8);
+        if (raw > 0)
+            printf("\ntargets: transition / raw ping-pong = %.2f (target <= 1.5); zero-copy "
+                   "1 MiB / 8 B = %.2f (target <= 2)\n", tr / raw, zc1m / zc8);
         printf("speedup = baseline_us / sluice_us; baseline = two-sided MPI (metadata + payload); "
-               "raw_us = cache-line ping-pong (transition, zero copy) or one memcpy (copy-in)\n");
+               "raw_us = cache-line ping-pong (transition, zero copy; -1: no shared window) or "
+               "one memcpy (copy-in); put_us = raw MPI_Put + flush + flag ping-pong; vs_put = "
+               "sluice_us / put_us (RMA target <= 1.2)\n");
     }
     t.kind = SLUICE_END_LUMI;
     if (is_ctrl) {
@@ -316,6 +376,8 @@ int main(int argc, char **argv)
         t.kind = SLUICE_END_JOB;
         CHECK(sluice_transition_send(ch, &t, 0));
     }
+    MPI_Win_unlock_all(put_win);
+    MPI_Win_free(&put_win);
     CHECK(sluice_channel_close(ch));
     sluice_registry_destroy(reg);
     sluice_context_destroy(ctx);
