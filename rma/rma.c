@@ -117,11 +117,11 @@ static int sl_rma_open(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p
 
 static int sl_rma_connect(sl_link_t *l, const sl_deadline_t *deadline, size_t *peer_bytes_p)
 {
-    /* Our inbox header was written with plain stores: make it visible to the
-     * peer's gets (MPI_Win_sync) before the barrier tells it to look. */
-    atomic_thread_fence(memory_order_seq_cst);
-    MPI_Win_sync(l->win);
-    int rc = sl_pair_barrier(l->pair, deadline, "rma connect");
+    /* Our inbox header was written with plain stores: the peer's gets may
+     * read it once this returns. */
+    sl_rma_enter();
+    int rc = sl_window_barrier(l->win, l->pair, deadline, "rma connect");
+    sl_rma_leave();
     if (rc)
         return rc;
     /* Both inboxes have the same geometry (checked in the handshake); the

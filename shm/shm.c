@@ -77,16 +77,10 @@ static int sl_shm_open(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p
 
 static int sl_shm_connect(sl_link_t *l, const sl_deadline_t *deadline, size_t *peer_bytes_p)
 {
-    /* The barrier orders each side's inbox initialisation before the other's
-     * first look at it; a barrier alone is no memory barrier, so fence and
-     * sync the window around it. */
-    atomic_thread_fence(memory_order_seq_cst);
-    MPI_Win_sync(l->win);
-    int rc = sl_pair_barrier(l->pair, deadline, "shm connect");
+    /* Each side's inbox initialisation comes before the other's first look. */
+    int rc = sl_window_barrier(l->win, l->pair, deadline, "shm connect");
     if (rc)
         return rc;
-    MPI_Win_sync(l->win);
-    atomic_thread_fence(memory_order_seq_cst);
     MPI_Aint size;
     int disp;
     void *peer;

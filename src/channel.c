@@ -70,6 +70,18 @@ int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char 
     return SLUICE_OK;
 }
 
+int sl_wait_step_local(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what)
+{
+    if (flags & SLUICE_NONBLOCK)
+        return SLUICE_EAGAIN;
+    if (SL_UNLIKELY(w->deadline.at_ns == 0))
+        w->deadline = sl_deadline_in(ch->opt.timeout_ms);
+    if (sl_backoff_pause(&w->backoff, &w->deadline) == SLUICE_ETIMEDOUT)
+        return sl_fail(SLUICE_ETIMEDOUT, "channel \"%s\": %s: no progress within %u ms", ch->name,
+                       what, ch->opt.timeout_ms);
+    return SLUICE_OK;
+}
+
 int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, unsigned flags, const char *what)
 {
     sl_wait_t w;

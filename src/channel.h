@@ -119,6 +119,12 @@ void sl_wait_init(const sluice_channel_t *ch, sl_wait_t *w);
  */
 int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what);
 
+/*
+ * The same for a wait on this side's own threads (an ordering gate), whose
+ * data has already arrived: the peer closing does not end it.
+ */
+int sl_wait_step_local(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what);
+
 /* Look up this side's endpoint (instance, direction), or NULL. */
 const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_t instance,
                                              sluice_direction_t dir);

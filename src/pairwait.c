@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Bounded collective steps between the two ranks of a channel. */
+#include <stdatomic.h>
+
 #include "pairwait.h"
 
 int sl_request_wait(MPI_Request *req, bool cancel, const sl_deadline_t *deadline, const char *what)
@@ -31,4 +33,16 @@ int sl_pair_barrier(MPI_Comm comm, const sl_deadline_t *deadline, const char *wh
     if (MPI_Ibarrier(comm, &req) != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "%s: MPI_Ibarrier failed", what);
     return sl_request_wait(&req, false, deadline, what);
+}
+
+int sl_window_barrier(MPI_Win win, MPI_Comm comm, const sl_deadline_t *deadline, const char *what)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    MPI_Win_sync(win);
+    int rc = sl_pair_barrier(comm, deadline, what);
+    if (rc)
+        return rc;
+    MPI_Win_sync(win);
+    atomic_thread_fence(memory_order_seq_cst);
+    return SLUICE_OK;
 }

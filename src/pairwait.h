@@ -15,6 +15,14 @@
 int sl_pair_barrier(MPI_Comm comm, const sl_deadline_t *deadline, const char *what);
 
 /*
+ * Make this side's plain stores to `win` visible to the peer, then barrier
+ * (bounded): after it, each side may read what the other wrote before it.
+ * A barrier alone is no memory barrier, hence the fences and MPI_Win_sync
+ * around it.
+ */
+int sl_window_barrier(MPI_Win win, MPI_Comm comm, const sl_deadline_t *deadline, const char *what);
+
+/*
  * Wait for `req` until `deadline`. On timeout a point-to-point request
  * (`cancel`) is cancelled and freed; a collective one is left pending.
  */

@@ -276,6 +276,7 @@ int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsig
     sl_wait_init(ch, &w);
     sl_record_t r;
     for (;;) {
+        bool gate = false; /* waiting on our own stream threads, not on the peer */
         int rc = sl_ring_rx_peek(&ch->grx, &r);
         if (rc == SLUICE_OK && r.kind == SLUICE_END_LUMI && r.slot < ch->opt.max_open_lumis) {
             /* Acquire: pairs with the stream readers' release increments, so
@@ -286,13 +287,15 @@ int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsig
                                                 "says %llu",
                                r.lumi, (unsigned long long)got, (unsigned long long)r.count);
             if (got < r.count)
-                rc = SLUICE_EAGAIN;
+                rc = SLUICE_EAGAIN, gate = true;
         }
         if (rc == SLUICE_OK)
             break;
         if (rc != SLUICE_EAGAIN)
             return rc;
-        if ((rc = sl_wait_step(ch, &w, flags, "waiting for a global transition")))
+        rc = gate ? sl_wait_step_local(ch, &w, flags, "end of lumi waiting for its events")
+                  : sl_wait_step(ch, &w, flags, "waiting for a global transition");
+        if (rc)
             return rc;
     }
     if (r.kind < SLUICE_BEGIN_RUN || r.kind > SLUICE_END_JOB || r.kind == SLUICE_EVENT ||
@@ -335,6 +338,7 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
     sl_wait_init(ch, &w);
     sl_record_t r;
     for (;;) {
+        bool gate = false; /* waiting on our own global reader, not on the peer */
         int rc = sl_ring_rx_peek(&st->rx, &r);
         if (rc == SLUICE_OK) {
             if (r.kind == SL_REC_STREAM_END) {
@@ -358,10 +362,13 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
             if (atomic_load_explicit(&ch->delivered_global, memory_order_acquire) >= r.dep)
                 break;
             rc = SLUICE_EAGAIN; /* its lumi's begin is not delivered yet */
+            gate = true;
         }
         if (rc != SLUICE_EAGAIN)
             return rc;
-        if ((rc = sl_wait_step(ch, &w, flags, "waiting for an event")))
+        rc = gate ? sl_wait_step_local(ch, &w, flags, "event waiting for its lumi's begin")
+                  : sl_wait_step(ch, &w, flags, "waiting for an event");
+        if (rc)
             return rc;
     }
     sl_ring_rx_consume(&st->rx);

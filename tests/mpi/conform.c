@@ -6,6 +6,7 @@
  * transport (tests/mpi/CMakeLists.txt lists the configurations).
  */
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -838,6 +839,56 @@ static int case_peer_stops(void)
     return 0;
 }
 
+/*
+ * The controller publishes a whole job and closes at once. The source's
+ * global reader reaches the lumi's end while its stream thread has not taken
+ * the lumi's events yet (it starts late on purpose): the end must wait for
+ * that thread, not fail because the peer has closed.
+ */
+static void *late_stream_reader(void *arg)
+{
+    stream_job_t *j = arg;
+    struct timespec ts = { 0, 300 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    j->failed = src_stream_loop(j);
+    return NULL;
+}
+
+static int case_close_after_end_job(void)
+{
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch;
+    H_OK(h_open("closing", 1, NULL, 0, &o, &ch));
+    if (h_is_ctrl) {
+        H_OK(h_send_global(ch, SLUICE_BEGIN_RUN, 1, 0));
+        H_OK(h_send_global(ch, SLUICE_BEGIN_LUMI, 1, 1));
+        for (uint64_t k = 0; k < 3; k++) {
+            sluice_transition_t t = h_transition(SLUICE_EVENT, 1, 1, k);
+            sluice_token_t tok;
+            H_OK(sluice_event_send(ch, 0, &t, 0, &tok));
+            H_OK(sluice_event_finish(&tok));
+        }
+        H_OK(h_send_global(ch, SLUICE_END_LUMI, 1, 1));
+        H_OK(h_send_global(ch, SLUICE_END_RUN, 1, 0));
+        H_OK(h_send_global(ch, SLUICE_END_JOB, 0, 0));
+        H_OK(sluice_channel_close(ch)); /* at once: the source has read nothing yet */
+        return 0;
+    }
+    stream_job_t j = { .ch = ch, .stream = 0 };
+    pthread_t th;
+    pthread_create(&th, NULL, late_stream_reader, &j);
+    int failed = h_expect_global(ch, SLUICE_BEGIN_RUN, 1, 0);
+    failed |= h_expect_global(ch, SLUICE_BEGIN_LUMI, 1, 1);
+    failed |= h_expect_global(ch, SLUICE_END_LUMI, 1, 1); /* waits for the late thread */
+    failed |= h_expect_global(ch, SLUICE_END_RUN, 1, 0);
+    failed |= h_expect_global(ch, SLUICE_END_JOB, 0, 0);
+    pthread_join(th, NULL);
+    H_TRUE(!failed && !j.failed && j.received == 3, "received %llu events",
+           (unsigned long long)j.received);
+    H_OK(sluice_channel_close(ch));
+    return 0;
+}
+
 static int case_bad_options(void)
 {
     /* Run with SLUICE_RING_DEPTH=3: both sides refuse before any handshake. */
@@ -989,6 +1040,8 @@ int main(int argc, char **argv)
             rc = case_peer_stops();
         else if (!strcmp(name, "bad_options"))
             rc = case_bad_options();
+        else if (!strcmp(name, "close_after_end_job"))
+            rc = case_close_after_end_job();
         else if (!strcmp(name, "mixed"))
             rc = case_mixed();
         else if (!strcmp(name, "unknown_peer"))
