@@ -62,7 +62,8 @@ int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char 
         w->closed_seen = true;
         return SLUICE_OK;
     }
-    ch->tp->progress(ch->link);
+    if (ch->tp->caps & SL_CAP_NEEDS_PROGRESS)
+        ch->tp->progress(ch->link);
     if (sl_backoff_pause(&w->backoff, &w->deadline) == SLUICE_ETIMEDOUT)
         return sl_fail(SLUICE_ETIMEDOUT, "channel \"%s\": %s: no progress within %u ms", ch->name,
                        what, ch->opt.timeout_ms);
@@ -493,8 +494,6 @@ int sluice_channel_close(sluice_channel_t *ch)
     int rc = ch->tp->close(ch->link, &deadline);
     if (rc == SLUICE_OK)
         MPI_Comm_free(&ch->pair);
-    for (uint32_t s = 0; s < ch->n_streams; s++)
-        ch->streams[s].n_pending = 0;
     sl_channel_free(ch);
     return rc;
 }

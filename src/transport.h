@@ -75,7 +75,7 @@ typedef struct sl_transport_ops {
     /* Make the peer's writes to the local inbox visible to local loads. */
     void (*local_sync)(sl_link_t *link);
 
-    /* Drive transport progress inside poll loops. */
+    /* Drive transport progress inside poll loops; called only with SL_CAP_NEEDS_PROGRESS. */
     void (*progress)(sl_link_t *link);
 } sl_transport_ops_t;
 
