@@ -83,13 +83,18 @@ int sl_wait_step_local(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const
     return SLUICE_OK;
 }
 
-int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, unsigned flags, const char *what)
+int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, unsigned flags,
+                      const char *what)
 {
     sl_wait_t w;
     sl_wait_init(ch, &w);
     for (;;) {
         int rc = sl_ring_tx_room(tx, ch->tp, ch->link);
         if (rc != SLUICE_EAGAIN)
+            return rc;
+        /* Full: a stream's own thread drains finished events before waiting
+         * (see channel.h). */
+        if (st && (rc = sl_stream_drain(ch, st)))
             return rc;
         if ((rc = sl_wait_step(ch, &w, flags, what)))
             return rc;

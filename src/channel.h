@@ -132,16 +132,15 @@ const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_
 /* Check a token against its channel; returns its stream. */
 int sl_token_stream(const sluice_token_t *token, sl_stream_t **st_p);
 
-/* Wait (bounded) for one free slot in a stream's or the global ring. */
-int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, unsigned flags, const char *what);
-
 /*
- * Wait (bounded) for one free slot in a stream's ring. While it waits it
- * drains the stream's own inbox of records for events this side already
- * finished, so two sides that both send never wait on each other's full
- * rings. Stream thread only.
+ * Wait (bounded) for one free slot in a ring. With `st` (only from that
+ * stream's own thread), it also drains the stream's own inbox of records for
+ * events this side already finished while it waits, so two sides that both
+ * send never wait on each other's full rings. NULL for the global ring, or
+ * when another thread than the stream's pushes.
  */
-int sl_stream_wait_room(sluice_channel_t *ch, sl_stream_t *st, unsigned flags, const char *what);
+int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, unsigned flags,
+                      const char *what);
 
 /* Bytes of arena traffic between two unprompted looks at the consumer's tail. */
 #define SL_ARENA_WARM (1u << 20)

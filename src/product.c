@@ -72,22 +72,6 @@ int sl_stream_drain(sluice_channel_t *ch, sl_stream_t *st)
     }
 }
 
-int sl_stream_wait_room(sluice_channel_t *ch, sl_stream_t *st, unsigned flags, const char *what)
-{
-    sl_wait_t w;
-    sl_wait_init(ch, &w);
-    for (;;) {
-        int rc = sl_ring_tx_room(&st->tx, ch->tp, ch->link);
-        if (rc != SLUICE_EAGAIN)
-            return rc;
-        /* Full: drain finished events before waiting (see the header). */
-        if ((rc = sl_stream_drain(ch, st)))
-            return rc;
-        if ((rc = sl_wait_step(ch, &w, flags, what)))
-            return rc;
-    }
-}
-
 void sl_stream_drop_pending(sluice_channel_t *ch, sl_stream_t *st)
 {
     for (size_t i = 0; i < st->n_pending; i++) {
@@ -487,7 +471,7 @@ int sluice_product_send_absent(sluice_token_t *token, uint32_t instance)
     if (rc)
         return rc;
     sluice_channel_t *ch = token->channel;
-    if ((rc = sl_stream_wait_room(ch, st, 0, "marking a product absent")))
+    if ((rc = sl_ring_wait_room(ch, &st->tx, st, 0, "marking a product absent")))
         return rc;
     sl_record_t r = { .kind = SL_REC_ABSENT,
                       .seq = st->token_seq,
@@ -504,7 +488,7 @@ int sluice_event_finish(sluice_token_t *token)
         return rc;
     sluice_channel_t *ch = token->channel;
     st->reserved = false;
-    if ((rc = sl_stream_wait_room(ch, st, 0, "finishing an event")))
+    if ((rc = sl_ring_wait_room(ch, &st->tx, st, 0, "finishing an event")))
         return rc;
     sl_record_t r = { .kind = SL_REC_EVENT_END, .seq = st->token_seq };
     if ((rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r)))

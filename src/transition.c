@@ -163,7 +163,7 @@ static int sl_end_streams(sluice_channel_t *ch)
 {
     sl_record_t r = { .kind = SL_REC_STREAM_END };
     for (uint32_t s = 0; s < ch->n_streams; s++) {
-        int rc = sl_ring_wait_room(ch, &ch->streams[s].tx, 0, "end of job on a stream");
+        int rc = sl_ring_wait_room(ch, &ch->streams[s].tx, NULL, 0, "end of job on a stream");
         if (rc == SLUICE_OK)
             rc = sl_ring_tx_push(&ch->streams[s].tx, ch->tp, ch->link, &r);
         if (rc)
@@ -231,7 +231,7 @@ int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transi
     if ((rc = sl_stream_drain(ch, st)))
         return rc;
     /* Room first, outside the lock: this thread is the stream's only producer. */
-    if ((rc = sl_stream_wait_room(ch, st, flags, "stream ring full")))
+    if ((rc = sl_ring_wait_room(ch, &st->tx, st, flags, "stream ring full")))
         return rc;
 
     sl_record_t r;
