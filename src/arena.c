@@ -11,14 +11,21 @@ int sl_arena_place(uint64_t head, uint64_t tail, uint64_t cap, uint64_t len, uin
         return SLUICE_ETOOBIG;
     uint64_t off = head % cap;
     uint64_t pos = head;
-    if (tail == head && off != 0)
-        pos += cap - off; /* empty: restart at offset 0, where the cache is still warm */
-    else if (need && off + need > cap)
+    if (tail == head) {
+        /* Everything placed so far is released: nothing can be overlapped,
+         * and a region of bytes restarts at offset 0, where the cache is
+         * still warm. The skipped bytes are not counted against the arena:
+         * the caller moves its view of the tail up to `pos` at commit
+         * (sl_arena_empty_tail), and the consumer does the same at accept. */
+        if (need && off != 0)
+            pos += cap - off;
+        *pos_p = pos;
+        return SLUICE_OK;
+    }
+    if (need && off + need > cap)
         pos += cap - off; /* skip to the next lap; the gap is freed with this region */
-    /* Nothing may overlap unreleased bytes [tail, head) modulo cap. When
-     * everything is released (tail == head) there is nothing to overlap, so
-     * even a region that needs the skip plus nearly the whole arena fits. */
-    if (tail != head && pos + need - tail > cap)
+    /* Nothing may overlap unreleased bytes [tail, head) modulo cap. */
+    if (pos + need - tail > cap)
         return SLUICE_EAGAIN;
     *pos_p = pos;
     return SLUICE_OK;
@@ -53,9 +60,13 @@ static int sl_arena_rx_grow(sl_arena_rx_t *a)
 int sl_arena_rx_accept(sl_arena_rx_t *a, uint64_t pos, uint64_t len, uint64_t *id_p)
 {
     uint64_t need = sl_align_up(len, SL_ARENA_ALIGN);
-    bool empty = a->n == 0 && a->tail == a->last_end; /* see sl_arena_place */
-    if (len > a->cap || pos < a->last_end || (need && pos % a->cap + need > a->cap) ||
-        (!empty && pos + need - a->tail > a->cap))
+    /* Every byte handed out so far is released (zero-length regions may
+     * still be held: they cover no bytes). The producer then places the next
+     * region anywhere after its head (sl_arena_place), and everything before
+     * it is free. */
+    bool empty = a->tail == a->last_end;
+    if (len > a->cap || pos > UINT64_MAX - 2 * a->cap || pos < a->last_end ||
+        (need && pos % a->cap + need > a->cap) || (!empty && pos + need - a->tail > a->cap))
         return sl_fail(SLUICE_ECORRUPT, "arena region [%llu, +%llu) is impossible: previous end "
                                         "%llu, released tail %llu, capacity %llu",
                        (unsigned long long)pos, (unsigned long long)len,
@@ -66,6 +77,8 @@ int sl_arena_rx_accept(sl_arena_rx_t *a, uint64_t pos, uint64_t len, uint64_t *i
         if (rc)
             return rc;
     }
+    if (empty)
+        a->tail = pos; /* mirrors the producer's sl_arena_empty_tail */
     a->entries[(a->first + a->n) % a->room] = (struct sl_arena_entry){ pos + need, false };
     a->n++;
     a->last_end = pos + need;
@@ -84,7 +97,10 @@ int sl_arena_rx_release(sl_arena_rx_t *a, uint64_t id, bool *advanced_p)
                        (unsigned long long)id);
     a->entries[(a->first + (id - a->first_id)) % a->room].released = true;
     while (a->n && a->entries[a->first].released) {
-        a->tail = a->entries[a->first].end;
+        /* A zero-length region held across an empty restart ends before the
+         * tail: the tail never moves back. */
+        if (a->entries[a->first].end > a->tail)
+            a->tail = a->entries[a->first].end;
         a->first = (a->first + 1) % a->room;
         a->n--;
         a->first_id++;

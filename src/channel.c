@@ -38,69 +38,6 @@ static const char *sl_role_name(uint32_t role)
     return role == SLUICE_CONTROLLER ? "controller" : "source";
 }
 
-void sl_wait_init(const sluice_channel_t *ch, sl_wait_t *w)
-{
-    sl_backoff_init(&w->backoff, ch->opt.spin, ch->opt.max_sleep_us);
-    /* The deadline starts at the first failed poll (sl_wait_step), so calls
-     * that never wait never read the clock. */
-    w->deadline.at_ns = 0;
-    w->closed_seen = false;
-}
-
-int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what)
-{
-    if (flags & SLUICE_NONBLOCK)
-        return SLUICE_EAGAIN;
-    if (SL_UNLIKELY(w->deadline.at_ns == 0))
-        w->deadline = sl_deadline_in(ch->opt.timeout_ms);
-    if (w->closed_seen)
-        return sl_fail(SLUICE_EPEERCLOSED, "channel \"%s\": %s: the peer closed the channel",
-                       ch->name, what);
-    /* Acquire: pairs with the peer's release store64 at close, so the poll
-     * after this one sees everything the peer published before closing. */
-    if (atomic_load_explicit(&ch->header->peer_closed, memory_order_acquire)) {
-        w->closed_seen = true;
-        return SLUICE_OK;
-    }
-    if (ch->tp->caps & SL_CAP_NEEDS_PROGRESS)
-        ch->tp->progress(ch->link);
-    if (sl_backoff_pause(&w->backoff, &w->deadline) == SLUICE_ETIMEDOUT)
-        return sl_fail(SLUICE_ETIMEDOUT, "channel \"%s\": %s: no progress within %u ms", ch->name,
-                       what, ch->opt.timeout_ms);
-    ch->tp->local_sync(ch->link);
-    return SLUICE_OK;
-}
-
-int sl_wait_step_local(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what)
-{
-    if (flags & SLUICE_NONBLOCK)
-        return SLUICE_EAGAIN;
-    if (SL_UNLIKELY(w->deadline.at_ns == 0))
-        w->deadline = sl_deadline_in(ch->opt.timeout_ms);
-    if (sl_backoff_pause(&w->backoff, &w->deadline) == SLUICE_ETIMEDOUT)
-        return sl_fail(SLUICE_ETIMEDOUT, "channel \"%s\": %s: no progress within %u ms", ch->name,
-                       what, ch->opt.timeout_ms);
-    return SLUICE_OK;
-}
-
-int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, unsigned flags,
-                      const char *what)
-{
-    sl_wait_t w;
-    sl_wait_init(ch, &w);
-    for (;;) {
-        int rc = sl_ring_tx_room(tx, ch->tp, ch->link);
-        if (rc != SLUICE_EAGAIN)
-            return rc;
-        /* Full: a stream's own thread drains finished events before waiting
-         * (see channel.h). */
-        if (st && (rc = sl_stream_drain(ch, st)))
-            return rc;
-        if ((rc = sl_wait_step(ch, &w, flags, what)))
-            return rc;
-    }
-}
-
 const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_t instance,
                                              sluice_direction_t dir)
 {
@@ -425,9 +362,9 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
         return rc;
     sluice_options_t opt;
     if (desc->options) {
-        if ((rc = sluice_options_validate(desc->options)))
+        /* Only the first desc->options->size bytes are the caller's (options.h). */
+        if ((rc = sl_options_import(desc->options, &opt)))
             return rc;
-        opt = *desc->options;
     } else {
         sluice_options_init(&opt);
         if ((rc = sluice_options_from_env(&opt)))

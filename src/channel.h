@@ -11,49 +11,15 @@
 #include "context.h"
 #include "inbox.h"
 #include "ring.h"
+#include "stream.h"
 #include "transport.h"
-
-/* A product taken from the ring for the current event but not yet claimed. */
-typedef struct sl_pending {
-    uint32_t instance;
-    bool absent;
-    uint64_t id;          /* arena region id (0 when absent) */
-    uint64_t pos, bytes, count;
-} sl_pending_t;
-
-/* Per-stream state of this side. Driven by one thread at a time. */
-typedef struct sl_stream {
-    /* Toward the peer's inbox. */
-    sl_ring_tx_t tx;
-    uint64_t arena_off;       /* arena offset (same in both inboxes) */
-    uint64_t arena_head;      /* free-running, private to this producer */
-    uint64_t arena_tail_cache;
-    uint64_t arena_reload_at; /* head at which to look at the consumer's tail again */
-    bool reserved;
-    uint64_t res_pos, res_len;
-    void *staging;            /* for transports without a peer pointer */
-    size_t staging_bytes;
-
-    /* From our own inbox. */
-    sl_ring_rx_t rx;
-    sl_arena_rx_t arx;
-    sl_pending_t *pending;
-    size_t n_pending, pending_room;
-
-    /* Event token. token_open is read by end-of-job under the global lock. */
-    _Atomic bool token_open;
-    uint64_t token_seq;
-    uint64_t next_seq;        /* controller: sequence numbers handed out */
-    uint64_t done_seq;        /* newest event this side finished */
-    bool peer_ended;          /* the peer finished token_seq */
-    bool eof;                 /* source: stream end seen */
-} sl_stream_t;
 
 typedef struct sl_lumi_slot {
     bool open;
     uint32_t run, lumi;
     uint64_t begin_seq;       /* global record number of its begin */
-    uint64_t events;          /* events sent in it */
+    uint64_t events;          /* events sent in it (counted before they are published) */
+    uint32_t inflight;        /* events counted but not yet published: its end waits for them */
 } sl_lumi_slot_t;
 
 typedef struct sl_run_slot {
@@ -87,6 +53,7 @@ struct sluice_channel {
     sl_lumi_slot_t *lumis;    /* max_open_lumis */
     sl_run_slot_t *runs;      /* max_open_lumis */
     bool job_ended;
+    bool job_ending;          /* END_JOB is waiting for room: no new events */
 
     /* Source: global consumer; delivered_global and slot_events are shared
      * with the stream threads. */
@@ -113,9 +80,10 @@ void sl_wait_init(const sluice_channel_t *ch, sl_wait_t *w);
 
 /*
  * One round of a wait whose condition just failed. SLUICE_EAGAIN at once
- * with SLUICE_NONBLOCK; SLUICE_EPEERCLOSED once the peer closed (after one
- * more poll of the condition, so records published before the close are
- * still seen); SLUICE_ETIMEDOUT at the deadline, with `what` in the message.
+ * with SLUICE_NONBLOCK, unless the peer has closed; SLUICE_EPEERCLOSED once
+ * the peer closed (after one more poll of the condition, so records
+ * published before the close are still seen); SLUICE_ETIMEDOUT at the
+ * deadline, with `what` in the message.
  */
 int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what);
 
@@ -125,6 +93,23 @@ int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char 
  */
 int sl_wait_step_local(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what);
 
+/* Internal result of the waits for room: the peer has finished the event
+ * being sent, so what would be sent is dropped instead (nobody reads it). */
+#define SL_DROPPED 100
+
+/*
+ * Wait (bounded) for one free slot in a stream ring or the global ring.
+ * With `st` (only from that stream's own thread), it takes in the stream's
+ * own inbox while it waits (sl_stream_take_in), and returns SL_DROPPED if
+ * the stream's event is open and the peer has already finished it. NULL for
+ * the global ring, or when another thread than the stream's pushes.
+ */
+int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, unsigned flags,
+                      const char *what);
+
+/* Whether the peer has finished the stream's current event (it reads no more of it). */
+int sl_stream_peer_done(sluice_channel_t *ch, sl_stream_t *st, bool *done_p);
+
 /* Look up this side's endpoint (instance, direction), or NULL. */
 const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_t instance,
                                              sluice_direction_t dir);
@@ -132,31 +117,8 @@ const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_
 /* Check a token against its channel; returns its stream. */
 int sl_token_stream(const sluice_token_t *token, sl_stream_t **st_p);
 
-/*
- * Wait (bounded) for one free slot in a ring. With `st` (only from that
- * stream's own thread), it also drains the stream's own inbox of records for
- * events this side already finished while it waits, so two sides that both
- * send never wait on each other's full rings. NULL for the global ring, or
- * when another thread than the stream's pushes.
- */
-int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, unsigned flags,
-                      const char *what);
-
 /* Bytes of arena traffic between two unprompted looks at the consumer's tail. */
 #define SL_ARENA_WARM (1u << 20)
-
-/* Discard the leading records of the stream's inbox that belong to finished events. */
-int sl_stream_drain(sluice_channel_t *ch, sl_stream_t *st);
-
-/* Release every pending product of the stream (the event is finished). */
-void sl_stream_drop_pending(sluice_channel_t *ch, sl_stream_t *st);
-
-/* Take one record off a stream ring that belongs to an event older than the
- * current one, releasing any arena region it names. */
-int sl_stream_discard(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *rec);
-
-/* Publish the stream's consumer arena tail after releases. */
-void sl_stream_publish_arena_tail(sluice_channel_t *ch, sl_stream_t *st);
 
 static inline void sl_stat_add(_Atomic uint64_t *c, uint64_t v)
 {

@@ -67,6 +67,12 @@ int sluice_context_create(MPI_Comm comm, const char *name, sluice_context_t **ct
         rc = sl_fail(SLUICE_EMPI, "MPI_Allgather of process names failed");
         goto free_peers;
     }
+    /* The names are bytes another process wrote: a peer that is buggy, of
+     * another build, or hostile may send 64 bytes without a NUL, and every
+     * later strcmp and "%s" (sl_context_find, the channel's messages) would
+     * then run past the entry. Cut each name at its last byte. */
+    for (int r = 0; r < ctx->size; r++)
+        ctx->peers[r].name[sizeof ctx->peers[r].name - 1] = '\0';
     *ctx_p = ctx;
     return SLUICE_OK;
 

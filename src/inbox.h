@@ -41,6 +41,7 @@ _Static_assert(sizeof(sl_inbox_header_t) == 3 * SL_CACHELINE, "header is three c
 #define SL_RING_HEAD_OFF 0u                    /* written by the producer (peer) */
 #define SL_RING_TAIL_OFF SL_CACHELINE          /* written by the consumer (owner) */
 #define SL_ARENA_TAIL_OFF (2 * SL_CACHELINE)   /* stream rings only: consumer's arena tail */
+#define SL_RING_DONE_OFF (3 * SL_CACHELINE)    /* stream rings only: newest event the consumer finished */
 #define SL_RING_CTRL_BYTES (4 * SL_CACHELINE)  /* control block, slots follow */
 
 /* Record kinds; transitions use the public sluice_transition_kind_t values. */

@@ -44,6 +44,17 @@ static inline bool sl_is_pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0;
 #define SL_FNV_OFFSET 0xcbf29ce484222325ull
 uint64_t sl_fnv1a(uint64_t h, const void *data, size_t n);
 
+/*
+ * The caller's options as this build's full sluice_options_t: defaults, with
+ * the fields that lie wholly inside `user->size` copied over them, so a
+ * caller built against an older (shorter) struct keeps working; `out->size`
+ * is sizeof(sluice_options_t). SLUICE_EINVAL names the size when it is too
+ * small to hold any option or implausibly large; SLUICE_ERANGE names the
+ * first field out of range. `out` is written only on success. Never blocks;
+ * any thread.
+ */
+int sl_options_import(const sluice_options_t *user, sluice_options_t *out);
+
 /* Type internals the channel needs. */
 const sluice_custom_ops_t *sl_type_custom(const sluice_type_t *type);
 

@@ -90,19 +90,90 @@ static int sl_option_check(const sl_option_row_t *r, uint64_t v, const char *ori
     return SLUICE_OK;
 }
 
+/*
+ * The ABI promise of options.h: the library reads only the first `size`
+ * bytes, so a caller built against an older, shorter sluice_options_t keeps
+ * working. A field counts as present only when it lies wholly inside `size`;
+ * the rest keep their defaults. (This holds only while a field added later
+ * starts at or past the previous sizeof: one placed in today's tail padding
+ * would be read from an older caller's padding.)
+ *
+ * Sizes outside [SL_OPTIONS_MIN_SIZE, SL_OPTIONS_MAX_SIZE] are refused: below
+ * the minimum the struct holds no option at all, so it was never set by any
+ * sluice_options_init; far above sizeof it is almost surely uninitialised
+ * memory rather than a newer header (a newer caller's extra fields, which
+ * this library does not know, are ignored).
+ */
+#define SL_OPTIONS_MIN_SIZE (offsetof(sluice_options_t, ring_depth) + sizeof(uint32_t))
+#define SL_OPTIONS_MAX_SIZE ((size_t)1024)
+
+static bool sl_option_present(const sl_option_row_t *r, size_t size)
+{
+    return r->offset + r->width <= size;
+}
+
+static int sl_options_check_size(const sluice_options_t *options)
+{
+    if (!options)
+        return sl_fail(SLUICE_EINVAL, "options must not be NULL");
+    if (options->size < SL_OPTIONS_MIN_SIZE || options->size > SL_OPTIONS_MAX_SIZE)
+        return sl_fail(SLUICE_EINVAL,
+                       "sluice_options_t size %zu is outside [%zu, %zu]: not initialised with "
+                       "sluice_options_init",
+                       options->size, SL_OPTIONS_MIN_SIZE, SL_OPTIONS_MAX_SIZE);
+    return SLUICE_OK;
+}
+
 int sluice_options_validate(const sluice_options_t *options)
 {
-    if (!options || options->size < sizeof(sluice_options_t))
-        return sl_fail(SLUICE_EINVAL, "options not initialised with sluice_options_init");
+    int rc = sl_options_check_size(options);
+    if (rc)
+        return rc;
+    /* Only the fields the caller's struct holds: the bytes past `size` are
+     * not the caller's options, and may not even be readable. */
     for (size_t i = 0; i < SL_N_OPTIONS; i++) {
-        int rc = sl_option_check(&sl_option_rows[i], sl_option_get(options, &sl_option_rows[i]),
-                                 "field");
-        if (rc)
+        const sl_option_row_t *r = &sl_option_rows[i];
+        if (!sl_option_present(r, options->size))
+            continue;
+        if ((rc = sl_option_check(r, sl_option_get(options, r), "field")))
             return rc;
     }
-    if (options->arena_bytes % SL_CACHELINE)
+    size_t arena_end = offsetof(sluice_options_t, arena_bytes) + sizeof options->arena_bytes;
+    if (options->size >= arena_end && options->arena_bytes % SL_CACHELINE)
         return sl_fail(SLUICE_ERANGE, "option arena_bytes = %llu must be a multiple of %u",
                        (unsigned long long)options->arena_bytes, SL_CACHELINE);
+    return SLUICE_OK;
+}
+
+/* Defaults, then the fields present in `user` over them; no range checks. */
+static int sl_options_overlay(const sluice_options_t *user, sluice_options_t *out)
+{
+    int rc = sl_options_check_size(user);
+    if (rc)
+        return rc;
+    sluice_options_init(out);
+    size_t n = user->size < sizeof *out ? user->size : sizeof *out;
+    memcpy(out, user, n);
+    out->size = sizeof *out;
+    /* A size that ends inside a field copied only part of it: that field is
+     * not present, so it goes back to its default whole. */
+    for (size_t i = 0; i < SL_N_OPTIONS; i++) {
+        const sl_option_row_t *r = &sl_option_rows[i];
+        if (!sl_option_present(r, user->size))
+            sl_option_set(out, r, r->info.default_value);
+    }
+    return SLUICE_OK;
+}
+
+int sl_options_import(const sluice_options_t *user, sluice_options_t *out)
+{
+    sluice_options_t next;
+    int rc = sl_options_overlay(user, &next);
+    if (rc)
+        return rc;
+    if ((rc = sluice_options_validate(&next)))
+        return rc;
+    *out = next;
     return SLUICE_OK;
 }
 
@@ -131,13 +202,16 @@ static int sl_parse_size(const char *s, uint64_t *v_p)
 
 int sluice_options_from_env(sluice_options_t *options)
 {
-    if (!options || options->size < sizeof(sluice_options_t))
-        return sl_fail(SLUICE_EINVAL, "options not initialised with sluice_options_init");
-    sluice_options_t next = *options;
+    sluice_options_t next;
+    int rc = sl_options_overlay(options, &next);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < SL_N_OPTIONS; i++) {
         const sl_option_row_t *r = &sl_option_rows[i];
         const char *s = getenv(r->info.env);
-        if (!s)
+        /* A field the caller's (older) struct does not hold cannot take the
+         * override: it keeps its default when the struct is imported. */
+        if (!s || !sl_option_present(r, options->size))
             continue;
         uint64_t v;
         bool named = false;
@@ -152,14 +226,18 @@ int sluice_options_from_env(sluice_options_t *options)
         if (!named && sl_parse_size(s, &v))
             return sl_fail(SLUICE_EINVAL, "%s=\"%s\" is not a number (digits, optional K/M/G)",
                            r->info.env, s);
-        int rc = sl_option_check(r, v, r->info.env);
-        if (rc)
+        if ((rc = sl_option_check(r, v, r->info.env)))
             return rc;
         sl_option_set(&next, r, v);
     }
-    int rc = sluice_options_validate(&next);
-    if (rc)
+    if ((rc = sluice_options_validate(&next)))
         return rc;
-    *options = next;
+    /* Write back field by field: the caller's struct may be shorter than
+     * ours, and its `size` must stay what the caller's build set. */
+    for (size_t i = 0; i < SL_N_OPTIONS; i++) {
+        const sl_option_row_t *r = &sl_option_rows[i];
+        if (sl_option_present(r, options->size))
+            sl_option_set(options, r, sl_option_get(&next, r));
+    }
     return SLUICE_OK;
 }

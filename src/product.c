@@ -22,136 +22,7 @@ int sl_token_stream(const sluice_token_t *token, sl_stream_t **st_p)
     return SLUICE_OK;
 }
 
-/* ------------------------------------------------------------ consumer helpers */
-
-void sl_stream_publish_arena_tail(sluice_channel_t *ch, sl_stream_t *st)
-{
-    /* Release: pairs with the producer's acquire load64 of the arena tail;
-     * our reads of the released regions are done before it reuses them. */
-    _Atomic uint64_t *tail =
-        (_Atomic uint64_t *)(void *)(ch->local + st->rx.ctrl + SL_ARENA_TAIL_OFF);
-    atomic_store_explicit(tail, st->arx.tail, memory_order_release);
-}
-
-static void sl_stream_release_id(sluice_channel_t *ch, sl_stream_t *st, uint64_t id)
-{
-    bool advanced;
-    if (sl_arena_rx_release(&st->arx, id, &advanced) == SLUICE_OK && advanced)
-        sl_stream_publish_arena_tail(ch, st);
-}
-
-int sl_stream_discard(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *rec)
-{
-    if (rec->kind == SL_REC_PRODUCT) {
-        uint64_t id;
-        int rc = sl_arena_rx_accept(&st->arx, rec->pos, rec->bytes, &id);
-        if (rc)
-            return rc;
-        sl_stream_release_id(ch, st, id);
-        sl_stat_add(&ch->stats.discarded, 1);
-    } else if (rec->kind != SL_REC_ABSENT && rec->kind != SL_REC_EVENT_END) {
-        return sl_fail(SLUICE_ECORRUPT, "stream record of unknown kind %u", rec->kind);
-    }
-    sl_ring_rx_consume(&st->rx);
-    return SLUICE_OK;
-}
-
-int sl_stream_drain(sluice_channel_t *ch, sl_stream_t *st)
-{
-    sl_record_t r;
-    for (;;) {
-        int rc = sl_ring_rx_peek(&st->rx, &r);
-        if (rc == SLUICE_EAGAIN)
-            return SLUICE_OK;
-        if (rc)
-            return rc;
-        if (r.kind == SLUICE_EVENT || r.kind == SL_REC_STREAM_END || r.seq > st->done_seq)
-            return SLUICE_OK;
-        if ((rc = sl_stream_discard(ch, st, &r)))
-            return rc;
-    }
-}
-
-void sl_stream_drop_pending(sluice_channel_t *ch, sl_stream_t *st)
-{
-    for (size_t i = 0; i < st->n_pending; i++) {
-        if (!st->pending[i].absent) {
-            sl_stream_release_id(ch, st, st->pending[i].id);
-            sl_stat_add(&ch->stats.discarded, 1);
-        }
-    }
-    st->n_pending = 0;
-}
-
-static int sl_pending_push(sl_stream_t *st, const sl_pending_t *p)
-{
-    if (st->n_pending == st->pending_room) {
-        size_t room = st->pending_room ? st->pending_room * 2 : 8;
-        sl_pending_t *n = realloc(st->pending, room * sizeof *n);
-        if (!n)
-            return sl_fail(SLUICE_ENOMEM, "cannot grow the pending product list to %zu", room);
-        st->pending = n;
-        st->pending_room = room;
-    }
-    st->pending[st->n_pending++] = *p;
-    return SLUICE_OK;
-}
-
-/*
- * Take one record for the current event off the stream ring. SLUICE_EAGAIN
- * if the ring is empty. Records of older events are discarded; a record that
- * starts another event (or the stream's end) means the peer is done with
- * this one.
- */
-static int sl_stream_pump(sluice_channel_t *ch, sl_stream_t *st)
-{
-    sl_record_t r;
-    int rc = sl_ring_rx_peek(&st->rx, &r);
-    if (rc)
-        return rc;
-    if (r.kind == SLUICE_EVENT || r.kind == SL_REC_STREAM_END) {
-        st->peer_ended = true; /* left in the ring for event_next */
-        return SLUICE_OK;
-    }
-    if (r.seq < st->token_seq)
-        return sl_stream_discard(ch, st, &r);
-    if (r.seq > st->token_seq)
-        return sl_fail(SLUICE_ECORRUPT, "stream record for event %llu while event %llu is "
-                                        "current",
-                       (unsigned long long)r.seq, (unsigned long long)st->token_seq);
-    sl_pending_t p = { .instance = r.instance, .count = r.count };
-    switch (r.kind) {
-    case SL_REC_EVENT_END:
-        st->peer_ended = true;
-        sl_ring_rx_consume(&st->rx);
-        return SLUICE_OK;
-    case SL_REC_ABSENT:
-        p.absent = true;
-        break;
-    case SL_REC_PRODUCT: {
-        const sluice_endpoint_t *e = sl_channel_endpoint(ch, r.instance, SLUICE_RECEIVE);
-        if ((rc = sl_arena_rx_accept(&st->arx, r.pos, r.bytes, &p.id)))
-            return rc;
-        if (!e || sluice_type_fingerprint(e->type) != r.fingerprint) {
-            sl_stream_release_id(ch, st, p.id);
-            sl_ring_rx_consume(&st->rx);
-            return sl_fail(SLUICE_ETYPE, "product of instance %u with fingerprint 0x%016llx: this "
-                                         "side %s",
-                           r.instance, (unsigned long long)r.fingerprint,
-                           e ? "expects another type" : "has no receiver for it");
-        }
-        p.pos = r.pos;
-        p.bytes = r.bytes;
-        break;
-    }
-    default:
-        return sl_fail(SLUICE_ECORRUPT, "stream record of unknown kind %u", r.kind);
-    }
-    if ((rc = sl_pending_push(st, &p)))
-        return rc;
-    sl_ring_rx_consume(&st->rx);
-    return SLUICE_OK;
-}
+/* ------------------------------------------------------------ receiver */
 
 int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned flags,
                            sluice_view_t *view_p)
@@ -169,28 +40,8 @@ int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned fl
                        ch->name, instance);
     sl_wait_t w;
     sl_wait_init(ch, &w);
-    for (;;) {
-        for (size_t i = 0; i < st->n_pending; i++) {
-            if (st->pending[i].instance != instance)
-                continue;
-            sl_pending_t p = st->pending[i];
-            memmove(&st->pending[i], &st->pending[i + 1],
-                    (st->n_pending - i - 1) * sizeof *st->pending);
-            st->n_pending--;
-            if (p.absent)
-                return SLUICE_ABSENT;
-            *view_p = (sluice_view_t){
-                .data = ch->local + st->arena_off + sl_arena_offset(p.pos, ch->geo.arena_bytes),
-                .bytes = p.bytes,
-                .count = p.count,
-                .type = e->type,
-                .stream = token->stream,
-                .handle = p.id,
-            };
-            sl_stat_add(&ch->stats.products_received, 1);
-            sl_stat_add(&ch->stats.bytes_received, p.bytes);
-            return SLUICE_OK;
-        }
+    sl_pending_t p;
+    while (!sl_stream_pending_take(st, instance, &p)) {
         if (st->peer_ended)
             return SLUICE_ABSENT;
         rc = sl_stream_pump(ch, st);
@@ -201,6 +52,27 @@ int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned fl
         if ((rc = sl_wait_step(ch, &w, flags, "waiting for a product")))
             return rc;
     }
+    if (p.status != SLUICE_OK) {
+        /* Absent, or refused when it was taken in: nothing to hand out. */
+        if (p.id)
+            sl_stream_release(ch, st, p.id);
+        return p.status == SLUICE_ABSENT
+                   ? SLUICE_ABSENT
+                   : sl_fail(p.status, "channel \"%s\": stream %u: product of instance %u was "
+                                       "refused when it arrived (%s)",
+                             ch->name, token->stream, instance, sluice_strerror(p.status));
+    }
+    *view_p = (sluice_view_t){
+        .data = ch->local + st->arena_off + sl_arena_offset(p.pos, ch->geo.arena_bytes),
+        .bytes = p.bytes,
+        .count = p.count,
+        .type = e->type,
+        .stream = token->stream,
+        .handle = p.id,
+    };
+    sl_stat_add(&ch->stats.products_received, 1);
+    sl_stat_add(&ch->stats.bytes_received, p.bytes);
+    return SLUICE_OK;
 }
 
 int sluice_view_release(sluice_channel_t *ch, sluice_view_t *view)
@@ -211,13 +83,9 @@ int sluice_view_release(sluice_channel_t *ch, sluice_view_t *view)
         return sl_fail(SLUICE_EALREADY, "view already released");
     if (view->stream >= ch->n_streams)
         return sl_fail(SLUICE_EINVAL, "view names stream %u of %u", view->stream, ch->n_streams);
-    sl_stream_t *st = &ch->streams[view->stream];
-    bool advanced;
-    int rc = sl_arena_rx_release(&st->arx, view->handle, &advanced);
+    int rc = sl_stream_release(ch, &ch->streams[view->stream], view->handle);
     if (rc)
         return rc;
-    if (advanced)
-        sl_stream_publish_arena_tail(ch, st);
     view->handle = 0;
     view->data = NULL;
     return SLUICE_OK;
@@ -227,6 +95,8 @@ int sluice_view_deserialise(const sluice_view_t *view, void *object)
 {
     if (!view || !view->type || !object)
         return sl_fail(SLUICE_EINVAL, "view, its type and object must not be NULL");
+    if (view->handle == 0 || (!view->data && view->bytes))
+        return sl_fail(SLUICE_EALREADY, "the view was released");
     const sluice_custom_ops_t *c = sl_type_custom(view->type);
     if (!c)
         return sl_fail(SLUICE_EINVAL, "type `%s` has no custom layout to deserialise",
@@ -234,7 +104,7 @@ int sluice_view_deserialise(const sluice_view_t *view, void *object)
     return c->deserialise(view->data, view->bytes, object, c->user);
 }
 
-/* ------------------------------------------------------------ producer */
+/* ------------------------------------------------------------ sender */
 
 static int sl_sender_check(sluice_token_t *token, uint32_t instance, sl_stream_t **st_p,
                            const sluice_endpoint_t **e_p)
@@ -252,21 +122,42 @@ static int sl_sender_check(sluice_token_t *token, uint32_t instance, sl_stream_t
     return SLUICE_OK;
 }
 
-/* Read the consumer's arena tail (acquire: pairs with sl_stream_publish_arena_tail). */
-static int sl_arena_load_tail(sluice_channel_t *ch, sl_stream_t *st, uint64_t *tail_p)
+/* Block and SoA products carry their element count: it must fit in their bytes. */
+static int sl_count_check(const sluice_endpoint_t *e, size_t bytes, uint64_t count)
 {
-    int rc = ch->tp->load64(ch->link, st->tx.ctrl + SL_ARENA_TAIL_OFF, tail_p);
-    if (rc)
-        return rc;
-    /* The consumer's tail only moves forward, and never past our head. */
-    if (*tail_p > st->arena_head || *tail_p < st->arena_tail_cache)
-        return sl_fail(SLUICE_ECORRUPT, "arena tail %llu is outside [%llu, head=%llu]",
-                       (unsigned long long)*tail_p, (unsigned long long)st->arena_tail_cache,
-                       (unsigned long long)st->arena_head);
+    if (sluice_type_layout(e->type) == SLUICE_LAYOUT_CUSTOM)
+        return SLUICE_OK;
+    size_t need;
+    if (sluice_type_bytes(e->type, count, &need) != SLUICE_OK || need > bytes)
+        return sl_fail(SLUICE_EINVAL, "instance %u: %llu elements of `%s` do not fit in %zu bytes",
+                       e->instance, (unsigned long long)count, sluice_type_name(e->type), bytes);
     return SLUICE_OK;
 }
 
-/* Find arena space and one ring slot, waiting (bounded) for the consumer. */
+/* Read the consumer's arena tail (acquire: pairs with sl_stream_release). */
+static int sl_arena_load_tail(sluice_channel_t *ch, sl_stream_t *st)
+{
+    uint64_t tail;
+    int rc = ch->tp->load64(ch->link, st->tx.ctrl + SL_ARENA_TAIL_OFF, &tail);
+    if (rc)
+        return rc;
+    /* The consumer's tail only moves forward, and never past our head. */
+    if (tail > st->arena_head || tail < st->arena_tail_seen)
+        return sl_fail(SLUICE_ECORRUPT, "arena tail %llu is outside [%llu, head=%llu]",
+                       (unsigned long long)tail, (unsigned long long)st->arena_tail_seen,
+                       (unsigned long long)st->arena_head);
+    st->arena_tail_seen = tail;
+    /* Our own view may be ahead of what the consumer published: after an
+     * empty restart both sides count the skipped bytes as released. */
+    if (tail > st->arena_tail_cache)
+        st->arena_tail_cache = tail;
+    return SLUICE_OK;
+}
+
+/*
+ * Find arena space and one ring slot, waiting (bounded) for the consumer.
+ * SL_DROPPED if the consumer finished the event meanwhile.
+ */
 static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, unsigned flags,
                          uint64_t *pos_p)
 {
@@ -279,11 +170,9 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
      * keeps reusing cache-warm memory instead of walking the whole arena. */
     if (st->arena_head - st->arena_tail_cache >= SL_ARENA_WARM &&
         st->arena_head >= st->arena_reload_at) {
-        uint64_t tail;
-        int lrc = sl_arena_load_tail(ch, st, &tail);
+        int lrc = sl_arena_load_tail(ch, st);
         if (lrc)
             return lrc;
-        st->arena_tail_cache = tail;
         st->arena_reload_at = st->arena_head + SL_ARENA_WARM;
     }
     for (;;) {
@@ -295,14 +184,12 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
                            ch->name, bytes, (unsigned long long)cap);
         if (rc == SLUICE_EAGAIN) {
             /* Short of space: only now read the consumer's tail (acquire). */
-            uint64_t tail;
-            int lrc = sl_arena_load_tail(ch, st, &tail);
+            uint64_t before = st->arena_tail_cache;
+            int lrc = sl_arena_load_tail(ch, st);
             if (lrc)
                 return lrc;
-            if (tail != st->arena_tail_cache) {
-                st->arena_tail_cache = tail;
+            if (st->arena_tail_cache != before)
                 continue;
-            }
         }
         if (rc == SLUICE_OK)
             rc = sl_ring_tx_room(&st->tx, ch->tp, ch->link);
@@ -310,17 +197,40 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
             return SLUICE_OK;
         if (rc != SLUICE_EAGAIN)
             return rc;
-        if ((rc = sl_stream_drain(ch, st)))
+        /* Full: take in what the peer sent us, so it can go on too; and stop
+         * if the peer has finished this event already. */
+        bool done;
+        if ((rc = sl_stream_take_in(ch, st)) || (rc = sl_stream_peer_done(ch, st, &done)))
             return rc;
+        if (done)
+            return SL_DROPPED;
         if ((rc = sl_wait_step(ch, &w, flags, "receiver's arena or ring full")))
             return rc;
     }
 }
 
+/* A local buffer of at least `bytes`, 64-byte aligned like arena regions. */
+static int sl_staging(sl_stream_t *st, size_t bytes, void **data_p)
+{
+    if (bytes > st->staging_bytes || !st->staging) {
+        size_t cap = sl_align_up(bytes ? bytes : 1, SL_ARENA_ALIGN);
+        void *n = aligned_alloc(SL_ARENA_ALIGN, cap);
+        if (!n)
+            return sl_fail(SLUICE_ENOMEM, "cannot allocate %zu staging bytes", cap);
+        free(st->staging);
+        st->staging = n;
+        st->staging_bytes = cap;
+    }
+    *data_p = st->staging;
+    return SLUICE_OK;
+}
+
 /*
  * Reserve arena space. Where the transport has no pointer into the peer's
  * arena, `stage` asks for a local staging buffer the caller fills; without
- * it the caller supplies the bytes at commit (sluice_product_send).
+ * it the caller supplies the bytes at commit (sluice_product_send). A
+ * reservation for an event the peer has finished gets a staging buffer and
+ * goes nowhere.
  */
 static int sl_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
                       unsigned flags, bool stage, sluice_reservation_t *res_p)
@@ -332,27 +242,23 @@ static int sl_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, ui
         return rc;
     if (!res_p)
         return sl_fail(SLUICE_EINVAL, "res_p is NULL");
+    if ((rc = sl_count_check(e, bytes, count)))
+        return rc;
     sluice_channel_t *ch = token->channel;
-    uint64_t pos;
-    if ((rc = sl_arena_wait(ch, st, bytes, flags, &pos)))
+    uint64_t pos = 0;
+    bool dropped = false;
+    rc = sl_arena_wait(ch, st, bytes, flags, &pos);
+    if (rc == SL_DROPPED)
+        dropped = true;
+    else if (rc)
         return rc;
     void *data = NULL;
-    if (ch->tp->caps & SL_CAP_PEER_POINTER) {
+    if (!dropped && (ch->tp->caps & SL_CAP_PEER_POINTER))
         data = ch->tp->peer_ptr(ch->link, st->arena_off + sl_arena_offset(pos, ch->geo.arena_bytes));
-    } else if (stage) {
-        if (bytes > st->staging_bytes || !st->staging) {
-            /* Reservations are 64-byte aligned on every transport. */
-            size_t cap = sl_align_up(bytes ? bytes : 1, SL_ARENA_ALIGN);
-            void *n = aligned_alloc(SL_ARENA_ALIGN, cap);
-            if (!n)
-                return sl_fail(SLUICE_ENOMEM, "cannot allocate %zu staging bytes", cap);
-            free(st->staging);
-            st->staging = n;
-            st->staging_bytes = cap;
-        }
-        data = st->staging;
-    }
+    else if (stage && (rc = sl_staging(st, bytes, &data)))
+        return rc;
     st->reserved = true;
+    st->res_dropped = dropped;
     st->res_pos = pos;
     st->res_len = bytes;
     *res_p = (sluice_reservation_t){ data, bytes, instance, count };
@@ -363,6 +269,13 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
                            unsigned flags, sluice_reservation_t *res_p)
 {
     return sl_reserve(token, instance, bytes, count, flags, true, res_p);
+}
+
+static void sl_reservation_close(sl_stream_t *st, sluice_reservation_t *res)
+{
+    st->reserved = false; /* the head never moved: unused space is simply not used */
+    st->res_dropped = false;
+    res->data = NULL;
 }
 
 /* Publish a reservation; `src` holds its bytes where the transport must put them. */
@@ -379,6 +292,14 @@ static int sl_commit(sluice_token_t *token, sluice_reservation_t *res, const voi
     if (!e)
         return sl_fail(SLUICE_EINVAL, "reservation names instance %u, which has no sender",
                        res->instance);
+    if ((rc = sl_count_check(e, res->bytes, res->count)))
+        return rc;
+    if (st->res_dropped) {
+        /* The peer finished the event: it would discard the product unread. */
+        sl_reservation_close(st, res);
+        sl_stat_add(&ch->stats.discarded, 1);
+        return SLUICE_OK;
+    }
     if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && res->bytes &&
         (rc = ch->tp->put(ch->link, st->arena_off + sl_arena_offset(st->res_pos,
                                                                     ch->geo.arena_bytes),
@@ -394,9 +315,11 @@ static int sl_commit(sluice_token_t *token, sluice_reservation_t *res, const voi
     /* Room was secured by reserve; nothing else pushes on this stream since. */
     if ((rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r)))
         return rc;
+    /* Everything before an empty restart counts as released (sl_arena_place). */
+    if (st->arena_tail_cache == st->arena_head)
+        st->arena_tail_cache = st->res_pos;
     st->arena_head = st->res_pos + sl_align_up(res->bytes, SL_ARENA_ALIGN);
-    st->reserved = false;
-    res->data = NULL;
+    sl_reservation_close(st, res);
     sl_stat_add(&ch->stats.products_sent, 1);
     sl_stat_add(&ch->stats.bytes_sent, res->bytes);
     return SLUICE_OK;
@@ -417,9 +340,20 @@ int sluice_product_cancel(sluice_token_t *token, sluice_reservation_t *res)
         return rc;
     if (!res || !st->reserved)
         return sl_fail(SLUICE_EINVAL, "stream %u: no open reservation", token->stream);
-    st->reserved = false; /* head never moved: the space is simply not used */
-    res->data = NULL;
+    sl_reservation_close(st, res);
     return SLUICE_OK;
+}
+
+/* Commit, or give the reservation up if that fails: the caller holds no handle to retry with. */
+static int sl_commit_or_cancel(sluice_token_t *token, sluice_reservation_t *res, const void *src)
+{
+    int rc = sl_commit(token, res, src);
+    if (rc) {
+        sl_stream_t *st;
+        if (sl_token_stream(token, &st) == SLUICE_OK && st->reserved)
+            sl_reservation_close(st, res);
+    }
+    return rc;
 }
 
 int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *data, size_t bytes,
@@ -435,7 +369,7 @@ int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *da
         return rc;
     if (res.data && bytes)
         memcpy(res.data, data, bytes);
-    return sl_commit(token, &res, data);
+    return sl_commit_or_cancel(token, &res, data);
 }
 
 int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const void *object,
@@ -460,7 +394,7 @@ int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const v
         sluice_product_cancel(token, &res);
         return rc;
     }
-    return sluice_product_commit(token, &res);
+    return sl_commit_or_cancel(token, &res, st->staging);
 }
 
 int sluice_product_send_absent(sluice_token_t *token, uint32_t instance)
@@ -471,7 +405,10 @@ int sluice_product_send_absent(sluice_token_t *token, uint32_t instance)
     if (rc)
         return rc;
     sluice_channel_t *ch = token->channel;
-    if ((rc = sl_ring_wait_room(ch, &st->tx, st, 0, "marking a product absent")))
+    rc = sl_ring_wait_room(ch, &st->tx, st, 0, "marking a product absent");
+    if (rc == SL_DROPPED)
+        return SLUICE_OK; /* the peer finished the event: it asks for nothing more */
+    if (rc)
         return rc;
     sl_record_t r = { .kind = SL_REC_ABSENT,
                       .seq = st->token_seq,
@@ -488,13 +425,24 @@ int sluice_event_finish(sluice_token_t *token)
         return rc;
     sluice_channel_t *ch = token->channel;
     st->reserved = false;
-    if ((rc = sl_ring_wait_room(ch, &st->tx, st, 0, "finishing an event")))
+    st->res_dropped = false;
+    /* This side is done reading the event at once, whatever happens below:
+     * what is pending is released, and while waiting for room the records
+     * the peer still sends for it are discarded. */
+    sl_stream_finish(ch, st);
+    rc = sl_ring_wait_room(ch, &st->tx, st, 0, "finishing an event");
+    if (rc == SLUICE_OK) {
+        sl_record_t r = { .kind = SL_REC_EVENT_END, .seq = st->token_seq };
+        rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r);
+    } else if (rc == SL_DROPPED) {
+        rc = SLUICE_OK; /* the peer finished it too: it needs no end mark */
+    }
+    if (rc)
+        return rc; /* the token stays open: finish may be called again */
+    /* Drain what the peer sent for this event before it saw our end, so an
+     * idle side does not keep it waiting for room. */
+    if ((rc = sl_stream_drain(ch, st)))
         return rc;
-    sl_record_t r = { .kind = SL_REC_EVENT_END, .seq = st->token_seq };
-    if ((rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r)))
-        return rc;
-    sl_stream_drop_pending(ch, st);
-    st->done_seq = st->token_seq;
     /* Release: pairs with end of job's acquire check under the global lock. */
     atomic_store_explicit(&st->token_open, false, memory_order_release);
     return SLUICE_OK;

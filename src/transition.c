@@ -72,6 +72,9 @@ static int sl_global_check(sluice_channel_t *ch, const sluice_transition_t *t, s
     uint32_t max = ch->opt.max_open_lumis;
     if (ch->job_ended)
         return sl_fail(SLUICE_EORDER, "channel \"%s\": the job has ended", ch->name);
+    if (ch->job_ending)
+        return sl_fail(SLUICE_EBUSY, "channel \"%s\": another thread is ending the job",
+                       ch->name);
     sl_run_slot_t *run = sl_find_run(ch, t->run);
     switch (t->kind) {
     case SLUICE_BEGIN_RUN:
@@ -101,6 +104,10 @@ static int sl_global_check(sluice_channel_t *ch, const sluice_transition_t *t, s
         if (!l)
             return sl_fail(SLUICE_EORDER, "end of lumi %u of run %u: it is not open", t->lumi,
                            t->run);
+        /* Events of this lumi counted but not yet published: the end must
+         * follow them on their streams. They are at most one ring wait away. */
+        if (l->inflight)
+            return SLUICE_EAGAIN;
         r->slot = (uint32_t)(l - ch->lumis);
         r->count = l->events;
         return SLUICE_OK;
@@ -140,7 +147,7 @@ static void sl_global_apply(sluice_channel_t *ch, const sluice_transition_t *t,
         }
         break;
     case SLUICE_BEGIN_LUMI:
-        ch->lumis[r->slot] = (sl_lumi_slot_t){ true, t->run, t->lumi, r->seq, 0 };
+        ch->lumis[r->slot] = (sl_lumi_slot_t){ true, t->run, t->lumi, r->seq, 0, 0 };
         run->open_lumis++;
         break;
     case SLUICE_END_LUMI:
@@ -158,18 +165,42 @@ static void sl_global_apply(sluice_channel_t *ch, const sluice_transition_t *t,
     }
 }
 
-/* End of job also ends every stream, so stream readers return SLUICE_EOF. */
-static int sl_end_streams(sluice_channel_t *ch)
+/*
+ * End of job: the global END_JOB record and one STREAM_END on every stream,
+ * all or nothing. Room on every ring is secured first, with no event able to
+ * start meanwhile (job_ending), then everything is published under the lock.
+ * A failed wait publishes nothing and may be retried.
+ */
+static int sl_end_job(sluice_channel_t *ch, const sluice_transition_t *t, sl_record_t *r,
+                      unsigned flags)
 {
-    sl_record_t r = { .kind = SL_REC_STREAM_END };
-    for (uint32_t s = 0; s < ch->n_streams; s++) {
-        int rc = sl_ring_wait_room(ch, &ch->streams[s].tx, NULL, 0, "end of job on a stream");
+    pthread_mutex_lock(&ch->global_lock);
+    int rc = sl_global_check(ch, t, r);
+    if (rc == SLUICE_OK)
+        ch->job_ending = true;
+    pthread_mutex_unlock(&ch->global_lock);
+    if (rc)
+        return rc;
+    /* No stream has an open event (checked above) and none can start one
+     * (job_ending): this thread is the only producer on every ring now. */
+    rc = sl_ring_wait_room(ch, &ch->gtx, NULL, flags, "end of job: global ring full");
+    for (uint32_t s = 0; s < ch->n_streams && rc == SLUICE_OK; s++)
+        rc = sl_ring_wait_room(ch, &ch->streams[s].tx, NULL, flags, "end of job: stream ring full");
+    pthread_mutex_lock(&ch->global_lock);
+    if (rc == SLUICE_OK) {
+        sl_record_t end = { .kind = SL_REC_STREAM_END };
+        for (uint32_t s = 0; s < ch->n_streams && rc == SLUICE_OK; s++)
+            rc = sl_ring_tx_push(&ch->streams[s].tx, ch->tp, ch->link, &end);
+        if (rc == SLUICE_OK) {
+            r->seq = ch->gtx.head + 1;
+            rc = sl_ring_tx_push(&ch->gtx, ch->tp, ch->link, r);
+        }
         if (rc == SLUICE_OK)
-            rc = sl_ring_tx_push(&ch->streams[s].tx, ch->tp, ch->link, &r);
-        if (rc)
-            return rc;
+            sl_global_apply(ch, t, r);
     }
-    return SLUICE_OK;
+    ch->job_ending = false;
+    pthread_mutex_unlock(&ch->global_lock);
+    return rc;
 }
 
 int sluice_transition_send(sluice_channel_t *ch, const sluice_transition_t *t, unsigned flags)
@@ -181,6 +212,11 @@ int sluice_transition_send(sluice_channel_t *ch, const sluice_transition_t *t, u
         return rc;
     sl_record_t r;
     sl_record_from_transition(&r, t);
+    if (t->kind == SLUICE_END_JOB) {
+        if ((rc = sl_end_job(ch, t, &r, flags)) == SLUICE_OK)
+            sl_stat_add(&ch->stats.transitions_sent, 1);
+        return rc;
+    }
     sl_wait_t w;
     sl_wait_init(ch, &w);
     for (;;) {
@@ -191,22 +227,66 @@ int sluice_transition_send(sluice_channel_t *ch, const sluice_transition_t *t, u
         if (rc == SLUICE_OK) {
             r.seq = ch->gtx.head + 1;
             rc = sl_ring_tx_push(&ch->gtx, ch->tp, ch->link, &r);
-            if (rc == SLUICE_OK) {
+            if (rc == SLUICE_OK)
                 sl_global_apply(ch, t, &r);
-                if (t->kind == SLUICE_END_JOB)
-                    rc = sl_end_streams(ch);
-            }
         }
         pthread_mutex_unlock(&ch->global_lock);
         if (rc != SLUICE_EAGAIN)
             break;
         /* Wait without the lock, so event senders on other streams go on. */
-        if ((rc = sl_wait_step(ch, &w, flags, "global ring full")))
+        if ((rc = sl_wait_step(ch, &w, flags, "global ring full or events of the lumi in flight")))
             return rc;
     }
     if (rc == SLUICE_OK)
         sl_stat_add(&ch->stats.transitions_sent, 1);
     return rc;
+}
+
+/*
+ * Claim the stream for a new event of an open lumi, under the lock: the
+ * lumi counts it (as in flight until published), the stream's token opens.
+ * Nothing is published yet; sl_event_unclaim() undoes it all.
+ */
+static int sl_event_claim(sluice_channel_t *ch, sl_stream_t *st, const sluice_transition_t *ev,
+                          sl_record_t *r)
+{
+    int rc = SLUICE_OK;
+    pthread_mutex_lock(&ch->global_lock);
+    sl_lumi_slot_t *l = sl_find_lumi(ch, ev->run, ev->lumi);
+    if (ch->job_ended || ch->job_ending)
+        rc = sl_fail(SLUICE_EORDER, "event %llu: the job has ended",
+                     (unsigned long long)ev->event);
+    else if (!l)
+        rc = sl_fail(SLUICE_EORDER, "event %llu: lumi %u of run %u is not open",
+                     (unsigned long long)ev->event, ev->lumi, ev->run);
+    if (rc == SLUICE_OK) {
+        l->events++;
+        l->inflight++;
+        r->slot = (uint32_t)(l - ch->lumis);
+        r->dep = l->begin_seq;
+        r->seq = ++st->next_seq;
+        st->token_seq = r->seq;
+        st->peer_ended = false;
+        /* Under the lock: end of job reads it under the same lock. */
+        atomic_store_explicit(&st->token_open, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&ch->global_lock);
+    return rc;
+}
+
+/* The event is published (`ok`) or given up: its lumi stops waiting for it. */
+static void sl_event_settle(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *r, bool ok)
+{
+    pthread_mutex_lock(&ch->global_lock);
+    sl_lumi_slot_t *l = &ch->lumis[r->slot];
+    l->inflight--;
+    if (!ok) {
+        l->events--;
+        st->next_seq--;
+        st->token_seq = st->done_seq;
+        atomic_store_explicit(&st->token_open, false, memory_order_release);
+    }
+    pthread_mutex_unlock(&ch->global_lock);
 }
 
 int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transition_t *event,
@@ -230,32 +310,18 @@ int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transi
      * (a controller otherwise never reads its inbox between events). */
     if ((rc = sl_stream_drain(ch, st)))
         return rc;
-    /* Room first, outside the lock: this thread is the stream's only producer. */
-    if ((rc = sl_ring_wait_room(ch, &st->tx, st, flags, "stream ring full")))
-        return rc;
-
     sl_record_t r;
     sl_record_from_transition(&r, event);
-    pthread_mutex_lock(&ch->global_lock);
-    sl_lumi_slot_t *l = ch->job_ended ? NULL : sl_find_lumi(ch, event->run, event->lumi);
-    if (l) {
-        l->events++;
-        r.slot = (uint32_t)(l - ch->lumis);
-        r.dep = l->begin_seq;
-        r.seq = ++st->next_seq;
-        /* Under the lock: end of job reads it under the same lock. */
-        atomic_store_explicit(&st->token_open, true, memory_order_release);
-    }
-    pthread_mutex_unlock(&ch->global_lock);
-    if (!l)
-        return sl_fail(SLUICE_EORDER, "event %llu: lumi %u of run %u is not open",
-                       (unsigned long long)event->event, event->lumi, event->run);
-    /* The lumi's end, if sent meanwhile, already counts this event: the source
-     * waits for it on this stream. */
-    if ((rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r)))
+    /* Order first (a user error costs no wait), then room: this thread is
+     * the stream's only producer, and the claim keeps end of job away. */
+    if ((rc = sl_event_claim(ch, st, event, &r)))
         return rc;
-    st->token_seq = r.seq;
-    st->peer_ended = false;
+    rc = sl_ring_wait_room(ch, &st->tx, st, flags, "stream ring full");
+    if (rc == SLUICE_OK)
+        rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r);
+    sl_event_settle(ch, st, &r, rc == SLUICE_OK);
+    if (rc)
+        return rc; /* nothing was published and nothing counted */
     sl_stat_add(&ch->stats.transitions_sent, 1);
     *token_p = (sluice_token_t){ ch, stream, r.seq };
     return SLUICE_OK;

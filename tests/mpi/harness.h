@@ -10,6 +10,43 @@
 #include <sluice/sluice.h>
 
 extern const char *h_role; /* "controller" or "source", for messages */
+extern int h_is_ctrl;       /* this process is the controller */
+extern sluice_context_t *h_ctx;
+extern sluice_registry_t *h_reg;
+/* Product types every case may use (harness.c). */
+extern const sluice_type_t *T_BYTES, *T_HITS, *T_BLOB, *T_OTHER;
+
+/* The object of T_BLOB, a custom-layout type. */
+typedef struct blob {
+    uint32_t n;
+    uint64_t vals[64];
+} blob_t;
+
+/* Register the types above in h_reg. */
+int h_types(void);
+/* Channel options of the suite: defaults, generous timeout, then the job's SLUICE_* variables. */
+sluice_options_t h_options(void);
+/* Open a channel with the other process; h_open also checks the configured transport is used. */
+int h_open(const char *name, uint32_t streams, const sluice_endpoint_t *eps, size_t n,
+           const sluice_options_t *o, sluice_channel_t **ch_p);
+int h_open_any(const char *name, uint32_t streams, const sluice_endpoint_t *eps, size_t n,
+               const sluice_options_t *o, sluice_channel_t **ch_p);
+/* SLUICE_SEND on the side that sends when `ctrl_sends` says the controller does. */
+sluice_direction_t h_dir(int ctrl_sends);
+/* Publish (controller) or expect (source) one global transition made by h_transition(). */
+int h_send_global(sluice_channel_t *ch, sluice_transition_kind_t k, uint32_t run, uint32_t lumi);
+int h_expect_global(sluice_channel_t *ch, sluice_transition_kind_t k, uint32_t run, uint32_t lumi);
+/* Run `run` and its lumi 1 begin, on both sides. */
+int h_begin(sluice_channel_t *ch, uint32_t run);
+/* A barrier of the two processes, outside sluice. */
+void h_sync(void);
+
+/* Cases of the robustness file (robust.c); each returns 0 when it passed. */
+int case_zero_then_large(void);
+int case_late_finish(void);
+int case_nonblock_after_close(void);
+int case_end_job_retry(void);
+int case_bad_count(void);
 
 #define H_FAIL(...)                                                                                \
     do {                                                                                           \

@@ -110,8 +110,9 @@ static void impossible_regions_are_corrupt(void **state)
     assert_status(sl_arena_rx_accept(&a, 0, 5000, &id), SLUICE_ECORRUPT);   /* > capacity */
     assert_status(sl_arena_rx_accept(&a, 4032, 128, &id), SLUICE_ECORRUPT); /* wraps */
     assert_ok(sl_arena_rx_accept(&a, 128, 64, &id));
-    assert_status(sl_arena_rx_accept(&a, 4096, 64, &id), SLUICE_ECORRUPT);  /* past free space */
+    assert_status(sl_arena_rx_accept(&a, 4096 + 128, 64, &id), SLUICE_ECORRUPT); /* on held bytes */
     assert_status(sl_arena_rx_accept(&a, 0, 64, &id), SLUICE_ECORRUPT);     /* goes backwards */
+    assert_status(sl_arena_rx_accept(&a, UINT64_MAX - 4096, 64, &id), SLUICE_ECORRUPT); /* wraps 2^64 */
     sl_arena_rx_fini(&a);
 }
 
@@ -131,6 +132,92 @@ static void many_regions_grow_the_list(void **state)
     sl_arena_rx_fini(&a);
 }
 
+/* The producer's side of one region: place, then commit as product.c does. */
+typedef struct producer {
+    uint64_t head, tail, cap;
+} producer_t;
+
+static int produce(producer_t *p, uint64_t len, uint64_t *pos_p)
+{
+    int rc = sl_arena_place(p->head, p->tail, p->cap, len, pos_p);
+    if (rc == SLUICE_OK) {
+        if (p->tail == p->head)
+            p->tail = *pos_p; /* everything before an empty restart is free */
+        p->head = *pos_p + sl_align_up(len, SL_ARENA_ALIGN);
+    }
+    return rc;
+}
+
+static void zero_length_region_held_then_large_one_is_accepted(void **state)
+{
+    (void)state;
+    /* Review H3: A [0,1000), an empty product Z, A released while Z is held
+     * (pending, or a view kept), then a product that needs the next lap. */
+    producer_t p = { 0, 0, 4096 };
+    sl_arena_rx_t a;
+    sl_arena_rx_init(&a, 4096);
+    uint64_t pos, ida, idz, idb;
+    bool adv;
+    assert_ok(produce(&p, 1000, &pos));
+    assert_ok(sl_arena_rx_accept(&a, pos, 1000, &ida));
+    assert_ok(produce(&p, 0, &pos));
+    assert_ok(sl_arena_rx_accept(&a, pos, 0, &idz));
+    assert_ok(sl_arena_rx_release(&a, ida, &adv));
+    p.tail = a.tail; /* the producer reads the published tail */
+    assert_ok(produce(&p, 4000, &pos));
+    assert_int_equal(pos, 4096);
+    assert_ok(sl_arena_rx_accept(&a, pos, 4000, &idb));
+    /* Releasing the empty region later never moves the tail back. */
+    uint64_t tail = a.tail;
+    assert_ok(sl_arena_rx_release(&a, idz, &adv));
+    assert_true(a.tail >= tail);
+    assert_ok(sl_arena_rx_release(&a, idb, &adv));
+    assert_int_equal(a.tail, 4096 + 4032);
+    sl_arena_rx_fini(&a);
+}
+
+static void held_product_does_not_waste_the_lap_after_a_restart(void **state)
+{
+    (void)state;
+    /* 4 MiB arena, everything released at 1 MiB in: a 1 MiB product restarts
+     * at the next lap and is held; a second 1 MiB product must still fit
+     * (the skipped 3 MiB are free, not counted as used). */
+    const uint64_t M = 1u << 20;
+    producer_t p = { M, M, 4 * M };
+    sl_arena_rx_t a;
+    sl_arena_rx_init(&a, 4 * M);
+    a.tail = a.last_end = M; /* same history on the consumer */
+    uint64_t pos, id1, id2;
+    assert_ok(produce(&p, M, &pos));
+    assert_int_equal(pos, 4 * M);
+    assert_ok(sl_arena_rx_accept(&a, pos, M, &id1));
+    assert_ok(produce(&p, M, &pos));
+    assert_ok(sl_arena_rx_accept(&a, pos, M, &id2));
+    /* The arena rule: held bytes from the oldest held region, plus the new
+     * one, plus the largest, may fill the arena: a third fits, a fourth
+     * (exactly filling it) too, a fifth does not. */
+    assert_ok(produce(&p, M, &pos));
+    assert_ok(produce(&p, M, &pos));
+    assert_status(produce(&p, 64, &pos), SLUICE_EAGAIN);
+    sl_arena_rx_fini(&a);
+}
+
+static void sizes_up_to_capacity_minus_largest_always_fit(void **state)
+{
+    (void)state;
+    /* The documented rule, checked by brute force over start offsets:
+     * products whose rounded sizes add up to cap minus the largest fit
+     * together whatever the head offset, with nothing else held. */
+    const uint64_t cap = 4096;
+    const uint64_t sizes[] = { 1000, 0, 640, 64, 1, 300 }; /* rounded: 1024+0+640+64+64+320 */
+    for (uint64_t start = 0; start < 2 * cap; start += 64) {
+        producer_t p = { start, start > 64 ? start - 64 : start, cap }; /* 64 B still held */
+        uint64_t pos;
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+            assert_ok(produce(&p, sizes[i], &pos));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -142,6 +229,9 @@ int main(void)
         cmocka_unit_test(releasing_twice_is_refused),
         cmocka_unit_test(impossible_regions_are_corrupt),
         cmocka_unit_test(many_regions_grow_the_list),
+        cmocka_unit_test(zero_length_region_held_then_large_one_is_accepted),
+        cmocka_unit_test(held_product_does_not_waste_the_lap_after_a_restart),
+        cmocka_unit_test(sizes_up_to_capacity_minus_largest_always_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* SPSC ring: FIFO order, full/empty, corrupt counters, and a two-thread stress. */
+/* SPSC ring: FIFO order, full/empty, corrupt counters, and a two-thread stress that
+ * fails, never hangs, when either side stops. */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
 #include "../../src/ring.h"
@@ -123,45 +129,195 @@ static void tail_ahead_of_head_is_corrupt(void **state)
 
 #define N_STRESS 200000u
 
-static _Atomic int consumer_quit;
+/*
+ * The two-thread stress, with every wait bounded. Either side that fails
+ * says why and raises `give_up`; the other stops at its next poll. A side
+ * that stops without a word (stuck, or left behind by a failed assertion
+ * that jumped out of the test) is caught by the deadline. So a broken ring
+ * or a broken producer makes the test fail with a message, never hang.
+ */
+typedef struct stress {
+    ring_fixture_t *f;
+    uint64_t deadline_ns;       /* CLOCK_MONOTONIC time at which both sides give up */
+    uint32_t deadline_ms;       /* the same, for messages */
+    uint64_t tx_fails_at;       /* the producer fails here, as a failed push would */
+    uint64_t tx_stalls_at;      /* the producer stops here without a word */
+    uint64_t rx_stalls_at;      /* the consumer stops taking records here */
+    _Atomic int give_up;
+    char tx_error[256];         /* the producer's failure, "" if none */
+    char rx_error[256];         /* the consumer's failure, "" if none */
+} stress_t;
 
-static void *consumer(void *arg)
+static uint64_t now_ns(void)
 {
-    ring_fixture_t *f = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void stress_init(stress_t *s, ring_fixture_t *f, uint32_t deadline_ms)
+{
+    memset(s, 0, sizeof *s);
+    s->f = f;
+    s->deadline_ms = deadline_ms;
+    s->deadline_ns = now_ns() + (uint64_t)deadline_ms * 1000000u;
+    s->tx_fails_at = s->tx_stalls_at = s->rx_stalls_at = UINT64_MAX;
+}
+
+typedef enum { STRESS_POLL_AGAIN, STRESS_PEER_GAVE_UP, STRESS_LATE } stress_wait_t;
+
+/*
+ * After an empty poll: spin a little, then yield, so that both sides and a
+ * parallel ctest share a 2-core machine. The clock is read every 64 polls,
+ * and whenever the peer gave up: a peer gives up at the deadline too, so a
+ * side that finds both says it was late itself rather than staying silent.
+ */
+static stress_wait_t stress_wait(stress_t *s, uint32_t *polls)
+{
+    bool peer_gave_up = atomic_load_explicit(&s->give_up, memory_order_relaxed);
+    if (!peer_gave_up && ++*polls % 64 != 0)
+        return STRESS_POLL_AGAIN;
+    sched_yield();
+    if (now_ns() >= s->deadline_ns)
+        return STRESS_LATE;
+    return peer_gave_up ? STRESS_PEER_GAVE_UP : STRESS_POLL_AGAIN;
+}
+
+static void *stress_consumer(void *arg)
+{
+    stress_t *s = arg;
     sl_record_t r;
+    uint32_t polls = 0;
     for (uint64_t want = 0; want < N_STRESS;) {
-        if (sl_ring_rx_peek(&f->rx, &r) != SLUICE_OK)
-            continue;
+        int rc = want < s->rx_stalls_at ? sl_ring_rx_peek(&s->f->rx, &r) : SLUICE_EAGAIN;
+        if (rc == SLUICE_EAGAIN) {
+            stress_wait_t w = stress_wait(s, &polls);
+            if (w == STRESS_POLL_AGAIN)
+                continue;
+            if (w == STRESS_LATE)
+                snprintf(s->rx_error, sizeof s->rx_error,
+                         "consumer: record %llu did not arrive within %u ms",
+                         (unsigned long long)want, s->deadline_ms);
+            break;
+        }
+        if (rc != SLUICE_OK) {
+            snprintf(s->rx_error, sizeof s->rx_error, "consumer: peek of record %llu: %s (%s)",
+                     (unsigned long long)want, sluice_strerror(rc), sluice_last_error());
+            break;
+        }
         /* Every field written by the producer must be seen whole, aux included. */
         if (r.seq != want || r.event != want * 3 || r.aux_size != 101 ||
             r.aux[100] != (uint8_t)want) {
-            atomic_store(&consumer_quit, 1);
-            return (void *)1;
+            snprintf(s->rx_error, sizeof s->rx_error,
+                     "consumer: record %llu came as seq %llu, event %llu, aux_size %u, "
+                     "aux[100] %u",
+                     (unsigned long long)want, (unsigned long long)r.seq,
+                     (unsigned long long)r.event, (unsigned)r.aux_size, (unsigned)r.aux[100]);
+            break;
         }
-        sl_ring_rx_consume(&f->rx);
+        sl_ring_rx_consume(&s->f->rx);
         want++;
+        polls = 0;
     }
+    atomic_store_explicit(&s->give_up, 1, memory_order_relaxed);
     return NULL;
 }
 
-static void two_threads_pass_every_record_intact(void **state)
+/* Produce N_STRESS records against stress_consumer; returns once both sides stopped. */
+static void stress_run(stress_t *s)
 {
-    ring_fixture_t *f = *state;
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, consumer, f), 0);
+    assert_int_equal(pthread_create(&t, NULL, stress_consumer, s), 0);
     sl_record_t r = { .aux_size = 101 };
-    for (uint64_t i = 0; i < N_STRESS && !atomic_load(&consumer_quit);) {
-        if (sl_ring_tx_room(&f->tx, &lb_ops, &f->link) != SLUICE_OK)
-            continue;
+    uint32_t polls = 0;
+    for (uint64_t i = 0; i < N_STRESS;) {
+        if (i == s->tx_stalls_at)
+            break; /* silently: the consumer is not told */
+        if (i == s->tx_fails_at) {
+            snprintf(s->tx_error, sizeof s->tx_error, "producer: failed at record %llu",
+                     (unsigned long long)i);
+            atomic_store_explicit(&s->give_up, 1, memory_order_relaxed);
+            break;
+        }
+        int rc = sl_ring_tx_room(&s->f->tx, &lb_ops, &s->f->link);
+        if (rc == SLUICE_EAGAIN) {
+            stress_wait_t w = stress_wait(s, &polls);
+            if (w == STRESS_POLL_AGAIN)
+                continue;
+            if (w == STRESS_LATE) {
+                snprintf(s->tx_error, sizeof s->tx_error,
+                         "producer: no room for record %llu within %u ms",
+                         (unsigned long long)i, s->deadline_ms);
+                atomic_store_explicit(&s->give_up, 1, memory_order_relaxed);
+            }
+            break;
+        }
         r.seq = i;
         r.event = i * 3;
         r.aux[100] = (uint8_t)i;
-        assert_ok(sl_ring_tx_push(&f->tx, &lb_ops, &f->link, &r));
+        if (rc == SLUICE_OK)
+            rc = sl_ring_tx_push(&s->f->tx, &lb_ops, &s->f->link, &r);
+        if (rc != SLUICE_OK) {
+            snprintf(s->tx_error, sizeof s->tx_error, "producer: record %llu: %s (%s)",
+                     (unsigned long long)i, sluice_strerror(rc), sluice_last_error());
+            atomic_store_explicit(&s->give_up, 1, memory_order_relaxed);
+            break;
+        }
         i++;
+        polls = 0;
     }
-    void *res;
-    pthread_join(t, &res);
-    assert_null(res);
+    /* Bounded: the consumer stops at the last record, when told, or at the deadline. */
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
+
+/* Long enough for TSan on a loaded 2-core machine; a healthy run takes milliseconds. */
+#define STRESS_DEADLINE_MS 60000u
+/* For the cases that are meant to stall. */
+#define STALL_DEADLINE_MS 200u
+
+static void two_threads_pass_every_record_intact(void **state)
+{
+    stress_t s;
+    stress_init(&s, *state, STRESS_DEADLINE_MS);
+    stress_run(&s);
+    if (s.tx_error[0] || s.rx_error[0])
+        fail_msg("%s%s%s", s.tx_error, s.tx_error[0] && s.rx_error[0] ? "; " : "", s.rx_error);
+}
+
+static void failing_producer_stops_the_consumer_at_once(void **state)
+{
+    stress_t s;
+    stress_init(&s, *state, STRESS_DEADLINE_MS);
+    s.tx_fails_at = 1000;
+    uint64_t t0 = now_ns();
+    stress_run(&s);
+    assert_non_null(strstr(s.tx_error, "failed at record 1000"));
+    /* The consumer stopped because it was told, not by reaching its deadline. */
+    if (s.rx_error[0])
+        fail_msg("consumer did not stop when the producer failed: %s", s.rx_error);
+    assert_true(now_ns() - t0 < (uint64_t)STRESS_DEADLINE_MS * 1000000u);
+}
+
+static void silent_producer_makes_the_consumer_fail_at_its_deadline(void **state)
+{
+    stress_t s;
+    stress_init(&s, *state, STALL_DEADLINE_MS);
+    s.tx_stalls_at = 5;
+    stress_run(&s);
+    assert_string_equal(s.tx_error, "");
+    assert_non_null(strstr(s.rx_error, "record 5 did not arrive within 200 ms"));
+}
+
+static void stalled_consumer_makes_the_producer_fail_at_its_deadline(void **state)
+{
+    stress_t s;
+    stress_init(&s, *state, STALL_DEADLINE_MS);
+    s.rx_stalls_at = 3;
+    stress_run(&s);
+    /* Three records taken and DEPTH in the ring: record DEPTH + 3 finds no room. */
+    char want[64];
+    snprintf(want, sizeof want, "no room for record %u within 200 ms", DEPTH + 3);
+    assert_non_null(strstr(s.tx_error, want));
 }
 
 int main(void)
@@ -174,6 +330,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(aux_size_beyond_the_maximum_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(tail_ahead_of_head_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(two_threads_pass_every_record_intact, setup, teardown),
+        cmocka_unit_test_setup_teardown(failing_producer_stops_the_consumer_at_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(silent_producer_makes_the_consumer_fail_at_its_deadline,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(stalled_consumer_makes_the_producer_fail_at_its_deadline,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

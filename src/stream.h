@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/* Per-stream consumer state: what this side takes in from its own inbox for one stream. */
+#ifndef SL_STREAM_H
+#define SL_STREAM_H
+
+#include "arena.h"
+#include "inbox.h"
+#include "ring.h"
+
+typedef struct sluice_channel sluice_channel_t;
+
+/*
+ * A record taken off the stream ring for the current event but not yet
+ * claimed by a receive. `status` is what the receive of its instance
+ * returns: SLUICE_OK (a product), SLUICE_ABSENT, or a failure found when the
+ * record was checked (bad type, count that does not fit its bytes).
+ */
+typedef struct sl_pending {
+    uint32_t instance;
+    int status;
+    uint64_t id;          /* arena region id; 0 when no region is held */
+    uint64_t pos, bytes, count;
+} sl_pending_t;
+
+/*
+ * Most records one event may leave unclaimed. A correct peer stays far below
+ * it (each product also holds arena bytes, and zero-length ones are rare);
+ * past it the peer is flooding the stream and the receive fails with
+ * SLUICE_ELIMIT instead of this side allocating without end.
+ */
+#define SL_PENDING_MAX 65536u
+
+/*
+ * One stream of a channel, as this side sees it: the producer half toward
+ * the peer's inbox and the consumer half of our own, plus the event token.
+ * Driven by the stream's thread (see sluice.h for what may run concurrently).
+ */
+typedef struct sl_stream {
+    /* Toward the peer's inbox. */
+    sl_ring_tx_t tx;
+    uint64_t arena_off;       /* arena offset (same in both inboxes) */
+    uint64_t arena_head;      /* free-running, private to this producer */
+    uint64_t arena_tail_cache; /* consumer's tail as far as we know (may be ahead of what it published) */
+    uint64_t arena_tail_seen; /* last tail read from the consumer: it never goes back */
+    uint64_t arena_reload_at; /* head at which to look at the consumer's tail again */
+    bool reserved;
+    bool res_dropped;         /* the open reservation goes nowhere: the peer finished the event */
+    uint64_t res_pos, res_len;
+    void *staging;            /* for transports without a peer pointer, and dropped reservations */
+    size_t staging_bytes;
+
+    /* From our own inbox. */
+    sl_ring_rx_t rx;
+    sl_arena_rx_t arx;
+    sl_pending_t *pending;
+    size_t n_pending, pending_room;
+    bool peer_ended;          /* the peer finished token_seq */
+    bool eof;                 /* source: stream end seen */
+
+    /* Event token. token_open is read by end-of-job under the global lock. */
+    _Atomic bool token_open;
+    uint64_t token_seq;
+    uint64_t next_seq;        /* controller: sequence numbers handed out */
+    uint64_t done_seq;        /* newest event this side finished */
+} sl_stream_t;
+
+/*
+ * Discard the leading records of events this side already finished,
+ * releasing their arena regions. Stops at the first record of a later
+ * event, at an EVENT or STREAM_END record, or when the ring is empty.
+ */
+int sl_stream_drain(sluice_channel_t *ch, sl_stream_t *st);
+
+/*
+ * Take one record off the ring: records of finished events are discarded,
+ * a record of the current event goes to the pending list (or marks the
+ * peer's end of it). SLUICE_EAGAIN if the ring is empty, SLUICE_ELIMIT if
+ * the pending list is full; an EVENT or STREAM_END record is left in the
+ * ring and ends the current event (peer_ended).
+ */
+int sl_stream_pump(sluice_channel_t *ch, sl_stream_t *st);
+
+/*
+ * While this side waits for room to send: take in everything the peer has
+ * published for the current and for finished events, so that two sides
+ * that both send never wait on each other's full rings. Stops quietly when
+ * the ring is empty or the pending list is full.
+ */
+int sl_stream_take_in(sluice_channel_t *ch, sl_stream_t *st);
+
+/* Remove and return the oldest pending record of `instance`, if any. */
+bool sl_stream_pending_take(sl_stream_t *st, uint32_t instance, sl_pending_t *p_p);
+
+/* Discard one record of an older event that was peeked off the ring. */
+int sl_stream_discard(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *rec);
+
+/*
+ * This side is done with the current event: release what is still pending
+ * and publish the event as done in our own inbox, so the peer stops sending
+ * products nobody will read.
+ */
+void sl_stream_finish(sluice_channel_t *ch, sl_stream_t *st);
+
+/* Release arena region `id` of the stream, publishing the tail if it moved. */
+int sl_stream_release(sluice_channel_t *ch, sl_stream_t *st, uint64_t id);
+
+#endif

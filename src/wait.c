@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/* Bounded waits of a channel: back-off, deadline, the peer's close, and waiting for ring room. */
+#include "channel.h"
+
+void sl_wait_init(const sluice_channel_t *ch, sl_wait_t *w)
+{
+    sl_backoff_init(&w->backoff, ch->opt.spin, ch->opt.max_sleep_us);
+    /* The deadline starts at the first failed poll (sl_wait_step), so calls
+     * that never wait never read the clock. */
+    w->deadline.at_ns = 0;
+    w->closed_seen = false;
+}
+
+int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what)
+{
+    if (w->closed_seen)
+        return sl_fail(SLUICE_EPEERCLOSED, "channel \"%s\": %s: the peer closed the channel",
+                       ch->name, what);
+    /* Emulated RMA moves the peer's data only while we are in MPI: a
+     * polling (non-blocking) caller must drive it too. */
+    if (ch->tp->caps & SL_CAP_NEEDS_PROGRESS) {
+        ch->tp->progress(ch->link);
+        ch->tp->local_sync(ch->link);
+    }
+    /* Acquire: pairs with the peer's release store64 at close, so the poll
+     * after this one sees everything the peer published before closing. A
+     * non-blocking caller learns of the close too, after that last poll. */
+    if (atomic_load_explicit(&ch->header->peer_closed, memory_order_acquire)) {
+        w->closed_seen = true;
+        ch->tp->local_sync(ch->link);
+        return SLUICE_OK;
+    }
+    if (flags & SLUICE_NONBLOCK)
+        return SLUICE_EAGAIN;
+    if (SL_UNLIKELY(w->deadline.at_ns == 0))
+        w->deadline = sl_deadline_in(ch->opt.timeout_ms);
+    if (sl_backoff_pause(&w->backoff, &w->deadline) == SLUICE_ETIMEDOUT)
+        return sl_fail(SLUICE_ETIMEDOUT, "channel \"%s\": %s: no progress within %u ms", ch->name,
+                       what, ch->opt.timeout_ms);
+    ch->tp->local_sync(ch->link);
+    return SLUICE_OK;
+}
+
+int sl_wait_step_local(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what)
+{
+    if (flags & SLUICE_NONBLOCK)
+        return SLUICE_EAGAIN;
+    if (SL_UNLIKELY(w->deadline.at_ns == 0))
+        w->deadline = sl_deadline_in(ch->opt.timeout_ms);
+    if (sl_backoff_pause(&w->backoff, &w->deadline) == SLUICE_ETIMEDOUT)
+        return sl_fail(SLUICE_ETIMEDOUT, "channel \"%s\": %s: no progress within %u ms", ch->name,
+                       what, ch->opt.timeout_ms);
+    return SLUICE_OK;
+}
+
+int sl_stream_peer_done(sluice_channel_t *ch, sl_stream_t *st, bool *done_p)
+{
+    uint64_t done;
+    /* Acquire: pairs with the peer's release store in sl_stream_finish. */
+    int rc = ch->tp->load64(ch->link, st->tx.ctrl + SL_RING_DONE_OFF, &done);
+    if (rc)
+        return rc;
+    *done_p = atomic_load_explicit(&st->token_open, memory_order_relaxed) &&
+              done >= st->token_seq;
+    return SLUICE_OK;
+}
+
+int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, unsigned flags,
+                      const char *what)
+{
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    for (;;) {
+        int rc = sl_ring_tx_room(tx, ch->tp, ch->link);
+        if (rc != SLUICE_EAGAIN)
+            return rc;
+        if (st) {
+            /* Full: take in what the peer sent us, so it can go on too; and
+             * stop if the peer has finished this event already. */
+            bool done;
+            if ((rc = sl_stream_take_in(ch, st)) || (rc = sl_stream_peer_done(ch, st, &done)))
+                return rc;
+            if (done)
+                return SL_DROPPED;
+        }
+        if ((rc = sl_wait_step(ch, &w, flags, what)))
+            return rc;
+    }
+}
