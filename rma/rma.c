@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* One-sided transport: inboxes in MPI windows; the writer puts, the reader polls its own memory. */
 #include <limits.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/pairwait.h"
+#include "../src/inbox.h"
+#include "../src/mpiguard.h"
 #include "../src/transport.h"
 
 /*
@@ -19,34 +21,16 @@
  * receive: it polls its own memory after MPI_Win_sync.
  */
 
-/*
- * Below MPI_THREAD_MULTIPLE (osc/pt2pt in Open MPI 4.1 refuses MULTIPLE),
- * stream threads must not call MPI at the same time: every MPI call of this
- * transport then runs under one process-wide lock. At MULTIPLE the lock is
- * skipped. Either way the application must not call MPI from other threads
- * while a sluice call is in flight unless it initialised MPI_THREAD_MULTIPLE.
- */
-static pthread_mutex_t sl_rma_mpi_lock = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic int sl_rma_serialise = -1; /* unknown until the first open */
-
-static inline void sl_rma_enter(void)
-{
-    if (atomic_load_explicit(&sl_rma_serialise, memory_order_relaxed))
-        pthread_mutex_lock(&sl_rma_mpi_lock);
-}
-
-static inline void sl_rma_leave(void)
-{
-    if (atomic_load_explicit(&sl_rma_serialise, memory_order_relaxed))
-        pthread_mutex_unlock(&sl_rma_mpi_lock);
-}
+/* Every MPI call runs under the library-wide guard (src/mpiguard.h). */
+#define sl_rma_enter sl_mpi_enter
+#define sl_rma_leave sl_mpi_leave
 
 struct sl_link {
     MPI_Comm pair;            /* borrowed from the channel */
     MPI_Win win;
     char *local;
     size_t local_bytes;
-    int peer_rank;
+    int me, peer_rank;        /* in `pair`: the controller is rank 0 */
     size_t chunk;             /* largest single MPI_Put/MPI_Get, in bytes */
 };
 
@@ -66,31 +50,34 @@ static size_t sl_rma_chunk(void)
     return v >= 64 && v <= INT_MAX ? (size_t)v : (size_t)INT_MAX & ~(size_t)63;
 }
 
-static int sl_rma_open(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p,
-                       void **local_base_p)
+static int sl_rma_open(const sl_link_params_t *p, sl_link_t **link_p, void **local_base_p)
 {
-    (void)numa; /* MPI allocates; first touch below places the pages */
-    int level;
-    MPI_Query_thread(&level);
-    atomic_store(&sl_rma_serialise, level < MPI_THREAD_MULTIPLE);
     sl_link_t *l = calloc(1, sizeof *l);
     if (!l)
         return sl_fail(SLUICE_ENOMEM, "rma: cannot allocate a link");
-    l->pair = pair;
-    int me;
-    MPI_Comm_rank(pair, &me);
-    l->peer_rank = 1 - me;
+    l->pair = p->pair;
     l->chunk = sl_rma_chunk();
 
+    sl_rma_enter();
+    MPI_Comm_rank(p->pair, &l->me);
+    l->peer_rank = 1 - l->me;
     MPI_Info info;
     MPI_Info_create(&info);
-    /* Counters are updated only by put and read only by get or local loads:
-     * no accumulate ordering is needed, which lets providers go faster. */
-    MPI_Info_set(info, "accumulate_ordering", "none");
     MPI_Info_set(info, "same_disp_unit", "true");
-    int mrc = MPI_Win_allocate((MPI_Aint)bytes, 1, info, pair, &l->local, &l->win);
+    /* Accumulate ordering stays at its default: the close agreement relies
+     * on two fetch-adds from one origin landing in order. */
+    int mrc = MPI_Win_allocate((MPI_Aint)p->bytes, 1, info, p->pair, &l->local, &l->win);
     MPI_Info_free(&info);
-    if (mrc != MPI_SUCCESS) {
+    if (mrc == MPI_SUCCESS) {
+        MPI_Win_set_errhandler(l->win, MPI_ERRORS_RETURN);
+        memset(l->local, 0, p->bytes); /* first touch by the reader: pages land on its node */
+        l->local_bytes = p->bytes;
+        mrc = MPI_Win_lock_all(MPI_MODE_NOCHECK, l->win);
+        /* A failure here cannot be undone without the peer (freeing is
+         * collective): the window is left for MPI_Finalize. */
+    }
+    sl_rma_leave();
+    if (mrc != MPI_SUCCESS && !l->local_bytes) {
         char msg[MPI_MAX_ERROR_STRING];
         int n = 0;
         MPI_Error_string(mrc, msg, &n);
@@ -101,13 +88,9 @@ static int sl_rma_open(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p
                                     "windows over TCP-only networks: set OMPI_MCA_osc=pt2pt there "
                                     "(osc/ucx or osc/rdma on InfiniBand/RoCE); osc/pt2pt refuses "
                                     "MPI_THREAD_MULTIPLE: initialise MPI_THREAD_SERIALIZED with it",
-                       bytes, osc ? osc : "(default)", msg);
+                       p->bytes, osc ? osc : "(default)", msg);
     }
-    MPI_Win_set_errhandler(l->win, MPI_ERRORS_RETURN);
-    memset(l->local, 0, bytes); /* first touch by the reader: pages land on its node */
-    l->local_bytes = bytes;
-    if ((mrc = MPI_Win_lock_all(MPI_MODE_NOCHECK, l->win)) != MPI_SUCCESS) {
-        MPI_Win_free(&l->win);
+    if (mrc != MPI_SUCCESS) {
         free(l);
         return sl_rma_mpi_fail(mrc, "MPI_Win_lock_all");
     }
@@ -116,37 +99,130 @@ static int sl_rma_open(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p
     return SLUICE_OK;
 }
 
+static void sl_rma_progress(sl_link_t *l);
+
+/* Wait for a request until `deadline`; the guard is taken per MPI_Test only. */
+static int sl_rma_wait(MPI_Request *req, const sl_deadline_t *deadline, const char *what)
+{
+    sl_backoff_t b;
+    sl_backoff_init(&b, 64, 1000);
+    for (;;) {
+        int done = 0;
+        sl_rma_enter();
+        int mrc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        sl_rma_leave();
+        if (mrc != MPI_SUCCESS)
+            return sl_rma_mpi_fail(mrc, what);
+        if (done)
+            return SLUICE_OK;
+        if (sl_backoff_pause(&b, deadline) == SLUICE_ETIMEDOUT)
+            return sl_fail(SLUICE_ETIMEDOUT, "rma: %s did not complete before the deadline", what);
+    }
+}
+
+/*
+ * One atomic fetch-and-op on the close ticket (in the controller's window),
+ * as a request polled against the deadline: with emulated RMA a peer that
+ * does not enter MPI never completes it. On timeout the request is left to
+ * complete on its own (it is never freed while active).
+ */
+static int sl_rma_ticket(sl_link_t *l, uint64_t add, MPI_Op op, uint64_t *old_p,
+                         const sl_deadline_t *deadline)
+{
+    static const uint64_t ignored = 0;
+    MPI_Request req;
+    sl_rma_enter();
+    int mrc = MPI_Rget_accumulate(op == MPI_NO_OP ? &ignored : &add, 1, MPI_UINT64_T, old_p, 1,
+                                  MPI_UINT64_T, 0, offsetof(sl_inbox_header_t, close_ticket), 1,
+                                  MPI_UINT64_T, op, l->win, &req);
+    sl_rma_leave();
+    if (mrc != MPI_SUCCESS)
+        return sl_rma_mpi_fail(mrc, "MPI_Rget_accumulate on the close ticket");
+    return sl_rma_wait(&req, deadline, "the close agreement");
+}
+
 static int sl_rma_connect(sl_link_t *l, const sl_deadline_t *deadline, size_t *peer_bytes_p)
 {
-    /* Our inbox header was written with plain stores: the peer's gets may
-     * read it once this returns. */
+    /* Our header was written with plain stores: make it visible to the
+     * peer's gets, then poll the peer's magic, with no collective. */
     sl_rma_enter();
-    int rc = sl_window_barrier(l->win, l->pair, deadline, "rma connect");
+    MPI_Win_sync(l->win);
     sl_rma_leave();
-    if (rc)
-        return rc;
-    /* Both inboxes have the same geometry (checked in the handshake); the
-     * header check after this get confirms it. */
+    sl_backoff_t b;
+    sl_backoff_init(&b, 64, 1000);
+    for (;;) {
+        uint64_t magic = 0;
+        MPI_Request req;
+        sl_rma_enter();
+        int mrc = MPI_Rget(&magic, 1, MPI_UINT64_T, l->peer_rank, 0, 1, MPI_UINT64_T, l->win,
+                           &req);
+        sl_rma_leave();
+        if (mrc != MPI_SUCCESS)
+            return sl_rma_mpi_fail(mrc, "MPI_Rget of the peer's header");
+        int rc = sl_rma_wait(&req, deadline, "reading the peer's header");
+        if (rc)
+            return rc;
+        if (magic == SL_INBOX_MAGIC)
+            break;
+        if (sl_backoff_pause(&b, deadline) == SLUICE_ETIMEDOUT)
+            return sl_fail(SLUICE_ETIMEDOUT, "rma: the peer's inbox was not ready before the "
+                                             "deadline");
+    }
+    /* Both inboxes have the same geometry (agreed in the handshake); the
+     * header check after this confirms it. */
     *peer_bytes_p = l->local_bytes;
     return SLUICE_OK;
 }
 
+/*
+ * The close agreement. Each side adds 1 to the ticket; the first to arrive
+ * (old value 0) waits for the second (value 2) and then both free the
+ * window collectively. A first side that gives up at its deadline adds 2
+ * more: if the value was still 1 the peer has not come, and both leak (the
+ * peer, arriving later, reads 3 and leaks too); if it was 2 the peer came
+ * just in time and both free. Neither side ever enters the collective free
+ * alone (docs/design.md, "Closing").
+ */
 static int sl_rma_close(sl_link_t *l, const sl_deadline_t *deadline)
 {
     if (!l)
         return SLUICE_OK;
-    /* Every MPI call of this transport runs under the serialisation lock,
-     * these too: other channels' stream threads may be in MPI meanwhile. */
+    uint64_t old = 0;
+    bool both = false;
+    int rc = sl_rma_ticket(l, 1, MPI_SUM, &old, deadline);
+
+    if (rc == SLUICE_OK && old == 1) {
+        both = true; /* the peer is waiting for us */
+    } else if (rc == SLUICE_OK && old == 0) {
+        sl_backoff_t b;
+        sl_backoff_init(&b, 64, 1000);
+        uint64_t now = 0;
+        while ((rc = sl_rma_ticket(l, 0, MPI_NO_OP, &now, deadline)) == SLUICE_OK && now < 2) {
+            /* The controller's reads of its own ticket complete at once,
+             * without driving MPI: drive it, or the peer's operations on
+             * this window (emulated RMA) never land. */
+            sl_rma_progress(l);
+            if (sl_backoff_pause(&b, deadline) == SLUICE_ETIMEDOUT)
+                break;
+        }
+        both = rc == SLUICE_OK && now >= 2;
+    }
+    if (!both && old == 0) {
+        /* Give up, telling the peer. Bounded by one more timeout: if even
+         * this does not complete, the peer is gone. */
+        sl_deadline_t last = sl_deadline_in(1000);
+        uint64_t seen = 0;
+        if (sl_rma_ticket(l, 2, MPI_SUM, &seen, &last) == SLUICE_OK && seen == 2)
+            both = true;
+    }
+    if (!both)
+        return sl_fail(SLUICE_ETIMEDOUT, "rma close: the peer did not close in time; the window "
+                                         "is left to MPI_Finalize");
     sl_rma_enter();
     MPI_Win_flush_all(l->win);
-    int rc = sl_pair_barrier(l->pair, deadline, "rma close");
-    if (rc == SLUICE_OK) {
-        MPI_Win_unlock_all(l->win);
-        MPI_Win_free(&l->win);
-    }
+    MPI_Win_unlock_all(l->win);
+    MPI_Win_free(&l->win);
     sl_rma_leave();
-    if (rc)
-        return rc; /* the window stays: freeing it would block on the absent peer */
     free(l);
     return SLUICE_OK;
 }

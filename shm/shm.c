@@ -1,36 +1,43 @@
 /* SPDX-License-Identifier: MIT */
-/* Node-local transport: inboxes in an MPI shared-memory window, plain loads and stores. */
+/* Node-local transport: inboxes in POSIX shared-memory segments sluice makes itself; plain loads and stores. */
+#include <errno.h>
+#include <fcntl.h>
 #include <numa.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#include "../src/pairwait.h"
+#include "../src/inbox.h"
 #include "../src/transport.h"
 
 /*
- * Open MPI's osc/sm does not promise more than 8-byte alignment for the
- * segments of a non-contiguous shared window. Every inbox offset is laid out
- * for a page-aligned base, so each segment is over-allocated by a page and
- * used from its first page boundary. Both processes map the same file with
- * page granularity, so they agree on where that boundary is.
+ * Each side creates its own inbox segment (O_EXCL, mode 0600, named after
+ * its pid and its handshake nonce), and maps the peer's by the name the
+ * handshake told it. The mapper unlinks the peer's name as soon as it has
+ * mapped it, and each side unlinks its own at close or on a failed open:
+ * once both are mapped nothing is left in /dev/shm, so a kill -9 of either
+ * side leaves nothing behind. No MPI call is made: opening and closing need
+ * no collective, so a late, slow or dead peer can never hold this side in
+ * MPI (docs/design.md, "Opening and closing").
  */
-#define SL_SHM_ALIGN 4096u
-
-static char *sl_shm_align(void *p)
-{
-    return (char *)(((uintptr_t)p + SL_SHM_ALIGN - 1) & ~(uintptr_t)(SL_SHM_ALIGN - 1));
-}
-
 struct sl_link {
-    MPI_Comm pair;        /* borrowed from the channel */
-    MPI_Win win;
+    char local_name[SL_SEGMENT_NAME_MAX];
+    char peer_name[SL_SEGMENT_NAME_MAX];
     char *local;
     size_t local_bytes;
-    char *peer;           /* mapped after connect */
+    char *peer;           /* mapped at connect */
     size_t peer_bytes;
-    int peer_rank;
+    bool local_linked;    /* our name is still in /dev/shm */
 };
+
+static int sl_shm_errno(const char *what, const char *name)
+{
+    return sl_fail(SLUICE_ESYS, "shm: %s of segment %s failed: %s", what, name, strerror(errno));
+}
 
 /* Place `bytes` at `base` on NUMA node `numa` before first touch, where that means anything. */
 static void sl_shm_place(void *base, size_t bytes, int numa)
@@ -40,67 +47,105 @@ static void sl_shm_place(void *base, size_t bytes, int numa)
     memset(base, 0, bytes); /* first touch by the reader: pages land on its node */
 }
 
-static int sl_shm_open(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p,
-                       void **local_base_p)
+static int sl_shm_open(const sl_link_params_t *p, sl_link_t **link_p, void **local_base_p)
 {
     sl_link_t *l = calloc(1, sizeof *l);
     if (!l)
         return sl_fail(SLUICE_ENOMEM, "shm: cannot allocate a link");
-    l->pair = pair;
-    int me;
-    MPI_Comm_rank(pair, &me);
-    l->peer_rank = 1 - me;
-
-    MPI_Info info;
-    MPI_Info_create(&info);
-    MPI_Info_set(info, "alloc_shared_noncontig", "true");
-    char *raw;
-    int mrc = MPI_Win_allocate_shared((MPI_Aint)(bytes + SL_SHM_ALIGN), 1, info, pair, &raw,
-                                      &l->win);
-    MPI_Info_free(&info);
-    if (mrc != MPI_SUCCESS) {
-        char msg[MPI_MAX_ERROR_STRING];
-        int n = 0;
-        MPI_Error_string(mrc, msg, &n);
-        free(l);
-        return sl_fail(SLUICE_EMPI, "shm: MPI_Win_allocate_shared of %zu bytes failed: %s (the "
-                                    "shared-memory transport needs osc/sm; do not exclude it)",
-                       bytes, msg);
+    snprintf(l->local_name, sizeof l->local_name, "%s", p->local_name);
+    snprintf(l->peer_name, sizeof l->peer_name, "%s", p->peer_name);
+    int rc;
+    int fd = shm_open(l->local_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = sl_shm_errno("creation", l->local_name);
+        goto free_link;
     }
-    l->local = sl_shm_align(raw);
-    l->local_bytes = bytes;
-    sl_shm_place(l->local, bytes, numa);
+    l->local_linked = true;
+    if (ftruncate(fd, (off_t)p->bytes) != 0) {
+        rc = sl_shm_errno("sizing", l->local_name);
+        goto close_fd;
+    }
+    void *base = mmap(NULL, p->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        rc = sl_shm_errno("mapping", l->local_name);
+        goto close_fd;
+    }
+    close(fd);
+    l->local = base;
+    l->local_bytes = p->bytes;
+    sl_shm_place(l->local, p->bytes, p->numa);
     *link_p = l;
     *local_base_p = l->local;
     return SLUICE_OK;
+
+close_fd:
+    close(fd);
+    shm_unlink(l->local_name);
+free_link:
+    free(l);
+    return rc;
+}
+
+/* Try once to map the peer's segment; SLUICE_EAGAIN while it is not there or not ready. */
+static int sl_shm_try_map(sl_link_t *l)
+{
+    if (!l->peer) {
+        int fd = shm_open(l->peer_name, O_RDWR | O_CLOEXEC, 0);
+        if (fd < 0)
+            return errno == ENOENT ? SLUICE_EAGAIN : sl_shm_errno("opening", l->peer_name);
+        struct stat sb;
+        int rc = SLUICE_EAGAIN;
+        /* Its owner sizes it right after creating it: wait for that. */
+        if (fstat(fd, &sb) != 0) {
+            rc = sl_shm_errno("fstat", l->peer_name);
+        } else if ((size_t)sb.st_size >= sizeof(sl_inbox_header_t)) {
+            void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            if (p == MAP_FAILED) {
+                rc = sl_shm_errno("mapping", l->peer_name);
+            } else {
+                l->peer = p;
+                l->peer_bytes = (size_t)sb.st_size;
+                shm_unlink(l->peer_name); /* mapped: the name is no longer needed */
+            }
+        }
+        close(fd);
+        if (!l->peer)
+            return rc;
+    }
+    /* Acquire: pairs with the owner's release store of the magic, the last
+     * word sl_inbox_init writes. */
+    uint64_t magic = atomic_load_explicit((_Atomic uint64_t *)(void *)l->peer, memory_order_acquire);
+    return magic == SL_INBOX_MAGIC ? SLUICE_OK : SLUICE_EAGAIN;
 }
 
 static int sl_shm_connect(sl_link_t *l, const sl_deadline_t *deadline, size_t *peer_bytes_p)
 {
-    /* Each side's inbox initialisation comes before the other's first look. */
-    int rc = sl_window_barrier(l->win, l->pair, deadline, "shm connect");
+    sl_backoff_t b;
+    sl_backoff_init(&b, 64, 1000);
+    int rc;
+    while ((rc = sl_shm_try_map(l)) == SLUICE_EAGAIN) {
+        if (sl_backoff_pause(&b, deadline) == SLUICE_ETIMEDOUT)
+            return sl_fail(SLUICE_ETIMEDOUT, "shm: the peer's segment %s did not appear before "
+                                             "the deadline",
+                           l->peer_name);
+    }
     if (rc)
         return rc;
-    MPI_Aint size;
-    int disp;
-    void *peer;
-    if (MPI_Win_shared_query(l->win, l->peer_rank, &size, &disp, &peer) != MPI_SUCCESS)
-        return sl_fail(SLUICE_EMPI, "shm: MPI_Win_shared_query of the peer failed");
-    l->peer = sl_shm_align(peer);
-    size_t slack = (size_t)(l->peer - (char *)peer);
-    l->peer_bytes = (size_t)size > slack ? (size_t)size - slack : 0;
     *peer_bytes_p = l->peer_bytes;
     return SLUICE_OK;
 }
 
+/* Purely local: the peer keeps its own mappings for as long as it needs them. */
 static int sl_shm_close(sl_link_t *l, const sl_deadline_t *deadline)
 {
+    (void)deadline;
     if (!l)
         return SLUICE_OK;
-    int rc = sl_pair_barrier(l->pair, deadline, "shm close");
-    if (rc)
-        return rc; /* the window stays: freeing it would block on the absent peer */
-    MPI_Win_free(&l->win);
+    if (l->local_linked)
+        shm_unlink(l->local_name); /* ENOENT once the peer mapped it: fine */
+    if (l->peer)
+        munmap(l->peer, l->peer_bytes);
+    munmap(l->local, l->local_bytes);
     free(l);
     return SLUICE_OK;
 }

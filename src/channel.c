@@ -1,42 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* Channels: the handshake that checks both declarations, opening and closing. */
+/* Channels: opening (after the handshake agreed) and closing, stats. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "channel.h"
-#include "pairwait.h"
-
-#define SL_DECL_MAGIC 0x4c43454449554c53ull /* "SLUIDECL" */
-
-/* One endpoint as sent in the handshake. */
-typedef struct sl_decl_endpoint {
-    uint32_t instance;
-    uint32_t direction;
-    uint64_t fingerprint;
-    char type_name[SLUICE_NAME_MAX];
-} sl_decl_endpoint_t;
-
-/* The handshake message: what each side declares. Plain data, sent as bytes. */
-typedef struct sl_decl {
-    uint64_t magic;
-    uint32_t version;
-    uint32_t role;
-    uint32_t streams;
-    uint32_t ring_depth;
-    uint32_t global_depth;
-    uint32_t max_open_lumis;
-    uint32_t transport_shm;   /* 1: shared memory, 0: RMA */
-    uint32_t reserved0;
-    uint64_t arena_bytes;
-    char channel[64];
-    uint64_t n_endpoints;
-    sl_decl_endpoint_t endpoints[];
-} sl_decl_t;
-
-static const char *sl_role_name(uint32_t role)
-{
-    return role == SLUICE_CONTROLLER ? "controller" : "source";
-}
+#include "handshake.h"
+#include "liveness.h"
+#include "mpiguard.h"
 
 const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_t instance,
                                              sluice_direction_t dir)
@@ -45,167 +17,6 @@ const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_
         if (ch->endpoints[i].instance == instance && ch->endpoints[i].direction == dir)
             return &ch->endpoints[i];
     return NULL;
-}
-
-/* ------------------------------------------------------------ handshake */
-
-static int sl_decl_build(const sluice_channel_desc_t *d, const sluice_options_t *o, bool shm,
-                         sl_decl_t **decl_p, size_t *bytes_p)
-{
-    size_t bytes = sizeof(sl_decl_t) + d->n_endpoints * sizeof(sl_decl_endpoint_t);
-    sl_decl_t *decl = calloc(1, bytes);
-    if (!decl)
-        return sl_fail(SLUICE_ENOMEM, "cannot allocate the handshake message");
-    decl->magic = SL_DECL_MAGIC;
-    decl->version = SL_INBOX_VERSION;
-    decl->role = d->role;
-    decl->streams = d->streams;
-    decl->ring_depth = o->ring_depth;
-    decl->global_depth = o->global_depth;
-    decl->max_open_lumis = o->max_open_lumis;
-    decl->transport_shm = shm;
-    decl->arena_bytes = o->arena_bytes;
-    strncpy(decl->channel, d->name, sizeof decl->channel - 1);
-    decl->n_endpoints = d->n_endpoints;
-    for (size_t i = 0; i < d->n_endpoints; i++) {
-        const sluice_endpoint_t *e = &d->endpoints[i];
-        sl_decl_endpoint_t *de = &decl->endpoints[i];
-        de->instance = e->instance;
-        de->direction = e->direction;
-        de->fingerprint = sluice_type_fingerprint(e->type);
-        strncpy(de->type_name, sluice_type_name(e->type), sizeof de->type_name - 1);
-    }
-    *decl_p = decl;
-    *bytes_p = bytes;
-    return SLUICE_OK;
-}
-
-static const sl_decl_endpoint_t *sl_decl_find(const sl_decl_t *d, uint32_t instance, uint32_t dir)
-{
-    for (uint64_t i = 0; i < d->n_endpoints; i++)
-        if (d->endpoints[i].instance == instance && d->endpoints[i].direction == dir)
-            return &d->endpoints[i];
-    return NULL;
-}
-
-/*
- * Every endpoint of `a` must have its counterpart in `b`. Run as
- * (controller, source) then (source, controller) on both sides, so both
- * sides reach the same verdict and the same message.
- */
-static int sl_decl_match(const char *channel, const sl_decl_t *a, const sl_decl_t *b)
-{
-    for (uint64_t i = 0; i < a->n_endpoints; i++) {
-        const sl_decl_endpoint_t *e = &a->endpoints[i];
-        bool a_sends = e->direction == SLUICE_SEND;
-        const sl_decl_t *snd = a_sends ? a : b;
-        const char *flow = snd->role == SLUICE_CONTROLLER ? "controller->source"
-                                                          : "source->controller";
-        const sl_decl_endpoint_t *o =
-            sl_decl_find(b, e->instance, a_sends ? SLUICE_RECEIVE : SLUICE_SEND);
-        if (!o)
-            return sl_fail(SLUICE_ETYPE, "channel \"%s\": instance %u (%s): the %s %s `%s` but the "
-                                         "%s declares no %s",
-                           channel, e->instance, flow, sl_role_name(a->role),
-                           a_sends ? "sends" : "receives", e->type_name, sl_role_name(b->role),
-                           a_sends ? "receiver" : "sender");
-        if (o->fingerprint != e->fingerprint) {
-            const sl_decl_endpoint_t *s = a_sends ? e : o, *r = a_sends ? o : e;
-            return sl_fail(SLUICE_ETYPE, "channel \"%s\": type mismatch on instance %u (%s): sender "
-                                         "has `%s` (fingerprint 0x%016llx), receiver expects `%s` "
-                                         "(0x%016llx)",
-                           channel, e->instance, flow, s->type_name,
-                           (unsigned long long)s->fingerprint, r->type_name,
-                           (unsigned long long)r->fingerprint);
-        }
-    }
-    return SLUICE_OK;
-}
-
-static int sl_decl_agree(const char *channel, const sl_decl_t *ctrl, const sl_decl_t *src)
-{
-#define SL_AGREE(field)                                                                            \
-    if (ctrl->field != src->field)                                                                 \
-        return sl_fail(SLUICE_EINVAL, "channel \"%s\": " #field " differs: controller %llu, "      \
-                                      "source %llu",                                              \
-                       channel, (unsigned long long)ctrl->field, (unsigned long long)src->field);
-    SL_AGREE(version);
-    SL_AGREE(streams);
-    SL_AGREE(ring_depth);
-    SL_AGREE(global_depth);
-    SL_AGREE(max_open_lumis);
-    SL_AGREE(arena_bytes);
-    SL_AGREE(transport_shm);
-#undef SL_AGREE
-    int rc = sl_decl_match(channel, ctrl, src);
-    return rc ? rc : sl_decl_match(channel, src, ctrl);
-}
-
-static int sl_handshake_tag(const char *name)
-{
-    return 1 + (int)(sl_fnv1a(SL_FNV_OFFSET, name, strlen(name)) % 30000u);
-}
-
-/* Exchange declarations with the peer and check them; bounded by `deadline`. */
-static int sl_handshake(sluice_channel_t *ch, const sl_decl_t *mine, size_t bytes,
-                        const sl_deadline_t *deadline)
-{
-    int tag = sl_handshake_tag(ch->name);
-    MPI_Comm comm = ch->ctx->comm;
-    MPI_Request sreq;
-    if (MPI_Isend(mine, (int)bytes, MPI_BYTE, ch->peer_rank, tag, comm, &sreq) != MPI_SUCCESS)
-        return sl_fail(SLUICE_EMPI, "channel \"%s\": handshake send failed", ch->name);
-
-    sl_backoff_t b;
-    sl_backoff_init(&b, ch->opt.spin, ch->opt.max_sleep_us);
-    MPI_Status st;
-    int found = 0;
-    for (;;) {
-        if (MPI_Iprobe(ch->peer_rank, tag, comm, &found, &st) != MPI_SUCCESS)
-            return sl_fail(SLUICE_EMPI, "channel \"%s\": handshake probe failed", ch->name);
-        if (found)
-            break;
-        if (sl_backoff_pause(&b, deadline) == SLUICE_ETIMEDOUT) {
-            MPI_Cancel(&sreq);
-            MPI_Request_free(&sreq);
-            return sl_fail(SLUICE_ETIMEDOUT, "channel \"%s\": peer \"%s\" (rank %d) did not open "
-                                             "the channel within %u ms",
-                           ch->name, ch->ctx->peers[ch->peer_rank].name, ch->peer_rank,
-                           ch->opt.timeout_ms);
-        }
-    }
-    int count = 0;
-    MPI_Get_count(&st, MPI_BYTE, &count);
-    int rc = SLUICE_OK;
-    sl_decl_t *theirs = malloc(count > 0 ? (size_t)count : 1);
-    if (!theirs) {
-        rc = sl_fail(SLUICE_ENOMEM, "channel \"%s\": cannot allocate the peer's declaration",
-                     ch->name);
-        MPI_Recv(NULL, 0, MPI_BYTE, ch->peer_rank, tag, comm, MPI_STATUS_IGNORE);
-    } else if (MPI_Recv(theirs, count, MPI_BYTE, ch->peer_rank, tag, comm, MPI_STATUS_IGNORE) !=
-               MPI_SUCCESS) {
-        rc = sl_fail(SLUICE_EMPI, "channel \"%s\": handshake receive failed", ch->name);
-    } else if ((size_t)count < sizeof(sl_decl_t) || theirs->magic != SL_DECL_MAGIC ||
-               theirs->n_endpoints > ((size_t)count - sizeof(sl_decl_t)) /
-                                         sizeof(sl_decl_endpoint_t)) {
-        rc = sl_fail(SLUICE_ECORRUPT, "channel \"%s\": malformed handshake message of %d bytes "
-                                      "from rank %d",
-                     ch->name, count, ch->peer_rank);
-    } else if (theirs->role == mine->role) {
-        rc = sl_fail(SLUICE_EINVAL, "channel \"%s\": both sides opened it as %s", ch->name,
-                     sl_role_name(mine->role));
-    } else if (strncmp(theirs->channel, mine->channel, sizeof mine->channel) != 0) {
-        rc = sl_fail(SLUICE_EINVAL, "channel \"%s\": the peer opened channel \"%.63s\"", ch->name,
-                     theirs->channel);
-    } else {
-        for (uint64_t i = 0; i < theirs->n_endpoints; i++)
-            theirs->endpoints[i].type_name[SLUICE_NAME_MAX - 1] = '\0';
-        rc = mine->role == SLUICE_CONTROLLER ? sl_decl_agree(ch->name, mine, theirs)
-                                             : sl_decl_agree(ch->name, theirs, mine);
-    }
-    free(theirs);
-    int wrc = sl_request_wait(&sreq, true, deadline, "handshake send");
-    return rc ? rc : wrc;
 }
 
 /* ------------------------------------------------------------ open / close */
@@ -304,27 +115,46 @@ static void sl_channel_wire(sluice_channel_t *ch)
     sl_ring_rx_init(&ch->grx, ch->local, g->global_off, g->global_depth);
 }
 
-static int sl_pair_comm(sluice_channel_t *ch)
+/*
+ * The two-rank communicator of an RMA channel, controller first. Collective
+ * over the pair: entered only after the handshake agreed, by both sides,
+ * with a tag both derive from the agreed attempt numbers.
+ */
+static int sl_pair_comm(sluice_channel_t *ch, const sl_agreement_t *a)
 {
     MPI_Group world, pair;
     int ranks[2];
     ranks[0] = ch->role == SLUICE_CONTROLLER ? ch->ctx->rank : ch->peer_rank;
     ranks[1] = ch->role == SLUICE_CONTROLLER ? ch->peer_rank : ch->ctx->rank;
+    int tag = 1 + (int)((a->my_nonce ^ a->peer_nonce) % 30000u);
+    sl_mpi_enter();
     MPI_Comm_group(ch->ctx->comm, &world);
     MPI_Group_incl(world, 2, ranks, &pair);
-    int mrc = MPI_Comm_create_group(ch->ctx->comm, pair, sl_handshake_tag(ch->name), &ch->pair);
+    int mrc = MPI_Comm_create_group(ch->ctx->comm, pair, tag, &ch->pair);
     MPI_Group_free(&pair);
     MPI_Group_free(&world);
+    if (mrc == MPI_SUCCESS)
+        MPI_Comm_set_errhandler(ch->pair, MPI_ERRORS_RETURN);
+    sl_mpi_leave();
     if (mrc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "channel \"%s\": MPI_Comm_create_group failed", ch->name);
-    MPI_Comm_set_errhandler(ch->pair, MPI_ERRORS_RETURN);
     return SLUICE_OK;
+}
+
+static void sl_pair_free(sluice_channel_t *ch)
+{
+    if (ch->pair == MPI_COMM_NULL)
+        return;
+    sl_mpi_enter();
+    MPI_Comm_free(&ch->pair);
+    sl_mpi_leave();
 }
 
 /*
  * Shared memory for a peer on this node, one-sided MPI for one elsewhere,
  * unless the options force one. Both sides must choose the same: the
- * handshake carries the choice and refuses a disagreement.
+ * handshake carries the choice (and the node identities) and refuses a
+ * disagreement.
  */
 static int sl_choose_transport(const sluice_context_t *ctx, int peer,
                                const sluice_channel_desc_t *d, const sluice_options_t *o,
@@ -340,16 +170,24 @@ static int sl_choose_transport(const sluice_context_t *ctx, int peer,
         *tp_p = &sl_shm_transport;
         return SLUICE_OK;
     }
-    /* Stream threads call MPI on this transport (serialised by it below
-     * MPI_THREAD_MULTIPLE, see rma/rma.c). */
+    /* Several threads of this process call MPI on this transport (a global
+     * reader and stream threads, even with one stream): below SERIALIZED
+     * that is not allowed at all. */
     int level;
     MPI_Query_thread(&level);
-    if (level < MPI_THREAD_SERIALIZED && d->streams > 1)
-        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": the RMA transport with %u streams needs "
-                                       "MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE",
-                       d->name, d->streams);
+    if (level < MPI_THREAD_SERIALIZED)
+        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": the RMA transport needs MPI initialised "
+                                       "with MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE",
+                       d->name);
     *tp_p = &sl_rma_transport;
     return SLUICE_OK;
+}
+
+/* Segment names: the owner's pid and its attempt number, unique on the node. */
+static void sl_segment_name(char *out, int64_t pid, uint64_t nonce)
+{
+    snprintf(out, SL_SEGMENT_NAME_MAX, "/sluice.%lld.%016llx", (long long)pid,
+             (unsigned long long)nonce);
 }
 
 int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc,
@@ -377,6 +215,8 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     if ((rc = sl_choose_transport(ctx, peer, desc, &opt, &tp)))
         return rc;
 
+    /* Everything that can fail locally comes before the handshake: once
+     * both sides agreed, neither may stop short of the collectives. */
     sluice_channel_t *ch = NULL;
     if ((rc = sl_channel_alloc(ctx, desc, &opt, &ch)))
         return rc;
@@ -387,38 +227,54 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     size_t decl_bytes = 0;
     size_t peer_bytes = 0;
     sl_inbox_header_t peer_header;
+    sl_agreement_t agreed;
+    char local_name[SL_SEGMENT_NAME_MAX], peer_name[SL_SEGMENT_NAME_MAX];
 
     if ((rc = sl_geometry_compute(desc->streams, &opt, &ch->geo)))
         goto free_channel;
     if ((rc = sl_decl_build(desc, &opt, ch->tp == &sl_shm_transport, &decl, &decl_bytes)))
         goto free_channel;
-    if ((rc = sl_handshake(ch, decl, decl_bytes, &deadline)))
+    if ((rc = sl_handshake(ch, decl, decl_bytes, &deadline, &agreed)))
         goto free_decl;
-    if ((rc = sl_pair_comm(ch)))
+    /* Agreed: the peer is on its way here too. What follows gets its own
+     * deadline, whatever the handshake took. */
+    deadline = sl_deadline_in(opt.timeout_ms);
+    ch->peer_pid = agreed.peer_pid;
+    ch->peer_start = agreed.peer_start;
+    ch->peer_local = agreed.same_node;
+    if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && (rc = sl_pair_comm(ch, &agreed)))
         goto free_decl;
+    sl_segment_name(local_name, (int64_t)getpid(), agreed.my_nonce);
+    sl_segment_name(peer_name, agreed.peer_pid, agreed.peer_nonce);
+    sl_link_params_t params = { .pair = ch->pair, .bytes = ch->geo.inbox_bytes,
+                                .numa = ctx->peers[ctx->rank].numa, .local_name = local_name,
+                                .peer_name = peer_name };
     void *local;
-    if ((rc = ch->tp->open(ch->pair, ch->geo.inbox_bytes, ctx->peers[ctx->rank].numa, &ch->link,
-                           &local)))
+    if ((rc = ch->tp->open(&params, &ch->link, &local)))
         goto free_pair;
     ch->local = local;
     ch->header = local;
     sl_inbox_init(local, &ch->geo);
     if ((rc = ch->tp->connect(ch->link, &deadline, &peer_bytes)))
         goto close_link;
-    if ((rc = ch->tp->get(ch->link, 0, &peer_header, sizeof peer_header)))
+    if ((rc = ch->tp->get(ch->link, 0, &peer_header, sizeof peer_header)) ||
+        (rc = sl_inbox_check(&peer_header, peer_bytes, &ch->geo))) {
+        /* Connected: tell the peer, whose open may have succeeded. */
+        ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
         goto close_link;
-    if ((rc = sl_inbox_check(&peer_header, peer_bytes, &ch->geo)))
-        goto close_link;
+    }
     sl_channel_wire(ch);
     free(decl);
     *ch_p = ch;
     return SLUICE_OK;
 
-close_link:
-    /* The peer is in open too: close collectively so neither side blocks. */
-    ch->tp->close(ch->link, &deadline);
+close_link: {
+    /* The close agreement, with a deadline of its own (not the spent one). */
+    sl_deadline_t close_deadline = sl_deadline_in(opt.timeout_ms);
+    ch->tp->close(ch->link, &close_deadline);
+}
 free_pair:
-    MPI_Comm_free(&ch->pair);
+    sl_pair_free(ch);
 free_decl:
     free(decl);
 free_channel:
@@ -430,12 +286,18 @@ int sluice_channel_close(sluice_channel_t *ch)
 {
     if (!ch)
         return SLUICE_OK;
-    /* Tell the peer first so its waits end now rather than at their deadline. */
-    ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
-    sl_deadline_t deadline = sl_deadline_in(ch->opt.timeout_ms);
+    bool dead = atomic_load_explicit(&ch->peer_dead, memory_order_relaxed);
+    /* Tell a live peer first so its waits end now rather than at their
+     * deadline. A dead one reads nothing, and waiting on it is pointless:
+     * the close agreement then gives up at once. */
+    if (!dead)
+        ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
+    sl_deadline_t deadline = sl_deadline_in(dead ? 0 : ch->opt.timeout_ms);
     int rc = ch->tp->close(ch->link, &deadline);
     if (rc == SLUICE_OK)
-        MPI_Comm_free(&ch->pair);
+        sl_pair_free(ch);
+    /* Otherwise the window lives on (freeing it is collective) and so does
+     * its communicator: both are left to MPI_Finalize. */
     sl_channel_free(ch);
     return rc;
 }

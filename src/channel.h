@@ -41,6 +41,13 @@ struct sluice_channel {
     char *local;              /* local inbox */
     sl_inbox_header_t *header; /* == local */
 
+    /* The peer process, for liveness (wait.c). */
+    int64_t peer_pid;
+    uint64_t peer_start;
+    bool peer_local;          /* on this node: its process can be checked directly */
+    _Atomic bool peer_dead;   /* sticky once seen */
+    _Atomic uint64_t live_next_ns; /* when to check the peer process next */
+
     sluice_endpoint_t *endpoints;
     size_t n_endpoints;
 

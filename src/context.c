@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include "context.h"
+#include "handshake.h"
+#include "mpiguard.h"
 
 /* NUMA node of the CPU this process last ran on, or -1 when hwloc cannot tell. */
 static int sl_numa_of_self(void)
@@ -36,6 +38,7 @@ int sluice_context_create(MPI_Comm comm, const char *name, sluice_context_t **ct
     if (!ctx)
         return sl_fail(SLUICE_ENOMEM, "cannot allocate a context");
     int rc = SLUICE_EMPI;
+    sl_mpi_guard_init();
     if (MPI_Comm_dup(comm, &ctx->comm) != MPI_SUCCESS) {
         rc = sl_fail(SLUICE_EMPI, "MPI_Comm_dup of the user's communicator failed");
         goto free_ctx;
@@ -73,9 +76,18 @@ int sluice_context_create(MPI_Comm comm, const char *name, sluice_context_t **ct
      * then run past the entry. Cut each name at its last byte. */
     for (int r = 0; r < ctx->size; r++)
         ctx->peers[r].name[sizeof ctx->peers[r].name - 1] = '\0';
+    if (MPI_Comm_dup(ctx->comm, &ctx->hello_comm) != MPI_SUCCESS) {
+        rc = sl_fail(SLUICE_EMPI, "MPI_Comm_dup for the handshakes failed");
+        goto free_peers;
+    }
+    MPI_Comm_set_errhandler(ctx->hello_comm, MPI_ERRORS_RETURN);
+    if ((rc = sl_hello_init(ctx)))
+        goto free_hello;
     *ctx_p = ctx;
     return SLUICE_OK;
 
+free_hello:
+    MPI_Comm_free(&ctx->hello_comm);
 free_peers:
     free(ctx->peers);
 free_node:
@@ -91,9 +103,13 @@ void sluice_context_destroy(sluice_context_t *ctx)
 {
     if (!ctx)
         return;
-    free(ctx->peers);
+    sl_hello_fini(ctx);
+    sl_mpi_enter();
+    MPI_Comm_free(&ctx->hello_comm);
     MPI_Comm_free(&ctx->node_comm);
     MPI_Comm_free(&ctx->comm);
+    sl_mpi_leave();
+    free(ctx->peers);
     free(ctx);
 }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "inbox.h"
+#include "liveness.h"
 
 int sl_geometry_compute(uint32_t streams, const sluice_options_t *o, sl_geometry_t *g_p)
 {
@@ -34,7 +35,6 @@ void sl_inbox_init(void *base, const sl_geometry_t *g)
 {
     sl_inbox_header_t *h = base;
     memset(base, 0, g->streams_off);
-    h->magic = SL_INBOX_MAGIC;
     h->version = SL_INBOX_VERSION;
     h->record_bytes = SL_RECORD_BYTES;
     h->inbox_bytes = g->inbox_bytes;
@@ -46,9 +46,14 @@ void sl_inbox_init(void *base, const sl_geometry_t *g)
     h->streams_off = g->streams_off;
     h->stream_stride = g->stream_stride;
     h->owner_pid = (int64_t)getpid();
+    h->owner_start = sl_proc_start_time(getpid());
     atomic_init(&h->peer_closed, 0);
     for (uint32_t s = 0; s < g->streams; s++)
         memset((char *)base + sl_stream_ctrl(g, s), 0, SL_RING_CTRL_BYTES);
+    /* Release, last: a peer that reads the magic with acquire sees the
+     * whole header (transport connect). */
+    atomic_store_explicit((_Atomic uint64_t *)(void *)&h->magic, SL_INBOX_MAGIC,
+                          memory_order_release);
 }
 
 int sl_inbox_check(const sl_inbox_header_t *h, uint64_t mapped_bytes, const sl_geometry_t *e)

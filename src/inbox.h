@@ -8,13 +8,15 @@
 #include "internal.h"
 
 #define SL_INBOX_MAGIC 0x4249454349554c53ull /* "SLUICEIB" little-endian */
-#define SL_INBOX_VERSION 1u
+#define SL_INBOX_VERSION 2u
 #define SL_RECORD_BYTES 256u
 
 /*
- * Inbox header, at offset 0. Written by the owner before connect and then
- * read-only, except `peer_closed`, which the peer sets once (store64).
- * Plain fixed-width fields, no pointers, no packing.
+ * Inbox header, at offset 0. Written by the owner before the peer may look
+ * and then read-only, except the words on lines of their own: `peer_closed`,
+ * which the peer sets once (store64), and `close_ticket`, which both sides
+ * update only through the transport's atomic fetch-add (the close agreement,
+ * docs/design.md). Plain fixed-width fields, no pointers, no packing.
  */
 typedef struct sl_inbox_header {
     uint64_t magic;
@@ -29,13 +31,16 @@ typedef struct sl_inbox_header {
     uint64_t global_off;      /* offset of the global ring's control lines */
     uint64_t streams_off;     /* offset of stream 0 */
     uint64_t stream_stride;   /* bytes from one stream to the next */
-    int64_t owner_pid;
-    uint8_t pad0[SL_CACHELINE * 2 - 80];
+    int64_t owner_pid;        /* liveness on one node: the owner's pid ... */
+    uint64_t owner_start;     /* ... and its start time, so a reused pid does not pass */
+    uint8_t pad0[SL_CACHELINE * 2 - 88];
     _Atomic uint64_t peer_closed; /* own line: set by the peer at close */
     uint8_t pad1[SL_CACHELINE - sizeof(uint64_t)];
+    uint64_t close_ticket;    /* own line: the close agreement (controller's inbox only) */
+    uint8_t pad2[SL_CACHELINE - sizeof(uint64_t)];
 } sl_inbox_header_t;
 
-_Static_assert(sizeof(sl_inbox_header_t) == 3 * SL_CACHELINE, "header is three cache lines");
+_Static_assert(sizeof(sl_inbox_header_t) == 4 * SL_CACHELINE, "header is four cache lines");
 
 /* Offsets inside one ring's control block (each counter on its own line). */
 #define SL_RING_HEAD_OFF 0u                    /* written by the producer (peer) */

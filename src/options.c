@@ -23,7 +23,8 @@ static const sl_option_row_t sl_option_rows[] = {
     SL_ROW(global_depth, "SLUICE_GLOBAL_DEPTH", 64, 2, 65536, 1,
            "records in the global ring (run and lumi transitions)"),
     SL_ROW(arena_bytes, "SLUICE_ARENA_BYTES", 4u << 20, 4096, 1ull << 40, 0,
-           "product arena bytes per stream and direction (multiple of 64)"),
+           "product arena bytes per stream and direction (multiple of 64); products whose sizes, "
+           "each rounded up to 64, add up to it minus the largest of them always fit together"),
     SL_ROW(max_open_lumis, "SLUICE_MAX_OPEN_LUMIS", 4, 1, 64, 0,
            "luminosity blocks open at once (also bounds open runs)"),
     SL_ROW(timeout_ms, "SLUICE_TIMEOUT_MS", 30000, 1, 3600000, 0,
@@ -33,6 +34,9 @@ static const sl_option_row_t sl_option_rows[] = {
            "longest sleep between polls once backed off, in microseconds"),
     SL_ROW(transport, "SLUICE_TRANSPORT", SLUICE_TRANSPORT_AUTO, 0, 2, 0,
            "transport: auto (0), shm (1) or rma (2)"),
+    SL_ROW(liveness_ms, "SLUICE_LIVENESS_MS", 1000, 10, 600000, 0,
+           "a waiting call learns that the peer process died within this many milliseconds "
+           "(peers on this node; see docs/design.md for other nodes)"),
 };
 
 /* Names accepted for enumerated options, in value order. */

@@ -29,6 +29,7 @@ const char *sluice_strerror(int status)
     case SLUICE_EPEERCLOSED: return "peer closed the channel";
     case SLUICE_ECORRUPT: return "corrupt shared-memory header or record";
     case SLUICE_EVERSION: return "segment layout version mismatch";
+    case SLUICE_EPEERDEAD: return "the peer process died";
     case SLUICE_EMPI: return "MPI call failed";
     case SLUICE_ESYS: return "system call failed";
     }

@@ -10,6 +10,18 @@
 
 typedef struct sl_link sl_link_t; /* transport-private */
 
+/* Longest name of a shared-memory segment, with its NUL. */
+#define SL_SEGMENT_NAME_MAX 96
+
+/* What open() needs to make this side's inbox. */
+typedef struct sl_link_params {
+    MPI_Comm pair;            /* two-rank communicator, controller first (MPI transports only) */
+    size_t bytes;             /* inbox size */
+    int numa;                 /* NUMA node of the reader (-1: anywhere) */
+    const char *local_name;   /* segment name for this side's inbox (segment transports) */
+    const char *peer_name;    /* segment name the peer gave its inbox */
+} sl_link_params_t;
+
 /* Capability bits; the core chooses behaviour by these, never by name. */
 enum {
     /* peer_ptr() returns a writable pointer into the peer's inbox (zero copy). */
@@ -33,22 +45,24 @@ typedef struct sl_transport_ops {
     unsigned caps;
 
     /*
-     * Allocate the local inbox of `bytes` on NUMA node `numa` (-1: anywhere),
-     * collectively over the two-rank communicator `pair`. Blocks (MPI
-     * collective). On failure nothing stays allocated and *link_p is unset.
+     * Allocate the local inbox (params). Called by both sides only after the
+     * handshake agreed, so a collective here (MPI transports) meets its peer.
+     * On failure nothing stays allocated and *link_p is unset.
      */
-    int (*open)(MPI_Comm pair, size_t bytes, int numa, sl_link_t **link_p, void **local_base_p);
+    int (*open)(const sl_link_params_t *params, sl_link_t **link_p, void **local_base_p);
 
     /*
-     * After the local inbox is initialised: wait (bounded by `deadline`) until
-     * the peer has initialised its own, then map it. Returns its size.
+     * After the local inbox is initialised (its magic written last, with
+     * release): wait (bounded by `deadline`) until the peer's inbox shows
+     * its magic, then map it. Enters no collective. Returns its size.
      */
     int (*connect)(sl_link_t *link, const sl_deadline_t *deadline, size_t *peer_bytes_p);
 
     /*
-     * Wait (bounded) for the peer to close too, then free everything. Safe
-     * after a failed connect. If the peer never arrives, returns
-     * SLUICE_ETIMEDOUT and leaks the window rather than block forever.
+     * Free everything; safe after a failed connect. Never blocks past
+     * `deadline` and never leaves a collective half-entered: a transport
+     * whose freeing is collective first agrees with the peer (both free, or
+     * both leak) and returns SLUICE_ETIMEDOUT when they leak.
      */
     int (*close)(sl_link_t *link, const sl_deadline_t *deadline);
 

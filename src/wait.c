@@ -1,6 +1,32 @@
 /* SPDX-License-Identifier: MIT */
 /* Bounded waits of a channel: back-off, deadline, the peer's close, and waiting for ring room. */
 #include "channel.h"
+#include "liveness.h"
+
+/*
+ * Is the peer still alive? A peer on this node is checked directly (its pid
+ * and start time), at most every tenth of the liveness period, so a death
+ * is seen well within it. Once seen it is sticky: every later wait returns
+ * SLUICE_EPEERDEAD at once.
+ */
+static int sl_peer_check(sluice_channel_t *ch, const char *what)
+{
+    if (!atomic_load_explicit(&ch->peer_dead, memory_order_relaxed)) {
+        if (!ch->peer_local)
+            return SLUICE_OK;
+        uint64_t now = sl_now_ns();
+        uint64_t next = atomic_load_explicit(&ch->live_next_ns, memory_order_relaxed);
+        if (now < next)
+            return SLUICE_OK;
+        atomic_store_explicit(&ch->live_next_ns, now + ch->opt.liveness_ms * 100000ull,
+                              memory_order_relaxed);
+        if (sl_proc_alive(ch->peer_pid, ch->peer_start))
+            return SLUICE_OK;
+        atomic_store_explicit(&ch->peer_dead, true, memory_order_relaxed);
+    }
+    return sl_fail(SLUICE_EPEERDEAD, "channel \"%s\": %s: the peer process (pid %lld) died",
+                   ch->name, what, (long long)ch->peer_pid);
+}
 
 void sl_wait_init(const sluice_channel_t *ch, sl_wait_t *w)
 {
@@ -30,6 +56,10 @@ int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char 
         ch->tp->local_sync(ch->link);
         return SLUICE_OK;
     }
+    /* Not closed: a peer that is gone without closing died. */
+    int rc = sl_peer_check(ch, what);
+    if (rc)
+        return rc;
     if (flags & SLUICE_NONBLOCK)
         return SLUICE_EAGAIN;
     if (SL_UNLIKELY(w->deadline.at_ns == 0))

@@ -25,6 +25,7 @@ typedef struct sluice_options {
     uint32_t spin;            /* polls spent spinning before yielding */
     uint32_t max_sleep_us;    /* longest sleep between polls once backed off */
     uint32_t transport;       /* a sluice_transport_choice_t */
+    uint64_t liveness_ms;     /* a dead peer is reported (SLUICE_EPEERDEAD) within this */
 } sluice_options_t;
 
 /* Which transport a channel uses. AUTO: shared memory on one node (the
@@ -41,7 +42,7 @@ void sluice_options_init(sluice_options_t *options);
 /*
  * Override fields from SLUICE_* environment variables (SLUICE_RING_DEPTH,
  * SLUICE_GLOBAL_DEPTH, SLUICE_ARENA_BYTES, SLUICE_MAX_OPEN_LUMIS,
- * SLUICE_TIMEOUT_MS, SLUICE_SPIN, SLUICE_MAX_SLEEP_US, SLUICE_TRANSPORT). Sizes
+ * SLUICE_TIMEOUT_MS, SLUICE_SPIN, SLUICE_MAX_SLEEP_US, SLUICE_TRANSPORT, SLUICE_LIVENESS_MS). Sizes
  * accept a K, M or G suffix; SLUICE_TRANSPORT also accepts auto, shm or rma. Returns SLUICE_ERANGE or SLUICE_EINVAL, with a message naming
  * the variable, if a value is malformed or out of range; `options` is then
  * unchanged.

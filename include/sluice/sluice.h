@@ -21,6 +21,20 @@ extern "C" {
 /* major * 100 + minor of the library actually loaded. */
 int sluice_version(void);
 
+/*
+ * The MPI guard. When MPI was initialised below MPI_THREAD_MULTIPLE
+ * (SERIALIZED: osc/pt2pt needs it), only one thread may be inside MPI at a
+ * time, and sluice's own calls may run on any of your threads: hold this
+ * guard around your own MPI calls made while sluice may be in use. sluice
+ * holds it only around single MPI calls, never across a wait, so taking it
+ * never waits longer than one MPI call (the window collectives of an RMA
+ * open or close, entered once both sides agreed, are the longest). At
+ * MPI_THREAD_MULTIPLE both calls do nothing. Not recursive. Valid once a
+ * context exists.
+ */
+void sluice_mpi_lock(void);
+void sluice_mpi_unlock(void);
+
 /* ------------------------------------------------------------------ context */
 
 typedef struct sluice_context sluice_context_t;

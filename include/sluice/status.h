@@ -39,6 +39,7 @@ typedef enum sluice_status {
     SLUICE_EPEERCLOSED = -40, /* the peer closed the channel */
     SLUICE_ECORRUPT = -41,   /* a header, record or offset from shared memory is invalid */
     SLUICE_EVERSION = -42,   /* the peer's segment has another layout version */
+    SLUICE_EPEERDEAD = -43,  /* the peer process died (it did not close): see sluice.h */
 
     SLUICE_EMPI = -60,       /* an MPI call failed */
     SLUICE_ESYS = -61,       /* an operating-system call failed */

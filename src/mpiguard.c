@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/* The library-wide MPI guard: serialises sluice's MPI calls below MPI_THREAD_MULTIPLE. */
+#include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "internal.h"
+#include "mpiguard.h"
+
+static pthread_mutex_t sl_mpi_mutex = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int sl_mpi_serialise = -1; /* unknown until the first context */
+
+void sl_mpi_guard_init(void)
+{
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    atomic_store_explicit(&sl_mpi_serialise, level < MPI_THREAD_MULTIPLE, memory_order_relaxed);
+}
+
+void sl_mpi_enter(void)
+{
+    /* Unknown (no context yet) counts as serialised: safe either way. */
+    if (atomic_load_explicit(&sl_mpi_serialise, memory_order_relaxed))
+        pthread_mutex_lock(&sl_mpi_mutex);
+}
+
+void sl_mpi_leave(void)
+{
+    if (atomic_load_explicit(&sl_mpi_serialise, memory_order_relaxed))
+        pthread_mutex_unlock(&sl_mpi_mutex);
+}
+
+void sluice_mpi_lock(void) { sl_mpi_enter(); }
+void sluice_mpi_unlock(void) { sl_mpi_leave(); }

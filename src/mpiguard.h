@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/* The library-wide MPI guard: serialises sluice's MPI calls below MPI_THREAD_MULTIPLE. */
+#ifndef SL_MPIGUARD_H
+#define SL_MPIGUARD_H
+
+/*
+ * Below MPI_THREAD_MULTIPLE only one thread may be inside MPI at a time
+ * (SERIALIZED), so every MPI call sluice makes runs under one process-wide
+ * mutex, which the application may take too (sluice_mpi_lock). It is held
+ * around single MPI calls, never across a wait; the only calls that may
+ * block under it are the window collectives of an RMA open and close, which
+ * both sides enter only after they agreed to (docs/design.md). At
+ * MPI_THREAD_MULTIPLE the guard does nothing.
+ */
+void sl_mpi_guard_init(void);
+void sl_mpi_enter(void);
+void sl_mpi_leave(void);
+
+#endif
