@@ -921,6 +921,14 @@ int main(int argc, char **argv)
             rc = case_end_job_retry();
         else if (!strcmp(name, "bad_count"))
             rc = case_bad_count();
+        else if (!strcmp(name, "late_open"))
+            rc = case_late_open();
+        else if (!strcmp(name, "close_skew"))
+            rc = case_close_skew();
+        else if (!strcmp(name, "peer_killed"))
+            rc = case_peer_killed();
+        else if (!strcmp(name, "open_while_streaming"))
+            rc = case_open_while_streaming();
         else
             fprintf(stderr, "[%s] unknown case %s\n", h_role, name);
     }

@@ -47,6 +47,10 @@ int case_late_finish(void);
 int case_nonblock_after_close(void);
 int case_end_job_retry(void);
 int case_bad_count(void);
+int case_late_open(void);
+int case_close_skew(void);
+int case_peer_killed(void);
+int case_open_while_streaming(void);
 
 #define H_FAIL(...)                                                                                \
     do {                                                                                           \
