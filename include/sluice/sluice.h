@@ -100,20 +100,34 @@ typedef struct sluice_channel_desc {
 /*
  * Open a channel with the peer named in `desc`. Called by the controller and
  * by the source, each with its own endpoints; other ranks do not take part.
- * Blocks until both sides have opened and agreed, or the deadline
- * (timeout_ms) passes (SLUICE_ETIMEDOUT). Declarations that disagree fail
- * both sides with SLUICE_ETYPE and a message (sluice_last_error) naming the
- * instance and both types. `desc` and the types must outlive the call; the
- * types must outlive the channel.
+ * Blocks until both sides have opened and agreed (docs/design.md, "Opening
+ * and closing"), or the deadline (timeout_ms) passes (SLUICE_ETIMEDOUT; a
+ * side that already acknowledged the peer waits at most one more timeout).
+ * A failed open leaves nothing behind and may simply be retried, by either
+ * side, later. Declarations that disagree (types, streams, sizes, transport)
+ * fail both sides with SLUICE_ETYPE and a message (sluice_last_error) naming
+ * the field or the instance and both types. Several threads may open
+ * different channels at once. `desc` and the types must outlive the call;
+ * the types must outlive the channel.
  */
 int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc,
                         sluice_channel_t **ch_p);
 
 /*
  * Close the channel: tells the peer (whose waits then return
- * SLUICE_EPEERCLOSED), waits for the peer to close too (bounded), frees the
- * shared memory. Views not yet released become invalid. Call once, from one
- * thread, after every other call on the channel has returned.
+ * SLUICE_EPEERCLOSED) and frees the channel, whatever it returns. Shared
+ * memory is freed at once. RMA windows are freed collectively, so close
+ * agrees with the peer first (bounded by timeout_ms): SLUICE_OK when both
+ * freed, SLUICE_ETIMEDOUT when the peer did not come in time (or is dead)
+ * and both sides leave the window to MPI_Finalize. Views not yet released
+ * become invalid. Call once, from one thread, after every other call on the
+ * channel has returned; it may follow any status, SLUICE_EPEERDEAD included.
+ *
+ * After SLUICE_EPEERCLOSED or SLUICE_EPEERDEAD the channel is over: every
+ * later wait on it returns the same status at once (calls that need no
+ * wait may still succeed and change nothing the peer will see); release
+ * views, then close. The context and MPI can then be finalised normally
+ * (except over RMA after a death: docs/design.md, "Liveness").
  */
 int sluice_channel_close(sluice_channel_t *ch);
 
@@ -222,8 +236,12 @@ typedef struct sluice_reservation {
 
 /*
  * Reserve `bytes` for a product of `instance` in the event of `token`, with
- * `count` elements (SoA products: their element count; otherwise any value
- * the receiver should see). Zero copy: on shared memory `data` is the
+ * `count` elements. For block and SoA types `count` is the element count and
+ * sluice_type_bytes(type, count) must fit in `bytes` (SLUICE_EINVAL
+ * otherwise: receivers index columns by it); for custom types it is any
+ * value the receiver should see. If the receiver has already finished the
+ * event, the reservation gets a local buffer and its commit publishes
+ * nothing (the product is counted as discarded). Zero copy: on shared memory `data` is the
  * receiver's arena. Waits (bounded) for space, or SLUICE_EAGAIN with
  * SLUICE_NONBLOCK. SLUICE_ETOOBIG if it can never fit; SLUICE_ENOTFOUND if
  * this side declared no sender of `instance`; SLUICE_EBUSY if a reservation
