@@ -31,6 +31,9 @@ struct sl_link {
     char *local;
     size_t local_bytes;
     int me, peer_rank;        /* in `pair`: the controller is rank 0 */
+    struct sl_link *next_left; /* links whose window was left to MPI_Finalize */
+    bool request_left;        /* an RMA request of the close agreement never completed */
+    uint64_t ticket[2];       /* origin and result of the close agreement's operations */
     size_t chunk;             /* largest single MPI_Put/MPI_Get, in bytes */
 };
 
@@ -129,16 +132,42 @@ static int sl_rma_wait(MPI_Request *req, const sl_deadline_t *deadline, const ch
 static int sl_rma_ticket(sl_link_t *l, uint64_t add, MPI_Op op, uint64_t *old_p,
                          const sl_deadline_t *deadline)
 {
-    static const uint64_t ignored = 0;
+    /* The buffers live in the link: a request that times out may still
+     * write its result, so then the link is never freed (sl_rma_leave_window). */
+    l->ticket[0] = add;
     MPI_Request req;
     sl_rma_enter();
-    int mrc = MPI_Rget_accumulate(op == MPI_NO_OP ? &ignored : &add, 1, MPI_UINT64_T, old_p, 1,
+    int mrc = MPI_Rget_accumulate(&l->ticket[0], 1, MPI_UINT64_T, &l->ticket[1], 1,
                                   MPI_UINT64_T, 0, offsetof(sl_inbox_header_t, close_ticket), 1,
                                   MPI_UINT64_T, op, l->win, &req);
     sl_rma_leave();
     if (mrc != MPI_SUCCESS)
         return sl_rma_mpi_fail(mrc, "MPI_Rget_accumulate on the close ticket");
-    return sl_rma_wait(&req, deadline, "the close agreement");
+    int rc = sl_rma_wait(&req, deadline, "the close agreement");
+    if (rc == SLUICE_ETIMEDOUT)
+        l->request_left = true;
+    else if (rc == SLUICE_OK)
+        *old_p = l->ticket[1];
+    return rc;
+}
+
+/*
+ * The window stays for MPI_Finalize. The link's memory is freed unless a
+ * request may still write into it; such links stay reachable here.
+ */
+static sl_link_t *sl_rma_left;
+static pthread_mutex_t sl_rma_left_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void sl_rma_leave_window(sl_link_t *l)
+{
+    if (!l->request_left) {
+        free(l);
+        return;
+    }
+    pthread_mutex_lock(&sl_rma_left_lock);
+    l->next_left = sl_rma_left;
+    sl_rma_left = l;
+    pthread_mutex_unlock(&sl_rma_left_lock);
 }
 
 static int sl_rma_connect(sl_link_t *l, const sl_deadline_t *deadline, size_t *peer_bytes_p)
@@ -215,9 +244,11 @@ static int sl_rma_close(sl_link_t *l, const sl_deadline_t *deadline)
         if (sl_rma_ticket(l, 2, MPI_SUM, &seen, &last) == SLUICE_OK && seen == 2)
             both = true;
     }
-    if (!both)
+    if (!both) {
+        sl_rma_leave_window(l);
         return sl_fail(SLUICE_ETIMEDOUT, "rma close: the peer did not close in time; the window "
                                          "is left to MPI_Finalize");
+    }
     sl_rma_enter();
     MPI_Win_flush_all(l->win);
     MPI_Win_unlock_all(l->win);

@@ -99,12 +99,13 @@ int sl_arena_rx_release(sl_arena_rx_t *a, uint64_t id, bool *advanced_p)
     while (a->n && a->entries[a->first].released) {
         /* A zero-length region held across an empty restart ends before the
          * tail: the tail never moves back. */
-        if (a->entries[a->first].end > a->tail)
+        if (a->entries[a->first].end > a->tail) {
             a->tail = a->entries[a->first].end;
+            *advanced_p = true;
+        }
         a->first = (a->first + 1) % a->room;
         a->n--;
         a->first_id++;
-        *advanced_p = true;
     }
     return SLUICE_OK;
 }
