@@ -41,12 +41,19 @@ int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned fl
     sl_wait_t w;
     sl_wait_init(ch, &w);
     sl_pending_t p;
-    while (!sl_stream_pending_take(st, instance, &p)) {
+    bool found = sl_stream_pending_take(st, instance, &p);
+    while (!found) {
         if (st->peer_ended)
             return SLUICE_ABSENT;
+        size_t before = st->n_pending;
         rc = sl_stream_pump(ch, st);
-        if (rc == SLUICE_OK)
+        if (rc == SLUICE_OK) {
+            /* Only the record just taken in can be new for this instance:
+             * no rescan of the whole list per record. */
+            found = st->n_pending > before && st->pending[before].instance == instance &&
+                    sl_stream_pending_take(st, instance, &p);
             continue;
+        }
         if (rc != SLUICE_EAGAIN)
             return rc;
         if ((rc = sl_wait_step(ch, &w, flags, "waiting for a product")))

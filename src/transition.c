@@ -317,6 +317,10 @@ int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transi
     if ((rc = sl_event_claim(ch, st, event, &r)))
         return rc;
     rc = sl_ring_wait_room(ch, &st->tx, st, flags, "stream ring full");
+    if (rc == SL_DROPPED) /* the peer cannot have finished an event not sent yet */
+        rc = sl_fail(SLUICE_ECORRUPT, "channel \"%s\": stream %u: the peer says it finished "
+                                      "event %llu before it was sent",
+                     ch->name, stream, (unsigned long long)r.seq);
     if (rc == SLUICE_OK)
         rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r);
     sl_event_settle(ch, st, &r, rc == SLUICE_OK);

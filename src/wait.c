@@ -90,6 +90,12 @@ int sl_stream_peer_done(sluice_channel_t *ch, sl_stream_t *st, bool *done_p)
     int rc = ch->tp->load64(ch->link, st->tx.ctrl + SL_RING_DONE_OFF, &done);
     if (rc)
         return rc;
+    /* A correct source finishes only events the controller gave it. (A
+     * controller may well be ahead of its source.) */
+    if (ch->role == SLUICE_CONTROLLER && done > st->next_seq)
+        return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": the peer says it finished event %llu, "
+                                        "newer than any on the stream (%llu)",
+                       ch->name, (unsigned long long)done, (unsigned long long)st->token_seq);
     *done_p = atomic_load_explicit(&st->token_open, memory_order_relaxed) &&
               done >= st->token_seq;
     return SLUICE_OK;
