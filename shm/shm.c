@@ -61,8 +61,14 @@ static int sl_shm_open(const sl_link_params_t *p, sl_link_t **link_p, void **loc
         goto free_link;
     }
     l->local_linked = true;
-    if (ftruncate(fd, (off_t)p->bytes) != 0) {
-        rc = sl_shm_errno("sizing", l->local_name);
+    /* Reserve the pages now: tmpfs sizes lazily, and a full /dev/shm would
+     * otherwise kill us with SIGBUS at first touch instead of failing here. */
+    int err = posix_fallocate(fd, 0, (off_t)p->bytes);
+    if (err != 0) {
+        errno = err;
+        rc = sl_fail(SLUICE_ESYS, "shm: cannot reserve %zu bytes for segment %s: %s (is /dev/shm "
+                                  "large enough? lower arena_bytes or streams)",
+                     p->bytes, l->local_name, strerror(err));
         goto close_fd;
     }
     void *base = mmap(NULL, p->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

@@ -241,7 +241,10 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     deadline = sl_deadline_in(opt.timeout_ms);
     ch->peer_pid = agreed.peer_pid;
     ch->peer_start = agreed.peer_start;
-    ch->peer_local = agreed.same_node;
+    /* Same host and boot, and its process visible here (containers of one
+     * host may not share /proc): only then can its pid be checked. */
+    ch->peer_local = agreed.same_node && sl_proc_alive(agreed.peer_pid, agreed.peer_start) &&
+                     sl_proc_start_time((pid_t)agreed.peer_pid) == agreed.peer_start;
     if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && (rc = sl_pair_comm(ch, &agreed)))
         goto free_decl;
     sl_segment_name(local_name, (int64_t)getpid(), agreed.my_nonce);

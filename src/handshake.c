@@ -289,10 +289,17 @@ static int sl_hello_send(sluice_context_t *ctx, int peer, const void *msg, size_
     return SLUICE_OK;
 }
 
-/* Move every arrived handshake message into the mailbox. */
+/*
+ * Move every arrived handshake message into the mailbox. The box lock is
+ * held from the probe to the append, so messages of one peer enter the
+ * mailbox in the order MPI matched them even when several threads collect:
+ * an ACK never overtakes the DECL before it.
+ */
 static int sl_hello_collect(sluice_context_t *ctx)
 {
     struct sl_hello_box *b = ctx->hello;
+    int rc = SLUICE_OK;
+    pthread_mutex_lock(&b->lock);
     for (;;) {
         int found = 0, count = 0;
         MPI_Message m;
@@ -302,10 +309,12 @@ static int sl_hello_collect(sluice_context_t *ctx)
         if (mrc == MPI_SUCCESS && found)
             MPI_Get_count(&st, MPI_BYTE, &count);
         sl_mpi_leave();
-        if (mrc != MPI_SUCCESS)
-            return sl_fail(SLUICE_EMPI, "handshake probe failed");
+        if (mrc != MPI_SUCCESS) {
+            rc = sl_fail(SLUICE_EMPI, "handshake probe failed");
+            break;
+        }
         if (!found)
-            return SLUICE_OK;
+            break;
         sl_mail_t *mail = calloc(1, sizeof *mail);
         void *buf = malloc(count > 0 ? (size_t)count : 1);
         sl_mpi_enter();
@@ -314,7 +323,8 @@ static int sl_hello_collect(sluice_context_t *ctx)
         sl_mpi_leave();
         if (!mail || !buf || mrc != MPI_SUCCESS || (size_t)count < sizeof(sl_hello_t) ||
             ((sl_hello_t *)buf)->magic != SL_DECL_MAGIC) {
-            /* Not something a sluice peer sends: dropped. */
+            /* Not something a sluice peer sends (or no memory to keep it):
+             * dropped; the peer's attempt then times out cleanly. */
             free(mail);
             free(buf);
             continue;
@@ -323,13 +333,13 @@ static int sl_hello_collect(sluice_context_t *ctx)
         mail->source = st.MPI_SOURCE;
         mail->bytes = (size_t)count;
         mail->msg = buf;
-        pthread_mutex_lock(&b->lock);
         sl_mail_t **tail = &b->mail;
         while (*tail)
             tail = &(*tail)->next;
         *tail = mail;
-        pthread_mutex_unlock(&b->lock);
     }
+    pthread_mutex_unlock(&b->lock);
+    return rc;
 }
 
 /* Take the oldest message of `peer` for `channel`, in arrival order. */
