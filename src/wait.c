@@ -60,13 +60,8 @@ int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char 
     int rc = sl_peer_check(ch, what);
     if (rc)
         return rc;
-    if (flags & SLUICE_NONBLOCK)
-        return SLUICE_EAGAIN;
-    if (SL_UNLIKELY(w->deadline.at_ns == 0))
-        w->deadline = sl_deadline_in(ch->opt.timeout_ms);
-    if (sl_backoff_pause(&w->backoff, &w->deadline) == SLUICE_ETIMEDOUT)
-        return sl_fail(SLUICE_ETIMEDOUT, "channel \"%s\": %s: no progress within %u ms", ch->name,
-                       what, ch->opt.timeout_ms);
+    if ((rc = sl_wait_step_local(ch, w, flags, what)))
+        return rc;
     ch->tp->local_sync(ch->link);
     return SLUICE_OK;
 }
