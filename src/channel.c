@@ -52,7 +52,7 @@ static int sl_check_desc(const sluice_channel_desc_t *d)
     return SLUICE_OK;
 }
 
-static void sl_channel_free(sluice_channel_t *ch)
+void sl_channel_free(sluice_channel_t *ch)
 {
     if (ch->streams) {
         for (uint32_t s = 0; s < ch->n_streams; s++) {
@@ -70,8 +70,8 @@ static void sl_channel_free(sluice_channel_t *ch)
     free(ch);
 }
 
-static int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
-                            const sluice_options_t *o, sluice_channel_t **ch_p)
+int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
+                     const sluice_options_t *o, sluice_channel_t **ch_p)
 {
     sluice_channel_t *ch = calloc(1, sizeof *ch);
     if (!ch)
@@ -100,7 +100,7 @@ static int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *
 }
 
 /* Point every ring and arena half at its inbox now that both are mapped. */
-static void sl_channel_wire(sluice_channel_t *ch)
+void sl_channel_wire(sluice_channel_t *ch)
 {
     const sl_geometry_t *g = &ch->geo;
     for (uint32_t s = 0; s < ch->n_streams; s++) {

@@ -117,6 +117,18 @@ int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, u
 /* Whether the peer has finished the stream's current event (it reads no more of it). */
 int sl_stream_peer_done(sluice_channel_t *ch, sl_stream_t *st, bool *done_p);
 
+/*
+ * A channel's private state from its descriptor and options (no transport
+ * yet), and its release; sl_channel_free does not touch the link or the
+ * inboxes. sl_channel_wire points every ring and arena at the inboxes once
+ * `local` and `geo` are set. Used by open, and by tests that run the core
+ * over an in-process transport.
+ */
+int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
+                     const sluice_options_t *o, sluice_channel_t **ch_p);
+void sl_channel_free(sluice_channel_t *ch);
+void sl_channel_wire(sluice_channel_t *ch);
+
 /* Look up this side's endpoint (instance, direction), or NULL. */
 const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_t instance,
                                              sluice_direction_t dir);

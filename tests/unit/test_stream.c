@@ -112,19 +112,18 @@ typedef struct pair {
 
 static const sluice_column_t soa_cols[] = { { "energy", 4, 4 }, { "detid", 4, 4 } };
 
-/* One side's channel, as sl_channel_alloc and sl_channel_wire build it, minus MPI. */
+/* One side's channel, built by the core's own sl_channel_alloc and sl_channel_wire, minus MPI. */
 static sluice_channel_t *side_build(sluice_role_t role, const sluice_options_t *o, uint32_t streams,
                                     const sluice_endpoint_t *eps, size_t n_eps, side_t *side)
 {
-    sluice_channel_t *ch = calloc(1, sizeof *ch);
-    assert_non_null(ch);
-    pthread_mutex_init(&ch->global_lock, NULL);
-    ch->ctx = NULL; /* nothing on the paths tested reads the context */
-    snprintf(ch->name, sizeof ch->name, "%s",
-             role == SLUICE_CONTROLLER ? "loop/controller" : "loop/source");
-    ch->role = role;
-    ch->opt = *o;
-    ch->pair = MPI_COMM_NULL;
+    sluice_channel_desc_t d = { .size = sizeof d,
+                                .name = role == SLUICE_CONTROLLER ? "loop/controller"
+                                                                  : "loop/source",
+                                .role = role, .peer = "loop", .streams = streams,
+                                .endpoints = eps, .n_endpoints = n_eps, .options = o };
+    sluice_channel_t *ch = NULL;
+    /* nothing on the paths tested reads the context */
+    assert_ok(sl_channel_alloc(NULL, &d, o, &ch));
     ch->tp = &lb_ops;
     ch->link = &side->link;
     assert_ok(sl_geometry_compute(streams, o, &ch->geo));
@@ -134,26 +133,7 @@ static sluice_channel_t *side_build(sluice_role_t role, const sluice_options_t *
     memset(ch->local, 0, ch->geo.inbox_bytes);
     ch->header = (sl_inbox_header_t *)(void *)ch->local;
     sl_inbox_init(ch->local, &ch->geo);
-    ch->n_streams = streams;
-    ch->streams = calloc(streams, sizeof *ch->streams);
-    ch->lumis = calloc(o->max_open_lumis, sizeof *ch->lumis);
-    ch->runs = calloc(o->max_open_lumis, sizeof *ch->runs);
-    ch->slot_events = calloc(o->max_open_lumis, sizeof *ch->slot_events);
-    ch->endpoints = malloc(n_eps * sizeof *ch->endpoints);
-    assert_true(ch->streams && ch->lumis && ch->runs && ch->slot_events && ch->endpoints);
-    memcpy(ch->endpoints, eps, n_eps * sizeof *eps);
-    ch->n_endpoints = n_eps;
-    /* The wiring: offsets are the same in both inboxes. */
-    const sl_geometry_t *g = &ch->geo;
-    for (uint32_t s = 0; s < streams; s++) {
-        sl_stream_t *st = &ch->streams[s];
-        sl_ring_tx_init(&st->tx, sl_stream_ctrl(g, s), g->ring_depth);
-        sl_ring_rx_init(&st->rx, ch->local, sl_stream_ctrl(g, s), g->ring_depth);
-        st->arena_off = sl_stream_arena(g, s);
-        sl_arena_rx_init(&st->arx, g->arena_bytes);
-    }
-    sl_ring_tx_init(&ch->gtx, g->global_off, g->global_depth);
-    sl_ring_rx_init(&ch->grx, ch->local, g->global_off, g->global_depth);
+    sl_channel_wire(ch);
     side->ch = ch;
     return ch;
 }
@@ -163,19 +143,8 @@ static void side_free(side_t *side)
     sluice_channel_t *ch = side->ch;
     if (!ch)
         return;
-    for (uint32_t s = 0; s < ch->n_streams; s++) {
-        sl_arena_rx_fini(&ch->streams[s].arx);
-        free(ch->streams[s].pending);
-        free(ch->streams[s].staging);
-    }
-    free(ch->streams);
-    free((void *)ch->slot_events);
-    free(ch->lumis);
-    free(ch->runs);
-    free(ch->endpoints);
-    pthread_mutex_destroy(&ch->global_lock);
     free(ch->local);
-    free(ch);
+    sl_channel_free(ch);
     side->ch = NULL;
 }
 
