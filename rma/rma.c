@@ -32,9 +32,14 @@ struct sl_link {
     size_t local_bytes;
     int me, peer_rank;        /* in `pair`: the controller is rank 0 */
     struct sl_link *next_left; /* links whose window was left to MPI_Finalize */
-    bool request_left;        /* an RMA request of the close agreement never completed */
+    bool request_left;        /* an RMA request never completed: the link is never freed */
     uint64_t ticket[2];       /* origin and result of the close agreement's operations */
     size_t chunk;             /* largest single MPI_Put/MPI_Get, in bytes */
+    uint32_t liveness_ms;     /* a read not answered within this: the peer is dead */
+    _Atomic bool *dead;       /* the channel's: once set, every call that needs the peer fails at once */
+    bool watch_active;        /* the heartbeat read (watch64) is under way */
+    MPI_Request watch_req;
+    uint64_t watch_buf;
 };
 
 static int sl_rma_mpi_fail(int mrc, const char *what)
@@ -43,6 +48,19 @@ static int sl_rma_mpi_fail(int mrc, const char *what)
     int n = 0;
     MPI_Error_string(mrc, msg, &n);
     return sl_fail(SLUICE_EMPI, "rma: %s failed: %s", what, msg);
+}
+
+static int sl_rma_dead(sl_link_t *l, const char *what)
+{
+    atomic_store_explicit(l->dead, true, memory_order_relaxed);
+    return sl_fail(SLUICE_EPEERDEAD, "rma: %s: the peer did not answer within the liveness "
+                                     "period (%u ms): it is dead",
+                   what, l->liveness_ms);
+}
+
+static bool sl_rma_is_dead(sl_link_t *l)
+{
+    return atomic_load_explicit(l->dead, memory_order_relaxed);
 }
 
 static size_t sl_rma_chunk(void)
@@ -60,6 +78,8 @@ static int sl_rma_open(const sl_link_params_t *p, sl_link_t **link_p, void **loc
         return sl_fail(SLUICE_ENOMEM, "rma: cannot allocate a link");
     l->pair = p->pair;
     l->chunk = sl_rma_chunk();
+    l->liveness_ms = p->liveness_ms;
+    l->dead = p->peer_dead;
 
     sl_rma_enter();
     MPI_Comm_rank(p->pair, &l->me);
@@ -108,7 +128,8 @@ static void sl_rma_progress(sl_link_t *l);
 static int sl_rma_wait(MPI_Request *req, const sl_deadline_t *deadline, const char *what)
 {
     sl_backoff_t b;
-    sl_backoff_init(&b, 64, 1000);
+    /* Spin long enough to cover a network round trip before sleeping. */
+    sl_backoff_init(&b, 1024, 200);
     for (;;) {
         int done = 0;
         sl_rma_enter();
@@ -216,6 +237,16 @@ static int sl_rma_close(sl_link_t *l, const sl_deadline_t *deadline)
 {
     if (!l)
         return SLUICE_OK;
+    /* A heartbeat read still under way must end before the window can go. */
+    if (l->watch_active && sl_rma_wait(&l->watch_req, deadline, "the heartbeat read"))
+        l->request_left = true;
+    if (sl_rma_is_dead(l) || l->request_left) {
+        /* Nobody to agree with: the peer, if it comes after all, finds no
+         * second ticket and leaks too. */
+        sl_rma_leave_window(l);
+        return sl_fail(SLUICE_ETIMEDOUT, "rma close: the peer is dead or does not answer; the "
+                                         "window is left to MPI_Finalize");
+    }
     uint64_t old = 0;
     bool both = false;
     int rc = sl_rma_ticket(l, 1, MPI_SUM, &old, deadline);
@@ -278,6 +309,8 @@ static int sl_rma_chunks(sl_link_t *l, size_t off, char *buf, size_t len, bool p
 
 static int sl_rma_put(sl_link_t *l, size_t off, const void *src, size_t len)
 {
+    if (sl_rma_is_dead(l))
+        return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
     sl_rma_enter();
     /* MPI_Put takes a const origin since MPI-3; the cast only shares the loop. */
     int mrc = sl_rma_chunks(l, off, (char *)(uintptr_t)src, len, true);
@@ -287,6 +320,11 @@ static int sl_rma_put(sl_link_t *l, size_t off, const void *src, size_t len)
 
 static int sl_rma_store64(sl_link_t *l, size_t off, uint64_t value)
 {
+    /* MPI has no request-based flush: a flush towards a peer that died
+     * after this check is bounded only by what MPI does (docs/design.md,
+     * "Liveness"). */
+    if (sl_rma_is_dead(l))
+        return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
     /* First flush: every earlier put is complete at the target before the
      * counter that publishes it can land (the release half). */
     sl_rma_enter();
@@ -302,20 +340,73 @@ static int sl_rma_store64(sl_link_t *l, size_t off, uint64_t value)
     return mrc == MPI_SUCCESS ? SLUICE_OK : sl_rma_mpi_fail(mrc, "counter publication");
 }
 
+/*
+ * Reads go through requests polled against the liveness period, never a
+ * blocking flush: a dead peer (which MPI does not report) costs one period,
+ * not a hang. The result lands in a bounce buffer of its own, which is
+ * left to the request (and the link kept) if the request never completes.
+ */
 static int sl_rma_get(sl_link_t *l, size_t off, void *dst, size_t len)
 {
+    if (sl_rma_is_dead(l))
+        return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
+    char *bounce = malloc(len ? len : 1);
+    if (!bounce)
+        return sl_fail(SLUICE_ENOMEM, "rma: cannot allocate %zu bytes for a read", len);
+    sl_deadline_t deadline = sl_deadline_in(l->liveness_ms);
+    for (size_t done = 0; done < len;) {
+        size_t n = len - done < l->chunk ? len - done : l->chunk;
+        MPI_Request req;
+        sl_rma_enter();
+        int mrc = MPI_Rget(bounce + done, (int)n, MPI_BYTE, l->peer_rank, (MPI_Aint)(off + done),
+                           (int)n, MPI_BYTE, l->win, &req);
+        sl_rma_leave();
+        if (mrc != MPI_SUCCESS) {
+            free(bounce);
+            return sl_rma_mpi_fail(mrc, "MPI_Rget");
+        }
+        int rc = sl_rma_wait(&req, &deadline, "a read of the peer's inbox");
+        if (rc == SLUICE_ETIMEDOUT) {
+            l->request_left = true; /* `bounce` stays the request's */
+            return sl_rma_dead(l, "reading its inbox");
+        }
+        if (rc) {
+            free(bounce);
+            return rc;
+        }
+        done += n;
+    }
+    memcpy(dst, bounce, len);
+    free(bounce);
+    return SLUICE_OK;
+}
+
+static int sl_rma_watch64(sl_link_t *l, size_t off, uint64_t *value_p)
+{
+    if (sl_rma_is_dead(l))
+        return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
+    int mrc = MPI_SUCCESS, done = 0;
     sl_rma_enter();
-    int mrc = sl_rma_chunks(l, off, dst, len, false);
-    /* A get's result may be read only after a flush. */
+    if (!l->watch_active) {
+        mrc = MPI_Rget(&l->watch_buf, 1, MPI_UINT64_T, l->peer_rank, (MPI_Aint)off, 1,
+                       MPI_UINT64_T, l->win, &l->watch_req);
+        l->watch_active = mrc == MPI_SUCCESS;
+    }
     if (mrc == MPI_SUCCESS)
-        mrc = MPI_Win_flush(l->peer_rank, l->win);
+        mrc = MPI_Test(&l->watch_req, &done, MPI_STATUS_IGNORE);
     sl_rma_leave();
-    return mrc == MPI_SUCCESS ? SLUICE_OK : sl_rma_mpi_fail(mrc, "MPI_Get");
+    if (mrc != MPI_SUCCESS)
+        return sl_rma_mpi_fail(mrc, "the heartbeat read");
+    if (!done)
+        return SLUICE_EAGAIN;
+    l->watch_active = false;
+    *value_p = l->watch_buf;
+    return SLUICE_OK;
 }
 
 static int sl_rma_load64(sl_link_t *l, size_t off, uint64_t *value_p)
 {
-    /* Acquire: the flush completes the get before we act on the value. */
+    /* Acquire: the request completes the get before we act on the value. */
     return sl_rma_get(l, off, value_p, sizeof *value_p);
 }
 
@@ -357,4 +448,5 @@ const sl_transport_ops_t sl_rma_transport = {
     .get = sl_rma_get,
     .local_sync = sl_rma_local_sync,
     .progress = sl_rma_progress,
+    .watch64 = sl_rma_watch64,
 };

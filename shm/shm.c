@@ -204,4 +204,7 @@ const sl_transport_ops_t sl_shm_transport = {
     .get = sl_shm_get,
     .local_sync = sl_shm_local_sync,
     .progress = sl_shm_progress,
+    /* A peer on this host whose process cannot be seen (another pid
+     * namespace) is watched by its heartbeat, read straight from memory. */
+    .watch64 = sl_shm_load64,
 };

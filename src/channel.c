@@ -245,13 +245,17 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
      * host may not share /proc): only then can its pid be checked. */
     ch->peer_local = agreed.same_node && sl_proc_alive(agreed.peer_pid, agreed.peer_start) &&
                      sl_proc_start_time((pid_t)agreed.peer_pid) == agreed.peer_start;
+    /* Lets the tests of one node exercise the heartbeat (both sides set it). */
+    if (getenv("SLUICE_TEST_HEARTBEAT"))
+        ch->peer_local = false;
     if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && (rc = sl_pair_comm(ch, &agreed)))
         goto free_decl;
     sl_segment_name(local_name, (int64_t)getpid(), agreed.my_nonce);
     sl_segment_name(peer_name, agreed.peer_pid, agreed.peer_nonce);
     sl_link_params_t params = { .pair = ch->pair, .bytes = ch->geo.inbox_bytes,
                                 .numa = ctx->peers[ctx->rank].numa, .local_name = local_name,
-                                .peer_name = peer_name };
+                                .peer_name = peer_name, .liveness_ms = opt.liveness_ms,
+                                .peer_dead = &ch->peer_dead };
     void *local;
     if ((rc = ch->tp->open(&params, &ch->link, &local)))
         goto free_pair;
@@ -265,6 +269,17 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
         /* Connected: tell the peer, whose open may have succeeded. */
         ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
         goto close_link;
+    }
+    /* A peer elsewhere watches our heartbeat from now on; we watch its. */
+    ch->hb_moved_ns = sl_now_ns();
+    if (!ch->peer_local) {
+        ch->beat = (sl_beat_t){ .word = &ch->header->heartbeat, .period_ms = opt.liveness_ms,
+                                .tp = ch->tp, .link = ch->link };
+        if ((rc = sl_heartbeat_join(&ch->beat))) {
+            ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
+            goto close_link;
+        }
+        ch->beating = true;
     }
     sl_channel_wire(ch);
     free(decl);
@@ -289,6 +304,8 @@ int sluice_channel_close(sluice_channel_t *ch)
 {
     if (!ch)
         return SLUICE_OK;
+    if (ch->beating)
+        sl_heartbeat_leave(&ch->beat);
     bool dead = atomic_load_explicit(&ch->peer_dead, memory_order_relaxed);
     /* Tell a live peer first so its waits end now rather than at their
      * deadline. A dead one reads nothing, and waiting on it is pointless:

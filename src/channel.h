@@ -9,6 +9,7 @@
 #include "arena.h"
 #include "backoff.h"
 #include "context.h"
+#include "heartbeat.h"
 #include "inbox.h"
 #include "ring.h"
 #include "stream.h"
@@ -47,6 +48,12 @@ struct sluice_channel {
     bool peer_local;          /* on this node: its process can be checked directly */
     _Atomic bool peer_dead;   /* sticky once seen */
     _Atomic uint64_t live_next_ns; /* when to check the peer process next */
+    /* A peer elsewhere: its heartbeat word, read by one thread at a time. */
+    atomic_flag hb_busy;
+    uint64_t hb_value;        /* the last value read ... */
+    uint64_t hb_moved_ns;     /* ... and when it last changed */
+    sl_beat_t beat;           /* this side's own heartbeat (registered while open) */
+    bool beating;
 
     sluice_endpoint_t *endpoints;
     size_t n_endpoints;

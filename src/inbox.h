@@ -8,12 +8,13 @@
 #include "internal.h"
 
 #define SL_INBOX_MAGIC 0x4249454349554c53ull /* "SLUICEIB" little-endian */
-#define SL_INBOX_VERSION 2u
+#define SL_INBOX_VERSION 3u
 #define SL_RECORD_BYTES 256u
 
 /*
  * Inbox header, at offset 0. Written by the owner before the peer may look
- * and then read-only, except the words on lines of their own: `peer_closed`,
+ * and then read-only, except `heartbeat`, which only its owner writes, and
+ * the words on lines of their own: `peer_closed`,
  * which the peer sets once (store64), and `close_ticket`, which both sides
  * update only through the transport's atomic fetch-add (the close agreement,
  * docs/design.md). Plain fixed-width fields, no pointers, no packing.
@@ -33,7 +34,8 @@ typedef struct sl_inbox_header {
     uint64_t stream_stride;   /* bytes from one stream to the next */
     int64_t owner_pid;        /* liveness on one node: the owner's pid ... */
     uint64_t owner_start;     /* ... and its start time, so a reused pid does not pass */
-    uint8_t pad0[SL_CACHELINE * 2 - 88];
+    _Atomic uint64_t heartbeat; /* across nodes: advanced by the owner while it lives (heartbeat.h) */
+    uint8_t pad0[SL_CACHELINE * 2 - 96];
     _Atomic uint64_t peer_closed; /* own line: set by the peer at close */
     uint8_t pad1[SL_CACHELINE - sizeof(uint64_t)];
     uint64_t close_ticket;    /* own line: the close agreement (controller's inbox only) */

@@ -30,5 +30,18 @@ void sl_mpi_leave(void)
         pthread_mutex_unlock(&sl_mpi_mutex);
 }
 
+void sl_mpi_poke(void)
+{
+    bool serialise = atomic_load_explicit(&sl_mpi_serialise, memory_order_relaxed);
+    if (serialise && pthread_mutex_trylock(&sl_mpi_mutex) != 0)
+        return;
+    /* A probe that finds nothing runs the progress engine once (osc/pt2pt
+     * answers one-sided requests there). */
+    int flag;
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
+    if (serialise)
+        pthread_mutex_unlock(&sl_mpi_mutex);
+}
+
 void sluice_mpi_lock(void) { sl_mpi_enter(); }
 void sluice_mpi_unlock(void) { sl_mpi_leave(); }

@@ -16,4 +16,10 @@ void sl_mpi_guard_init(void);
 void sl_mpi_enter(void);
 void sl_mpi_leave(void);
 
+/*
+ * One call into MPI's progress engine, only if the guard is free (a thread
+ * already inside MPI drives progress itself). Never waits.
+ */
+void sl_mpi_poke(void);
+
 #endif

@@ -444,6 +444,11 @@ int sluice_event_finish(sluice_token_t *token)
     } else if (rc == SL_DROPPED) {
         rc = SLUICE_OK; /* the peer finished it too: it needs no end mark */
     }
+    if (rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCLOSED) {
+        /* Nobody will read the end mark: the event ends here all the same. */
+        atomic_store_explicit(&st->token_open, false, memory_order_release);
+        return rc;
+    }
     if (rc)
         return rc; /* the token stays open: finish may be called again */
     /* Drain what the peer sent for this event before it saw our end, so an

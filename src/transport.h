@@ -4,6 +4,7 @@
 #define SL_TRANSPORT_H
 
 #include <mpi.h>
+#include <stdatomic.h>
 
 #include "internal.h"
 #include "backoff.h"
@@ -20,6 +21,8 @@ typedef struct sl_link_params {
     int numa;                 /* NUMA node of the reader (-1: anywhere) */
     const char *local_name;   /* segment name for this side's inbox (segment transports) */
     const char *peer_name;    /* segment name the peer gave its inbox */
+    uint32_t liveness_ms;     /* a read the peer does not answer within this means it is dead */
+    _Atomic bool *peer_dead;  /* the channel's sticky verdict: read and set by both layers */
 } sl_link_params_t;
 
 /* Capability bits; the core chooses behaviour by these, never by name. */
@@ -37,7 +40,9 @@ enum {
  *
  * Unless a slot says otherwise, it does not block, takes no lock, and may be
  * called by any thread concurrently with calls on other streams (distinct
- * offsets).
+ * offsets). Reads of the peer's inbox that it does not answer within the
+ * liveness period return SLUICE_EPEERDEAD, and so does every later call
+ * that needs the peer.
  */
 typedef struct sl_transport_ops {
     size_t size;          /* sizeof(sl_transport_ops_t): lets the table grow */
@@ -91,6 +96,15 @@ typedef struct sl_transport_ops {
 
     /* Drive transport progress inside poll loops; called only with SL_CAP_NEEDS_PROGRESS. */
     void (*progress)(sl_link_t *link);
+
+    /*
+     * Read a 64-bit word of the peer's inbox without waiting: SLUICE_OK with
+     * the value once a read has completed, SLUICE_EAGAIN while one is under
+     * way (the next call looks again). For the heartbeat of a peer on another
+     * node (heartbeat.h); one caller at a time. NULL where every peer is on
+     * this node.
+     */
+    int (*watch64)(sl_link_t *link, size_t off, uint64_t *value_p);
 } sl_transport_ops_t;
 
 extern const sl_transport_ops_t sl_shm_transport;

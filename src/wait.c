@@ -4,23 +4,51 @@
 #include "liveness.h"
 
 /*
+ * A peer on another node: its heartbeat word must have moved within the
+ * liveness period. One thread reads it at a time (the others go on); the
+ * read itself never waits (watch64).
+ */
+static int sl_peer_heartbeat(sluice_channel_t *ch, uint64_t now, bool *dead_p)
+{
+    if (!ch->tp->watch64 || atomic_flag_test_and_set_explicit(&ch->hb_busy, memory_order_acquire))
+        return SLUICE_OK;
+    uint64_t beat;
+    int rc = ch->tp->watch64(ch->link, offsetof(sl_inbox_header_t, heartbeat), &beat);
+    if (rc == SLUICE_OK && beat != ch->hb_value) {
+        ch->hb_value = beat;
+        ch->hb_moved_ns = now;
+    }
+    *dead_p = rc == SLUICE_EPEERDEAD ||
+              ((rc == SLUICE_OK || rc == SLUICE_EAGAIN) &&
+               now - ch->hb_moved_ns > ch->opt.liveness_ms * 1000000ull);
+    atomic_flag_clear_explicit(&ch->hb_busy, memory_order_release);
+    return rc == SLUICE_EAGAIN || rc == SLUICE_EPEERDEAD ? SLUICE_OK : rc;
+}
+
+/*
  * Is the peer still alive? A peer on this node is checked directly (its pid
- * and start time), at most every tenth of the liveness period, so a death
- * is seen well within it. Once seen it is sticky: every later wait returns
- * SLUICE_EPEERDEAD at once.
+ * and start time), one elsewhere by its heartbeat, at most every tenth of
+ * the liveness period, so a death is seen well within it. Once seen it is
+ * sticky: every later wait returns SLUICE_EPEERDEAD at once.
  */
 static int sl_peer_check(sluice_channel_t *ch, const char *what)
 {
     if (!atomic_load_explicit(&ch->peer_dead, memory_order_relaxed)) {
-        if (!ch->peer_local)
-            return SLUICE_OK;
         uint64_t now = sl_now_ns();
         uint64_t next = atomic_load_explicit(&ch->live_next_ns, memory_order_relaxed);
         if (now < next)
             return SLUICE_OK;
         atomic_store_explicit(&ch->live_next_ns, now + ch->opt.liveness_ms * 100000ull,
                               memory_order_relaxed);
-        if (sl_proc_alive(ch->peer_pid, ch->peer_start))
+        bool dead = false;
+        if (ch->peer_local) {
+            dead = !sl_proc_alive(ch->peer_pid, ch->peer_start);
+        } else {
+            int rc = sl_peer_heartbeat(ch, now, &dead);
+            if (rc)
+                return rc;
+        }
+        if (!dead)
             return SLUICE_OK;
         atomic_store_explicit(&ch->peer_dead, true, memory_order_relaxed);
     }

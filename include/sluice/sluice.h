@@ -218,6 +218,9 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
  * Either side: finish the event. Tells the peer no more products of this
  * event will come, and discards received-but-unclaimed products of it.
  * Views already taken stay valid until released. SLUICE_EALREADY if finished.
+ * On SLUICE_ETIMEDOUT or SLUICE_EAGAIN the event stays open and finish may
+ * be called again; after SLUICE_EPEERCLOSED or SLUICE_EPEERDEAD it is
+ * finished here all the same.
  */
 int sluice_event_finish(sluice_token_t *token);
 
