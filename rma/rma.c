@@ -25,6 +25,10 @@
 #define sl_rma_enter sl_mpi_enter
 #define sl_rma_leave sl_mpi_leave
 
+/* Tag of heartbeat messages on the pair communicator, and how many may be in flight. */
+#define SL_RMA_TAG_BEAT 17
+#define SL_RMA_BEATS 4
+
 struct sl_link {
     MPI_Comm pair;            /* borrowed from the channel */
     MPI_Win win;
@@ -37,9 +41,12 @@ struct sl_link {
     size_t chunk;             /* largest single MPI_Put/MPI_Get, in bytes */
     uint32_t liveness_ms;     /* a read not answered within this: the peer is dead */
     _Atomic bool *dead;       /* the channel's: once set, every call that needs the peer fails at once */
-    bool watch_active;        /* the heartbeat read (watch64) is under way */
+    /* The heartbeat, two-sided (see sl_rma_watch64): */
+    bool watch_active;        /* a receive of the peer's beat is posted */
     MPI_Request watch_req;
     uint64_t watch_buf;
+    MPI_Request beat_req[SL_RMA_BEATS]; /* our beats in flight (heartbeat thread only) */
+    uint64_t beat_buf[SL_RMA_BEATS];
 };
 
 static int sl_rma_mpi_fail(int mrc, const char *what)
@@ -80,6 +87,8 @@ static int sl_rma_open(const sl_link_params_t *p, sl_link_t **link_p, void **loc
     l->chunk = sl_rma_chunk();
     l->liveness_ms = p->liveness_ms;
     l->dead = p->peer_dead;
+    for (int i = 0; i < SL_RMA_BEATS; i++)
+        l->beat_req[i] = MPI_REQUEST_NULL;
 
     sl_rma_enter();
     MPI_Comm_rank(p->pair, &l->me);
@@ -123,6 +132,7 @@ static int sl_rma_open(const sl_link_params_t *p, sl_link_t **link_p, void **loc
 }
 
 static void sl_rma_progress(sl_link_t *l);
+static void sl_rma_quiet(sl_link_t *l, const sl_deadline_t *deadline);
 
 /* Wait for a request until `deadline`; the guard is taken per MPI_Test only. */
 static int sl_rma_wait(MPI_Request *req, const sl_deadline_t *deadline, const char *what)
@@ -237,9 +247,7 @@ static int sl_rma_close(sl_link_t *l, const sl_deadline_t *deadline)
 {
     if (!l)
         return SLUICE_OK;
-    /* A heartbeat read still under way must end before the window can go. */
-    if (l->watch_active && sl_rma_wait(&l->watch_req, deadline, "the heartbeat read"))
-        l->request_left = true;
+    sl_rma_quiet(l, deadline);
     if (sl_rma_is_dead(l) || l->request_left) {
         /* Nobody to agree with: the peer, if it comes after all, finds no
          * second ticket and leaks too. */
@@ -381,27 +389,77 @@ static int sl_rma_get(sl_link_t *l, size_t off, void *dst, size_t len)
     return SLUICE_OK;
 }
 
+/*
+ * The heartbeat crosses as small two-sided messages, not as a read of the
+ * peer's heartbeat word: on osc/pt2pt over TCP, MPI_Rget itself blocks for
+ * ever once the target is dead, while posting a receive and testing it never
+ * blocks (docs/design.md, "Liveness"). The receive is re-posted after each
+ * beat; a backlog is drained so the newest beat counts.
+ */
 static int sl_rma_watch64(sl_link_t *l, size_t off, uint64_t *value_p)
 {
+    (void)off;
     if (sl_rma_is_dead(l))
         return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
     int mrc = MPI_SUCCESS, done = 0;
+    bool got = false;
     sl_rma_enter();
-    if (!l->watch_active) {
-        mrc = MPI_Rget(&l->watch_buf, 1, MPI_UINT64_T, l->peer_rank, (MPI_Aint)off, 1,
-                       MPI_UINT64_T, l->win, &l->watch_req);
-        l->watch_active = mrc == MPI_SUCCESS;
+    for (;;) {
+        if (!l->watch_active) {
+            mrc = MPI_Irecv(&l->watch_buf, 1, MPI_UINT64_T, l->peer_rank, SL_RMA_TAG_BEAT,
+                            l->pair, &l->watch_req);
+            if (mrc != MPI_SUCCESS)
+                break;
+            l->watch_active = true;
+        }
+        if ((mrc = MPI_Test(&l->watch_req, &done, MPI_STATUS_IGNORE)) != MPI_SUCCESS || !done)
+            break;
+        l->watch_active = false;
+        *value_p = l->watch_buf;
+        got = true;
     }
-    if (mrc == MPI_SUCCESS)
-        mrc = MPI_Test(&l->watch_req, &done, MPI_STATUS_IGNORE);
     sl_rma_leave();
     if (mrc != MPI_SUCCESS)
-        return sl_rma_mpi_fail(mrc, "the heartbeat read");
-    if (!done)
-        return SLUICE_EAGAIN;
-    l->watch_active = false;
-    *value_p = l->watch_buf;
-    return SLUICE_OK;
+        return sl_rma_mpi_fail(mrc, "the heartbeat receive");
+    return got ? SLUICE_OK : SLUICE_EAGAIN;
+}
+
+static void sl_rma_beat(sl_link_t *l, uint64_t value)
+{
+    /* Only when the guard is free: the heartbeat thread never waits on it. */
+    if (!sl_mpi_try_enter())
+        return;
+    for (int i = 0; i < SL_RMA_BEATS; i++) {
+        int done = 1;
+        if (l->beat_req[i] != MPI_REQUEST_NULL)
+            MPI_Test(&l->beat_req[i], &done, MPI_STATUS_IGNORE);
+        if (!done)
+            continue;
+        /* A small send completes at once; one to a dead peer may never, and
+         * then at most SL_RMA_BEATS stay in flight. */
+        l->beat_buf[i] = value;
+        MPI_Isend(&l->beat_buf[i], 1, MPI_UINT64_T, l->peer_rank, SL_RMA_TAG_BEAT, l->pair,
+                  &l->beat_req[i]);
+        break;
+    }
+    sl_mpi_leave();
+}
+
+/* Before the window goes: no heartbeat request may stay active. */
+static void sl_rma_quiet(sl_link_t *l, const sl_deadline_t *deadline)
+{
+    if (l->watch_active) {
+        sl_rma_enter();
+        MPI_Cancel(&l->watch_req);
+        sl_rma_leave();
+        if (sl_rma_wait(&l->watch_req, deadline, "cancelling the heartbeat receive"))
+            l->request_left = true;
+        l->watch_active = false;
+    }
+    for (int i = 0; i < SL_RMA_BEATS; i++)
+        if (l->beat_req[i] != MPI_REQUEST_NULL &&
+            sl_rma_wait(&l->beat_req[i], deadline, "a heartbeat send"))
+            l->request_left = true;
 }
 
 static int sl_rma_load64(sl_link_t *l, size_t off, uint64_t *value_p)
@@ -422,9 +480,12 @@ static void sl_rma_local_sync(sl_link_t *l)
 static void sl_rma_progress(sl_link_t *l)
 {
     /* Emulated RMA (osc/pt2pt) moves data only when the target enters MPI. */
+    /* On a communicator nothing is sent to: a probe that finds a message
+     * (a heartbeat not yet received, on `pair`) returns without progress. */
+    (void)l;
     int flag;
     sl_rma_enter();
-    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, l->pair, &flag, MPI_STATUS_IGNORE);
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
     sl_rma_leave();
 }
 
@@ -449,4 +510,5 @@ const sl_transport_ops_t sl_rma_transport = {
     .local_sync = sl_rma_local_sync,
     .progress = sl_rma_progress,
     .watch64 = sl_rma_watch64,
+    .beat = sl_rma_beat,
 };

@@ -38,6 +38,8 @@ static uint32_t sl_heartbeat_beat(void)
     sl_hb.beats++;
     for (sl_beat_t *b = sl_hb.list; b; b = b->next) {
         atomic_store_explicit(b->word, sl_hb.beats, memory_order_relaxed);
+        if (b->tp->beat)
+            b->tp->beat(b->link, sl_hb.beats);
         if (b->period_ms < period)
             period = b->period_ms;
         /* Only when the guard is free: a thread already inside MPI drives

@@ -30,17 +30,21 @@ void sl_mpi_leave(void)
         pthread_mutex_unlock(&sl_mpi_mutex);
 }
 
+bool sl_mpi_try_enter(void)
+{
+    return !atomic_load_explicit(&sl_mpi_serialise, memory_order_relaxed) ||
+           pthread_mutex_trylock(&sl_mpi_mutex) == 0;
+}
+
 void sl_mpi_poke(void)
 {
-    bool serialise = atomic_load_explicit(&sl_mpi_serialise, memory_order_relaxed);
-    if (serialise && pthread_mutex_trylock(&sl_mpi_mutex) != 0)
+    if (!sl_mpi_try_enter())
         return;
     /* A probe that finds nothing runs the progress engine once (osc/pt2pt
      * answers one-sided requests there). */
     int flag;
     MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
-    if (serialise)
-        pthread_mutex_unlock(&sl_mpi_mutex);
+    sl_mpi_leave();
 }
 
 void sluice_mpi_lock(void) { sl_mpi_enter(); }

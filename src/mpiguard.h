@@ -3,6 +3,8 @@
 #ifndef SL_MPIGUARD_H
 #define SL_MPIGUARD_H
 
+#include <stdbool.h>
+
 /*
  * Below MPI_THREAD_MULTIPLE only one thread may be inside MPI at a time
  * (SERIALIZED), so every MPI call sluice makes runs under one process-wide
@@ -15,6 +17,8 @@
 void sl_mpi_guard_init(void);
 void sl_mpi_enter(void);
 void sl_mpi_leave(void);
+/* Enter only if the guard is free (or not needed); true when entered. */
+bool sl_mpi_try_enter(void);
 
 /*
  * One call into MPI's progress engine, only if the guard is free (a thread

@@ -105,6 +105,14 @@ typedef struct sl_transport_ops {
      * this node.
      */
     int (*watch64)(sl_link_t *link, size_t off, uint64_t *value_p);
+
+    /*
+     * Called by the heartbeat thread after it stored `value` into this
+     * side's heartbeat word, for transports whose watch64 does not read
+     * that word (NULL otherwise). Never waits; may skip a beat when it
+     * cannot send one now.
+     */
+    void (*beat)(sl_link_t *link, uint64_t value);
 } sl_transport_ops_t;
 
 extern const sl_transport_ops_t sl_shm_transport;
