@@ -1,180 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* The open agreement: declarations, their check, and the acknowledged handshake. */
+/* The open agreement: the mailbox of handshake messages and the acknowledged handshake. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <unistd.h>
 
 #include "handshake.h"
-#include "liveness.h"
 #include "mpiguard.h"
 
 /* Handshake messages travel on the context's own communicator, one tag. */
 #define SL_HELLO_TAG 1
-
-enum { SL_HELLO_DECL = 1, SL_HELLO_ACK = 2, SL_HELLO_ABORT = 3 };
-
-/* A fresh, non-zero attempt number. */
-static uint64_t sl_nonce(void)
-{
-    uint64_t n = 0;
-    if (getrandom(&n, sizeof n, GRND_NONBLOCK) != (ssize_t)sizeof n)
-        n = sl_now_ns() ^ ((uint64_t)getpid() << 32);
-    return n ? n : 1;
-}
-
-#define SL_DECL_MAGIC 0x4c43454449554c53ull /* "SLUIDECL" */
-
-/* One endpoint as sent in the handshake. */
-typedef struct sl_decl_endpoint {
-    uint32_t instance;
-    uint32_t direction;
-    uint64_t fingerprint;
-    char type_name[SLUICE_NAME_MAX];
-} sl_decl_endpoint_t;
-
-/*
- * Every handshake message starts with this: which channel, which attempt
- * (a fresh random nonce per open), and for an ACK which of the peer's
- * attempts it acknowledges. Plain data, sent as bytes.
- */
-typedef struct sl_hello {
-    uint64_t magic;           /* SL_DECL_MAGIC */
-    uint32_t kind;            /* SL_HELLO_DECL, SL_HELLO_ACK or SL_HELLO_ABORT */
-    uint32_t reserved;
-    char channel[64];
-    uint64_t nonce;           /* the sender's attempt */
-    uint64_t acked;           /* ACK: the receiver's attempt it acknowledges */
-} sl_hello_t;
-
-/* A DECL: what each side declares. */
-struct sl_decl {
-    sl_hello_t hello;
-    uint32_t version;
-    uint32_t role;
-    uint32_t streams;
-    uint32_t ring_depth;
-    uint32_t global_depth;
-    uint32_t max_open_lumis;
-    uint32_t transport_shm;   /* 1: shared memory, 0: RMA */
-    uint32_t reserved0;
-    uint64_t arena_bytes;
-    int64_t pid;              /* the declaring process, for liveness and segment names */
-    uint64_t start;           /* its start time (liveness.h) */
-    char node[160];           /* host name and boot id (sl_node_identity) */
-    uint64_t n_endpoints;
-    sl_decl_endpoint_t endpoints[];
-};
-
-static const char *sl_role_name(uint32_t role)
-{
-    return role == SLUICE_CONTROLLER ? "controller" : "source";
-}
-
-/* ------------------------------------------------------------ handshake */
-
-int sl_decl_build(const sluice_channel_desc_t *d, const sluice_options_t *o, bool shm,
-                  sl_decl_t **decl_p, size_t *bytes_p)
-{
-    size_t bytes = sizeof(sl_decl_t) + d->n_endpoints * sizeof(sl_decl_endpoint_t);
-    sl_decl_t *decl = calloc(1, bytes);
-    if (!decl)
-        return sl_fail(SLUICE_ENOMEM, "cannot allocate the handshake message");
-    decl->hello.magic = SL_DECL_MAGIC;
-    decl->hello.kind = SL_HELLO_DECL;
-    strncpy(decl->hello.channel, d->name, sizeof decl->hello.channel - 1);
-    decl->hello.nonce = sl_nonce();
-    decl->version = SL_INBOX_VERSION;
-    decl->role = d->role;
-    decl->streams = d->streams;
-    decl->ring_depth = o->ring_depth;
-    decl->global_depth = o->global_depth;
-    decl->max_open_lumis = o->max_open_lumis;
-    decl->transport_shm = shm;
-    decl->arena_bytes = o->arena_bytes;
-    decl->pid = (int64_t)getpid();
-    decl->start = sl_proc_start_time(getpid());
-    sl_node_identity(decl->node, sizeof decl->node);
-    decl->n_endpoints = d->n_endpoints;
-    for (size_t i = 0; i < d->n_endpoints; i++) {
-        const sluice_endpoint_t *e = &d->endpoints[i];
-        sl_decl_endpoint_t *de = &decl->endpoints[i];
-        de->instance = e->instance;
-        de->direction = e->direction;
-        de->fingerprint = sluice_type_fingerprint(e->type);
-        strncpy(de->type_name, sluice_type_name(e->type), sizeof de->type_name - 1);
-    }
-    *decl_p = decl;
-    *bytes_p = bytes;
-    return SLUICE_OK;
-}
-
-static const sl_decl_endpoint_t *sl_decl_find(const sl_decl_t *d, uint32_t instance, uint32_t dir)
-{
-    for (uint64_t i = 0; i < d->n_endpoints; i++)
-        if (d->endpoints[i].instance == instance && d->endpoints[i].direction == dir)
-            return &d->endpoints[i];
-    return NULL;
-}
-
-/*
- * Every endpoint of `a` must have its counterpart in `b`. Run as
- * (controller, source) then (source, controller) on both sides, so both
- * sides reach the same verdict and the same message.
- */
-static int sl_decl_match(const char *channel, const sl_decl_t *a, const sl_decl_t *b)
-{
-    for (uint64_t i = 0; i < a->n_endpoints; i++) {
-        const sl_decl_endpoint_t *e = &a->endpoints[i];
-        bool a_sends = e->direction == SLUICE_SEND;
-        const sl_decl_t *snd = a_sends ? a : b;
-        const char *flow = snd->role == SLUICE_CONTROLLER ? "controller->source"
-                                                          : "source->controller";
-        const sl_decl_endpoint_t *o =
-            sl_decl_find(b, e->instance, a_sends ? SLUICE_RECEIVE : SLUICE_SEND);
-        if (!o)
-            return sl_fail(SLUICE_ETYPE, "channel \"%s\": instance %u (%s): the %s %s `%s` but the "
-                                         "%s declares no %s",
-                           channel, e->instance, flow, sl_role_name(a->role),
-                           a_sends ? "sends" : "receives", e->type_name, sl_role_name(b->role),
-                           a_sends ? "receiver" : "sender");
-        if (o->fingerprint != e->fingerprint) {
-            const sl_decl_endpoint_t *s = a_sends ? e : o, *r = a_sends ? o : e;
-            return sl_fail(SLUICE_ETYPE, "channel \"%s\": type mismatch on instance %u (%s): sender "
-                                         "has `%s` (fingerprint 0x%016llx), receiver expects `%s` "
-                                         "(0x%016llx)",
-                           channel, e->instance, flow, s->type_name,
-                           (unsigned long long)s->fingerprint, r->type_name,
-                           (unsigned long long)r->fingerprint);
-        }
-    }
-    return SLUICE_OK;
-}
-
-static int sl_decl_agree(const char *channel, const sl_decl_t *ctrl, const sl_decl_t *src)
-{
-#define SL_AGREE(field)                                                                            \
-    if (ctrl->field != src->field)                                                                 \
-        return sl_fail(SLUICE_ETYPE, "channel \"%s\": " #field " differs: controller %llu, "      \
-                                      "source %llu",                                              \
-                       channel, (unsigned long long)ctrl->field, (unsigned long long)src->field);
-    SL_AGREE(version);
-    SL_AGREE(streams);
-    SL_AGREE(ring_depth);
-    SL_AGREE(global_depth);
-    SL_AGREE(max_open_lumis);
-    SL_AGREE(arena_bytes);
-    SL_AGREE(transport_shm);
-#undef SL_AGREE
-    if (ctrl->transport_shm && strcmp(ctrl->node, src->node) != 0)
-        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": shared memory between different nodes "
-                                       "(controller on %s, source on %s)",
-                       channel, ctrl->node, src->node);
-    int rc = sl_decl_match(channel, ctrl, src);
-    return rc ? rc : sl_decl_match(channel, src, ctrl);
-}
-
 
 /* ------------------------------------------------------------ mailbox */
 
@@ -368,25 +202,6 @@ static void sl_mail_free(sl_mail_t *m)
     }
 }
 
-/* Check a peer's DECL as received: size, role, names. */
-static int sl_decl_received(sluice_channel_t *ch, const sl_decl_t *mine, sl_decl_t *theirs,
-                            size_t bytes)
-{
-    if (bytes < sizeof(sl_decl_t) ||
-        theirs->n_endpoints > (bytes - sizeof(sl_decl_t)) / sizeof(sl_decl_endpoint_t))
-        return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": malformed declaration of %zu bytes from "
-                                        "rank %d",
-                       ch->name, bytes, ch->peer_rank);
-    theirs->node[sizeof theirs->node - 1] = '\0';
-    for (uint64_t i = 0; i < theirs->n_endpoints; i++)
-        theirs->endpoints[i].type_name[SLUICE_NAME_MAX - 1] = '\0';
-    if (theirs->role == mine->role)
-        return sl_fail(SLUICE_EINVAL, "channel \"%s\": both sides opened it as %s", ch->name,
-                       sl_role_name(mine->role));
-    return mine->role == SLUICE_CONTROLLER ? sl_decl_agree(ch->name, mine, theirs)
-                                           : sl_decl_agree(ch->name, theirs, mine);
-}
-
 static int sl_hello_reply(sluice_channel_t *ch, uint32_t kind, uint64_t nonce, uint64_t acked)
 {
     sl_hello_t h = { .magic = SL_DECL_MAGIC, .kind = kind, .nonce = nonce, .acked = acked };
@@ -423,7 +238,7 @@ int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
                 sl_decl_t *theirs = (sl_decl_t *)m->msg;
                 peer = 0;
                 acked_by_peer = false;
-                rc = sl_decl_received(ch, mine, theirs, m->bytes);
+                rc = sl_decl_check(ch->name, ch->peer_rank, mine, theirs, m->bytes);
                 if (rc == SLUICE_OK) {
                     peer = h->nonce;
                     agreed.peer_nonce = peer;

@@ -1,15 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* The open agreement: declarations, their check, and the acknowledged handshake. */
+/* The open agreement: the acknowledged exchange of declarations (decl.h). */
 #ifndef SL_HANDSHAKE_H
 #define SL_HANDSHAKE_H
 
 #include "channel.h"
-
-typedef struct sl_decl sl_decl_t;
-
-/* What this side declares for channel `d`, with a fresh attempt nonce. */
-int sl_decl_build(const sluice_channel_desc_t *d, const sluice_options_t *o, bool shm,
-                  sl_decl_t **decl_p, size_t *bytes_p);
+#include "decl.h"
 
 /* What both sides agreed on, as this side needs it after the handshake. */
 typedef struct sl_agreement {
