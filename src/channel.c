@@ -56,9 +56,12 @@ void sl_channel_free(sluice_channel_t *ch)
 {
     if (ch->streams) {
         for (uint32_t s = 0; s < ch->n_streams; s++) {
-            sl_arena_rx_fini(&ch->streams[s].arx);
-            free(ch->streams[s].pending);
-            free(ch->streams[s].staging);
+            sl_stream_t *st = &ch->streams[s];
+            sl_arena_rx_fini(&st->arx);
+            free(st->pending);
+            for (uint32_t i = 0; i < SL_RESV_MAX; i++)
+                free(st->resv[i].staging);
+            pthread_mutex_destroy(&st->lock);
         }
     }
     free(ch->streams);
@@ -92,6 +95,8 @@ int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
         sl_channel_free(ch);
         return sl_fail(SLUICE_ENOMEM, "cannot allocate the state of %u streams", d->streams);
     }
+    for (uint32_t s = 0; s < d->streams; s++)
+        pthread_mutex_init(&ch->streams[s].lock, NULL);
     if (d->n_endpoints)
         memcpy(ch->endpoints, d->endpoints, d->n_endpoints * sizeof *ch->endpoints);
     ch->n_endpoints = d->n_endpoints;

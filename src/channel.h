@@ -112,11 +112,21 @@ int sl_wait_step_local(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const
 #define SL_DROPPED 100
 
 /*
- * Wait (bounded) for one free slot in a stream ring or the global ring.
- * With `st` (only from that stream's own thread), it takes in the stream's
- * own inbox while it waits (sl_stream_take_in), and returns SL_DROPPED if
- * the stream's event is open and the peer has already finished it. NULL for
- * the global ring, or when another thread than the stream's pushes.
+ * sl_wait_step (or, `local`, sl_wait_step_local) for a call that holds the
+ * stream's lock: the lock is let go for the wait and taken back. With `seq`
+ * (non-zero) the call works on that event; if another thread finished it
+ * meanwhile, SLUICE_EALREADY.
+ */
+int sl_stream_wait_step(sluice_channel_t *ch, sl_stream_t *st, sl_wait_t *w, unsigned flags,
+                        const char *what, uint64_t seq, bool local);
+
+/*
+ * Wait (bounded) for a free slot in a stream ring or the global ring.
+ * With `st` (its lock held), one slot more than the stream's open
+ * reservations own; meanwhile it takes in the stream's own inbox
+ * (sl_stream_take_in), and returns SL_DROPPED if the stream's event is open
+ * and the peer has already finished it. NULL for the global ring, or for
+ * end of job (no event open anywhere).
  */
 int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, unsigned flags,
                       const char *what);
@@ -140,8 +150,6 @@ void sl_channel_wire(sluice_channel_t *ch);
 const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_t instance,
                                              sluice_direction_t dir);
 
-/* Check a token against its channel; returns its stream. */
-int sl_token_stream(const sluice_token_t *token, sl_stream_t **st_p);
 
 /* Bytes of arena traffic between two unprompted looks at the consumer's tail. */
 #define SL_ARENA_WARM (1u << 20)

@@ -56,7 +56,8 @@ enum {
     SL_REC_PRODUCT = 16,   /* a product region in the arena */
     SL_REC_ABSENT = 17,    /* the product is absent for this event */
     SL_REC_EVENT_END = 18, /* the writer finished the event: no more products */
-    SL_REC_STREAM_END = 19 /* end of job on this stream */
+    SL_REC_STREAM_END = 19, /* end of job on this stream */
+    SL_REC_EVENT_FAIL = 20  /* the writer failed the event: `count` its status, aux its message */
 };
 
 /* One ring record. Copied out whole by the consumer before it is trusted. */

@@ -1,11 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* Products: reserve/commit into the peer's arena, receive views, finish events. */
+/* Products: reserve/commit into the peer's arena, receive views, finish or fail events. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "channel.h"
 
-int sl_token_stream(const sluice_token_t *token, sl_stream_t **st_p)
+/*
+ * Every call on an event takes its stream's lock for its whole length, except
+ * while it waits (sl_stream_wait_step lets it go). sl_token_lock checks the
+ * token under the lock; on success the caller holds it.
+ */
+static int sl_token_lock(const sluice_token_t *token, sl_stream_t **st_p)
 {
     if (!token || !token->channel)
         return sl_fail(SLUICE_EINVAL, "token is NULL or was never started");
@@ -14,61 +19,99 @@ int sl_token_stream(const sluice_token_t *token, sl_stream_t **st_p)
         return sl_fail(SLUICE_EINVAL, "token names stream %u of %u", token->stream,
                        ch->n_streams);
     sl_stream_t *st = &ch->streams[token->stream];
-    if (token->seq != st->token_seq || !atomic_load_explicit(&st->token_open, memory_order_relaxed))
+    pthread_mutex_lock(&st->lock);
+    if (token->seq != st->token_seq || st->finishing ||
+        !atomic_load_explicit(&st->token_open, memory_order_relaxed)) {
+        pthread_mutex_unlock(&st->lock);
         return sl_fail(SLUICE_EALREADY, "stream %u: event %llu is finished (current %llu)",
                        token->stream, (unsigned long long)token->seq,
                        (unsigned long long)st->token_seq);
+    }
     *st_p = st;
     return SLUICE_OK;
 }
 
+static int sl_unlock(sl_stream_t *st, int rc)
+{
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+/* The peer failed the event: every later call on it says so, with the peer's message. */
+static int sl_failed_status(const sluice_channel_t *ch, const sl_stream_t *st)
+{
+    return sl_fail(st->peer_failed, "channel \"%s\": stream %u: the peer failed event %llu: %s",
+                   ch->name, (unsigned)(st - ch->streams), (unsigned long long)st->token_seq,
+                   st->peer_failed_msg);
+}
+
 /* ------------------------------------------------------------ receiver */
+
+static int sl_receive(sluice_token_t *token, sl_stream_t *st, uint32_t instance, unsigned flags,
+                      sl_pending_t *p_p)
+{
+    sluice_channel_t *ch = token->channel;
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    for (;;) {
+        if (sl_stream_pending_take(st, instance, p_p))
+            return SLUICE_OK;
+        if (st->peer_failed)
+            return sl_failed_status(ch, st);
+        if (st->peer_ended)
+            return SLUICE_ABSENT;
+        int rc;
+        for (;;) {
+            size_t before = st->n_pending;
+            if ((rc = sl_stream_pump(ch, st)) != SLUICE_OK)
+                break;
+            /* Only the record just taken in can be new for this instance:
+             * no rescan of the whole list per record. */
+            if (st->n_pending > before && st->pending[before].instance == instance &&
+                sl_stream_pending_take(st, instance, p_p))
+                return SLUICE_OK;
+            if (st->peer_ended)
+                break;
+        }
+        if (rc != SLUICE_OK && rc != SLUICE_EAGAIN)
+            return rc;
+        if (rc == SLUICE_EAGAIN &&
+            (rc = sl_stream_wait_step(ch, st, &w, flags, "waiting for a product", token->seq,
+                                      false)))
+            return rc;
+    }
+}
 
 int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned flags,
                            sluice_view_t *view_p)
 {
-    sl_stream_t *st;
-    int rc = sl_token_stream(token, &st);
-    if (rc)
-        return rc;
     if (!view_p)
         return sl_fail(SLUICE_EINVAL, "view_p is NULL");
+    sl_stream_t *st;
+    int rc = sl_token_lock(token, &st);
+    if (rc)
+        return rc;
     sluice_channel_t *ch = token->channel;
     const sluice_endpoint_t *e = sl_channel_endpoint(ch, instance, SLUICE_RECEIVE);
     if (!e)
-        return sl_fail(SLUICE_ENOTFOUND, "channel \"%s\": no receiver of instance %u declared",
-                       ch->name, instance);
-    sl_wait_t w;
-    sl_wait_init(ch, &w);
+        return sl_unlock(st, sl_fail(SLUICE_ENOTFOUND, "channel \"%s\": no receiver of instance "
+                                                       "%u declared",
+                                     ch->name, instance));
     sl_pending_t p;
-    bool found = sl_stream_pending_take(st, instance, &p);
-    while (!found) {
-        if (st->peer_ended)
-            return SLUICE_ABSENT;
-        size_t before = st->n_pending;
-        rc = sl_stream_pump(ch, st);
-        if (rc == SLUICE_OK) {
-            /* Only the record just taken in can be new for this instance:
-             * no rescan of the whole list per record. */
-            found = st->n_pending > before && st->pending[before].instance == instance &&
-                    sl_stream_pending_take(st, instance, &p);
-            continue;
-        }
-        if (rc != SLUICE_EAGAIN)
-            return rc;
-        if ((rc = sl_wait_step(ch, &w, flags, "waiting for a product")))
-            return rc;
-    }
+    if ((rc = sl_receive(token, st, instance, flags, &p)))
+        return sl_unlock(st, rc);
     if (p.status != SLUICE_OK) {
         /* Absent, or refused when it was taken in: nothing to hand out. */
         if (p.id)
             sl_stream_release(ch, st, p.id);
+        pthread_mutex_unlock(&st->lock);
         return p.status == SLUICE_ABSENT
                    ? SLUICE_ABSENT
                    : sl_fail(p.status, "channel \"%s\": stream %u: product of instance %u was "
                                        "refused when it arrived (%s)",
                              ch->name, token->stream, instance, sluice_strerror(p.status));
     }
+    pthread_mutex_unlock(&st->lock);
     *view_p = (sluice_view_t){
         .data = ch->local + st->arena_off + sl_arena_offset(p.pos, ch->geo.arena_bytes),
         .bytes = p.bytes,
@@ -90,7 +133,10 @@ int sluice_view_release(sluice_channel_t *ch, sluice_view_t *view)
         return sl_fail(SLUICE_EALREADY, "view already released");
     if (view->stream >= ch->n_streams)
         return sl_fail(SLUICE_EINVAL, "view names stream %u of %u", view->stream, ch->n_streams);
-    int rc = sl_stream_release(ch, &ch->streams[view->stream], view->handle);
+    sl_stream_t *st = &ch->streams[view->stream];
+    pthread_mutex_lock(&st->lock);
+    int rc = sl_stream_release(ch, st, view->handle);
+    pthread_mutex_unlock(&st->lock);
     if (rc)
         return rc;
     view->handle = 0;
@@ -113,19 +159,21 @@ int sluice_view_deserialise(const sluice_view_t *view, void *object)
 
 /* ------------------------------------------------------------ sender */
 
-static int sl_sender_check(sluice_token_t *token, uint32_t instance, sl_stream_t **st_p,
-                           const sluice_endpoint_t **e_p)
+/* Token, lock and sender endpoint; on success the stream's lock is held. */
+static int sl_sender_lock(sluice_token_t *token, uint32_t instance, sl_stream_t **st_p,
+                          const sluice_endpoint_t **e_p)
 {
-    int rc = sl_token_stream(token, st_p);
+    int rc = sl_token_lock(token, st_p);
     if (rc)
         return rc;
     sluice_channel_t *ch = token->channel;
     *e_p = sl_channel_endpoint(ch, instance, SLUICE_SEND);
     if (!*e_p)
-        return sl_fail(SLUICE_ENOTFOUND, "channel \"%s\": no sender of instance %u declared",
-                       ch->name, instance);
-    if ((*st_p)->reserved)
-        return sl_fail(SLUICE_EBUSY, "stream %u: a reservation is still open", token->stream);
+        return sl_unlock(*st_p, sl_fail(SLUICE_ENOTFOUND, "channel \"%s\": no sender of instance "
+                                                          "%u declared",
+                                        ch->name, instance));
+    if ((*st_p)->peer_failed)
+        return sl_unlock(*st_p, sl_failed_status(ch, *st_p));
     return SLUICE_OK;
 }
 
@@ -162,11 +210,12 @@ static int sl_arena_load_tail(sluice_channel_t *ch, sl_stream_t *st)
 }
 
 /*
- * Find arena space and one ring slot, waiting (bounded) for the consumer.
- * SL_DROPPED if the consumer finished the event meanwhile.
+ * Find arena space, and ring slots for this product and every reservation
+ * still open, waiting (bounded) for the consumer. SL_DROPPED if the
+ * consumer finished the event meanwhile.
  */
-static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, unsigned flags,
-                         uint64_t *pos_p)
+static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, uint64_t seq, size_t bytes,
+                         unsigned flags, uint64_t *pos_p)
 {
     uint64_t cap = ch->geo.arena_bytes;
     sl_wait_t w;
@@ -199,7 +248,7 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
                 continue;
         }
         if (rc == SLUICE_OK)
-            rc = sl_ring_tx_room(&st->tx, ch->tp, ch->link);
+            rc = sl_ring_tx_room_n(&st->tx, ch->tp, ch->link, sl_stream_owed(st) + 1);
         if (rc == SLUICE_OK)
             return SLUICE_OK;
         if (rc != SLUICE_EAGAIN)
@@ -211,24 +260,89 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, size_t bytes, un
             return rc;
         if (done)
             return SL_DROPPED;
-        if ((rc = sl_wait_step(ch, &w, flags, "receiver's arena or ring full")))
+        if ((rc = sl_stream_wait_step(ch, st, &w, flags, "receiver's arena or ring full", seq,
+                                      false)))
             return rc;
     }
 }
 
-/* A local buffer of at least `bytes`, 64-byte aligned like arena regions. */
-static int sl_staging(sl_stream_t *st, size_t bytes, void **data_p)
+/* A 64-byte-aligned local buffer of at least `bytes`, kept with the queue slot. */
+static int sl_resv_staging(sl_resv_t *r, size_t bytes)
 {
-    if (bytes > st->staging_bytes || !st->staging) {
-        size_t cap = sl_align_up(bytes ? bytes : 1, SL_ARENA_ALIGN);
-        void *n = aligned_alloc(SL_ARENA_ALIGN, cap);
-        if (!n)
-            return sl_fail(SLUICE_ENOMEM, "cannot allocate %zu staging bytes", cap);
-        free(st->staging);
-        st->staging = n;
-        st->staging_bytes = cap;
+    if (r->staging && bytes <= r->staging_bytes)
+        return SLUICE_OK;
+    size_t cap = sl_align_up(bytes ? bytes : 1, SL_ARENA_ALIGN);
+    void *n = aligned_alloc(SL_ARENA_ALIGN, cap);
+    if (!n)
+        return sl_fail(SLUICE_ENOMEM, "cannot allocate %zu staging bytes", cap);
+    free(r->staging);
+    r->staging = n;
+    r->staging_bytes = cap;
+    return SLUICE_OK;
+}
+
+static sl_resv_t *sl_resv_at(sl_stream_t *st, uint32_t i)
+{
+    return &st->resv[(st->resv_first + i) % SL_RESV_MAX];
+}
+
+static sl_resv_t *sl_resv_find(sl_stream_t *st, uint64_t handle)
+{
+    for (uint32_t i = 0; i < st->resv_n; i++) {
+        sl_resv_t *r = sl_resv_at(st, i);
+        if (r->handle == handle && r->state != SL_RESV_CANCELLED)
+            return r;
     }
-    *data_p = st->staging;
+    return NULL;
+}
+
+/*
+ * Settle the queue after a commit or cancel. Cancelled reservations at the
+ * young end give their arena space back (the head goes back to where it
+ * was); then, from the old end, committed ones are published in order and
+ * cancelled ones leave a gap the receiver's tail steps over with the next
+ * region it releases. Stops at the first reservation still open.
+ */
+static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
+{
+    while (st->resv_n) {
+        sl_resv_t *r = sl_resv_at(st, st->resv_n - 1);
+        if (r->state != SL_RESV_CANCELLED)
+            break;
+        if (r->placed) {
+            st->arena_head = r->head_before;
+            st->arena_tail_cache = r->tail_before > st->arena_tail_cache ? st->arena_tail_cache
+                                                                         : r->tail_before;
+            if (st->arena_tail_cache < st->arena_tail_seen)
+                st->arena_tail_cache = st->arena_tail_seen;
+        }
+        r->state = 0;
+        st->resv_n--;
+    }
+    while (st->resv_n) {
+        sl_resv_t *r = sl_resv_at(st, 0);
+        if (r->state == SL_RESV_OPEN)
+            break;
+        if (r->state == SL_RESV_COMMITTED && r->placed) {
+            const sluice_endpoint_t *e = sl_channel_endpoint(ch, r->instance, SLUICE_SEND);
+            sl_record_t rec = { .kind = SL_REC_PRODUCT,
+                                .seq = st->token_seq,
+                                .instance = r->instance,
+                                .count = r->count,
+                                .fingerprint = sluice_type_fingerprint(e->type),
+                                .pos = r->pos,
+                                .bytes = r->len };
+            /* The slot was set aside at reserve (sl_stream_owed). */
+            int rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &rec);
+            if (rc)
+                return rc; /* stays at the head of the queue: the next settle retries */
+            sl_stat_add(&ch->stats.products_sent, 1);
+            sl_stat_add(&ch->stats.bytes_sent, r->len);
+        }
+        r->state = 0;
+        st->resv_first = (st->resv_first + 1) % SL_RESV_MAX;
+        st->resv_n--;
+    }
     return SLUICE_OK;
 }
 
@@ -237,129 +351,138 @@ static int sl_staging(sl_stream_t *st, size_t bytes, void **data_p)
  * arena, `stage` asks for a local staging buffer the caller fills; without
  * it the caller supplies the bytes at commit (sluice_product_send). A
  * reservation for an event the peer has finished gets a staging buffer and
- * goes nowhere.
+ * goes nowhere. Called with the stream's lock held.
  */
-static int sl_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
-                      unsigned flags, bool stage, sluice_reservation_t *res_p)
+static int sl_reserve_locked(sluice_token_t *token, sl_stream_t *st, const sluice_endpoint_t *e,
+                             size_t bytes, uint64_t count, unsigned flags, bool stage,
+                             sluice_reservation_t *res_p)
 {
-    sl_stream_t *st;
-    const sluice_endpoint_t *e;
-    int rc = sl_sender_check(token, instance, &st, &e);
+    sluice_channel_t *ch = token->channel;
+    if (st->resv_n == SL_RESV_MAX || sl_stream_owed(st) + 1 > ch->geo.ring_depth)
+        return sl_fail(SLUICE_ELIMIT, "stream %u: %u reservations are open (at most %u, and "
+                                      "fewer than the ring depth %u)",
+                       token->stream, st->resv_n, SL_RESV_MAX, ch->geo.ring_depth);
+    int rc = sl_count_check(e, bytes, count);
     if (rc)
         return rc;
-    if (!res_p)
-        return sl_fail(SLUICE_EINVAL, "res_p is NULL");
-    if ((rc = sl_count_check(e, bytes, count)))
-        return rc;
-    sluice_channel_t *ch = token->channel;
     uint64_t pos = 0;
     bool dropped = false;
-    rc = sl_arena_wait(ch, st, bytes, flags, &pos);
+    rc = sl_arena_wait(ch, st, token->seq, bytes, flags, &pos);
     if (rc == SL_DROPPED)
         dropped = true;
     else if (rc)
         return rc;
+    /* The wait may have let other threads reserve: the queue may be full now. */
+    if (st->resv_n == SL_RESV_MAX)
+        return sl_fail(SLUICE_ELIMIT, "stream %u: %u reservations are open", token->stream,
+                       SL_RESV_MAX);
+    sl_resv_t *r = sl_resv_at(st, st->resv_n);
+    *r = (sl_resv_t){ .handle = ++st->resv_handles,
+                      .pos = pos,
+                      .len = bytes,
+                      .count = count,
+                      .head_before = st->arena_head,
+                      .tail_before = st->arena_tail_cache,
+                      .instance = e->instance,
+                      .state = SL_RESV_OPEN,
+                      .placed = !dropped,
+                      .staging = r->staging,
+                      .staging_bytes = r->staging_bytes };
     void *data = NULL;
-    if (!dropped && (ch->tp->caps & SL_CAP_PEER_POINTER))
+    if (!dropped && (ch->tp->caps & SL_CAP_PEER_POINTER)) {
         data = ch->tp->peer_ptr(ch->link, st->arena_off + sl_arena_offset(pos, ch->geo.arena_bytes));
-    else if (stage && (rc = sl_staging(st, bytes, &data)))
-        return rc;
-    st->reserved = true;
-    st->res_dropped = dropped;
-    st->res_pos = pos;
-    st->res_len = bytes;
-    *res_p = (sluice_reservation_t){ data, bytes, instance, count };
+    } else if (stage) {
+        if ((rc = sl_resv_staging(r, bytes)))
+            return rc;
+        data = r->staging;
+    }
+    if (!dropped) {
+        /* Everything before an empty restart counts as released (sl_arena_place). */
+        if (st->arena_tail_cache == st->arena_head)
+            st->arena_tail_cache = pos;
+        st->arena_head = pos + sl_align_up(bytes, SL_ARENA_ALIGN);
+    }
+    st->resv_n++;
+    *res_p = (sluice_reservation_t){ data, bytes, e->instance, count, r->handle };
     return SLUICE_OK;
 }
 
 int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
                            unsigned flags, sluice_reservation_t *res_p)
 {
-    return sl_reserve(token, instance, bytes, count, flags, true, res_p);
-}
-
-static void sl_reservation_close(sl_stream_t *st, sluice_reservation_t *res)
-{
-    st->reserved = false; /* the head never moved: unused space is simply not used */
-    st->res_dropped = false;
-    res->data = NULL;
-}
-
-/* Publish a reservation; `src` holds its bytes where the transport must put them. */
-static int sl_commit(sluice_token_t *token, sluice_reservation_t *res, const void *src)
-{
+    if (!res_p)
+        return sl_fail(SLUICE_EINVAL, "res_p is NULL");
     sl_stream_t *st;
-    int rc = sl_token_stream(token, &st);
+    const sluice_endpoint_t *e;
+    int rc = sl_sender_lock(token, instance, &st, &e);
     if (rc)
         return rc;
-    if (!res || !st->reserved || res->bytes != st->res_len)
-        return sl_fail(SLUICE_EINVAL, "stream %u: no such open reservation", token->stream);
+    return sl_unlock(st, sl_reserve_locked(token, st, e, bytes, count, flags, true, res_p));
+}
+
+/*
+ * Commit: the payload goes to the peer now (where the transport puts it,
+ * from `src`, or from the staging buffer), the record once every older
+ * reservation is settled. Called with the stream's lock held.
+ */
+static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reservation_t *res,
+                            const void *src)
+{
     sluice_channel_t *ch = token->channel;
-    const sluice_endpoint_t *e = sl_channel_endpoint(ch, res->instance, SLUICE_SEND);
-    if (!e)
-        return sl_fail(SLUICE_EINVAL, "reservation names instance %u, which has no sender",
-                       res->instance);
-    if ((rc = sl_count_check(e, res->bytes, res->count)))
+    sl_resv_t *r = res ? sl_resv_find(st, res->handle) : NULL;
+    if (!r || r->state != SL_RESV_OPEN || res->bytes != r->len || res->instance != r->instance)
+        return sl_fail(SLUICE_EINVAL, "stream %u: no such open reservation", token->stream);
+    const sluice_endpoint_t *e = sl_channel_endpoint(ch, r->instance, SLUICE_SEND);
+    int rc = sl_count_check(e, r->len, res->count);
+    if (rc)
         return rc;
-    if (st->res_dropped) {
+    r->count = res->count;
+    if (!r->placed) {
         /* The peer finished the event: it would discard the product unread. */
-        sl_reservation_close(st, res);
         sl_stat_add(&ch->stats.discarded, 1);
-        return SLUICE_OK;
+    } else if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && r->len) {
+        rc = ch->tp->put(ch->link, st->arena_off + sl_arena_offset(r->pos, ch->geo.arena_bytes),
+                         src ? src : r->staging, r->len);
+        if (rc)
+            return rc;
     }
-    if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && res->bytes &&
-        (rc = ch->tp->put(ch->link, st->arena_off + sl_arena_offset(st->res_pos,
-                                                                    ch->geo.arena_bytes),
-                          src, res->bytes)))
-        return rc;
-    sl_record_t r = { .kind = SL_REC_PRODUCT,
-                      .seq = st->token_seq,
-                      .instance = res->instance,
-                      .count = res->count,
-                      .fingerprint = sluice_type_fingerprint(e->type),
-                      .pos = st->res_pos,
-                      .bytes = res->bytes };
-    /* Room was secured by reserve; nothing else pushes on this stream since. */
-    if ((rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r)))
-        return rc;
-    /* Everything before an empty restart counts as released (sl_arena_place). */
-    if (st->arena_tail_cache == st->arena_head)
-        st->arena_tail_cache = st->res_pos;
-    st->arena_head = st->res_pos + sl_align_up(res->bytes, SL_ARENA_ALIGN);
-    sl_reservation_close(st, res);
-    sl_stat_add(&ch->stats.products_sent, 1);
-    sl_stat_add(&ch->stats.bytes_sent, res->bytes);
-    return SLUICE_OK;
+    r->state = SL_RESV_COMMITTED;
+    res->data = NULL;
+    return sl_resv_settle(ch, st);
+}
+
+static int sl_cancel_locked(sl_stream_t *st, sluice_channel_t *ch, sluice_reservation_t *res)
+{
+    sl_resv_t *r = res ? sl_resv_find(st, res->handle) : NULL;
+    if (!r || r->state != SL_RESV_OPEN)
+        return sl_fail(SLUICE_EINVAL, "no such open reservation");
+    r->state = SL_RESV_CANCELLED;
+    res->data = NULL;
+    return sl_resv_settle(ch, st);
 }
 
 int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res)
 {
     sl_stream_t *st;
-    int rc = sl_token_stream(token, &st);
-    return rc ? rc : sl_commit(token, res, st->staging);
+    int rc = sl_token_lock(token, &st);
+    return rc ? rc : sl_unlock(st, sl_commit_locked(token, st, res, NULL));
 }
 
 int sluice_product_cancel(sluice_token_t *token, sluice_reservation_t *res)
 {
     sl_stream_t *st;
-    int rc = sl_token_stream(token, &st);
-    if (rc)
-        return rc;
-    if (!res || !st->reserved)
-        return sl_fail(SLUICE_EINVAL, "stream %u: no open reservation", token->stream);
-    sl_reservation_close(st, res);
-    return SLUICE_OK;
+    int rc = sl_token_lock(token, &st);
+    return rc ? rc : sl_unlock(st, sl_cancel_locked(st, token->channel, res));
 }
 
 /* Commit, or give the reservation up if that fails: the caller holds no handle to retry with. */
-static int sl_commit_or_cancel(sluice_token_t *token, sluice_reservation_t *res, const void *src)
+static int sl_commit_or_cancel(sluice_token_t *token, sl_stream_t *st, sluice_reservation_t *res,
+                               const void *src)
 {
-    int rc = sl_commit(token, res, src);
-    if (rc) {
-        sl_stream_t *st;
-        if (sl_token_stream(token, &st) == SLUICE_OK && st->reserved)
-            sl_reservation_close(st, res);
-    }
+    int rc = sl_commit_locked(token, st, res, src);
+    sl_resv_t *r = sl_resv_find(st, res->handle);
+    if (rc && r && r->state == SL_RESV_OPEN) /* the commit failed before it took effect */
+        sl_cancel_locked(st, token->channel, res);
     return rc;
 }
 
@@ -368,15 +491,19 @@ int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *da
 {
     if (bytes && !data)
         return sl_fail(SLUICE_EINVAL, "data is NULL for a %zu-byte product", bytes);
+    sl_stream_t *st;
+    const sluice_endpoint_t *e;
+    int rc = sl_sender_lock(token, instance, &st, &e);
+    if (rc)
+        return rc;
     /* With a pointer into the peer's arena: one memcpy there. Without one
      * (RMA): no staging copy, the transport puts straight from `data`. */
     sluice_reservation_t res;
-    int rc = sl_reserve(token, instance, bytes, count, flags, false, &res);
-    if (rc)
-        return rc;
+    if ((rc = sl_reserve_locked(token, st, e, bytes, count, flags, false, &res)))
+        return sl_unlock(st, rc);
     if (res.data && bytes)
         memcpy(res.data, data, bytes);
-    return sl_commit_or_cancel(token, &res, data);
+    return sl_unlock(st, sl_commit_or_cancel(token, st, &res, data));
 }
 
 int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const void *object,
@@ -384,68 +511,74 @@ int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const v
 {
     sl_stream_t *st;
     const sluice_endpoint_t *e;
-    int rc = sl_sender_check(token, instance, &st, &e);
+    int rc = sl_sender_lock(token, instance, &st, &e);
     if (rc)
         return rc;
+    sluice_channel_t *ch = token->channel;
     const sluice_custom_ops_t *c = sl_type_custom(e->type);
-    if (!c)
-        return sl_fail(SLUICE_EINVAL, "instance %u: type `%s` has no custom layout", instance,
-                       sluice_type_name(e->type));
     size_t bytes;
-    if ((rc = c->size(object, &bytes, c->user)))
-        return rc;
+    if (!c)
+        rc = sl_fail(SLUICE_EINVAL, "instance %u: type `%s` has no custom layout", instance,
+                     sluice_type_name(e->type));
+    else
+        rc = c->size(object, &bytes, c->user);
     sluice_reservation_t res;
-    if ((rc = sluice_product_reserve(token, instance, bytes, 1, flags, &res)))
-        return rc;
+    if (rc || (rc = sl_reserve_locked(token, st, e, bytes, 1, flags, true, &res)))
+        return sl_unlock(st, rc);
     if ((rc = c->serialise(object, res.data, bytes, c->user))) {
-        sluice_product_cancel(token, &res);
-        return rc;
+        sl_cancel_locked(st, ch, &res);
+        return sl_unlock(st, rc);
     }
-    return sl_commit_or_cancel(token, &res, st->staging);
+    return sl_unlock(st, sl_commit_or_cancel(token, st, &res, NULL));
 }
 
 int sluice_product_send_absent(sluice_token_t *token, uint32_t instance)
 {
     sl_stream_t *st;
     const sluice_endpoint_t *e;
-    int rc = sl_sender_check(token, instance, &st, &e);
+    int rc = sl_sender_lock(token, instance, &st, &e);
     if (rc)
         return rc;
     sluice_channel_t *ch = token->channel;
     rc = sl_ring_wait_room(ch, &st->tx, st, 0, "marking a product absent");
     if (rc == SL_DROPPED)
-        return SLUICE_OK; /* the peer finished the event: it asks for nothing more */
+        return sl_unlock(st, SLUICE_OK); /* the peer finished the event: it asks for nothing more */
     if (rc)
-        return rc;
+        return sl_unlock(st, rc);
     sl_record_t r = { .kind = SL_REC_ABSENT,
                       .seq = st->token_seq,
                       .instance = instance,
                       .fingerprint = sluice_type_fingerprint(e->type) };
-    return sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r);
+    return sl_unlock(st, sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r));
 }
 
-int sluice_event_finish(sluice_token_t *token)
+/* ------------------------------------------------------------ finishing */
+
+/*
+ * End this side's part of the event: open reservations are cancelled (the
+ * committed ones still go out), pending products released, and `rec` (an
+ * end or fail mark) published, then what the peer sent meanwhile drained.
+ * Called with the lock held and `finishing` set.
+ */
+static int sl_finish_locked(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *rec)
 {
-    sl_stream_t *st;
-    int rc = sl_token_stream(token, &st);
-    if (rc)
-        return rc;
-    sluice_channel_t *ch = token->channel;
-    st->reserved = false;
-    st->res_dropped = false;
+    for (uint32_t i = 0; i < st->resv_n; i++)
+        if (sl_resv_at(st, i)->state == SL_RESV_OPEN)
+            sl_resv_at(st, i)->state = SL_RESV_CANCELLED;
+    int rc = sl_resv_settle(ch, st);
     /* This side is done reading the event at once, whatever happens below:
      * what is pending is released, and while waiting for room the records
      * the peer still sends for it are discarded. */
     sl_stream_finish(ch, st);
-    rc = sl_ring_wait_room(ch, &st->tx, st, 0, "finishing an event");
-    if (rc == SLUICE_OK) {
-        sl_record_t r = { .kind = SL_REC_EVENT_END, .seq = st->token_seq };
-        rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r);
-    } else if (rc == SL_DROPPED) {
+    if (rc == SLUICE_OK)
+        rc = sl_ring_wait_room(ch, &st->tx, st, 0, "finishing an event");
+    if (rc == SLUICE_OK)
+        rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, rec);
+    else if (rc == SL_DROPPED)
         rc = SLUICE_OK; /* the peer finished it too: it needs no end mark */
-    }
     if (rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCLOSED) {
-        /* Nobody will read the end mark: the event ends here all the same. */
+        /* Nobody will read the mark: the event ends here all the same. */
+        st->resv_n = 0;
         atomic_store_explicit(&st->token_open, false, memory_order_release);
         return rc;
     }
@@ -458,4 +591,36 @@ int sluice_event_finish(sluice_token_t *token)
     /* Release: pairs with end of job's acquire check under the global lock. */
     atomic_store_explicit(&st->token_open, false, memory_order_release);
     return SLUICE_OK;
+}
+
+static int sl_finish(sluice_token_t *token, sl_record_t *rec)
+{
+    sl_stream_t *st;
+    int rc = sl_token_lock(token, &st);
+    if (rc)
+        return rc;
+    st->finishing = true; /* other calls on the event now see it finished */
+    rec->seq = st->token_seq;
+    rc = sl_finish_locked(token->channel, st, rec);
+    st->finishing = false;
+    return sl_unlock(st, rc);
+}
+
+int sluice_event_finish(sluice_token_t *token)
+{
+    sl_record_t r = { .kind = SL_REC_EVENT_END };
+    return sl_finish(token, &r);
+}
+
+int sluice_event_fail(sluice_token_t *token, int status, const char *message)
+{
+    if (status >= 0)
+        return sl_fail(SLUICE_EINVAL, "sluice_event_fail needs a negative status, not %d", status);
+    sl_record_t r = { .kind = SL_REC_EVENT_FAIL, .count = (uint64_t)(int64_t)status };
+    if (message) {
+        size_t n = strnlen(message, SLUICE_AUX_MAX);
+        memcpy(r.aux, message, n);
+        r.aux_size = (uint32_t)n;
+    }
+    return sl_finish(token, &r);
 }

@@ -45,14 +45,15 @@ static inline void sl_ring_rx_init(sl_ring_rx_t *r, void *base, uint64_t ctrl, u
 }
 
 /*
- * Is there room for one record? Reads the peer's tail only when the cached
+ * Is there room for `n` records? Reads the peer's tail only when the cached
  * one says full. The load is acquire: it pairs with the consumer's release
  * store of tail in sl_ring_rx_consume(), so the consumer has finished copying
  * the slot out before we overwrite it.
  */
-static inline int sl_ring_tx_room(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l)
+static inline int sl_ring_tx_room_n(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
+                                    uint64_t n)
 {
-    if (r->head - r->tail_cache <= r->mask)
+    if (r->head + n - r->tail_cache <= r->mask + 1)
         return SLUICE_OK;
     uint64_t tail;
     int rc = t->load64(l, r->ctrl + SL_RING_TAIL_OFF, &tail);
@@ -65,7 +66,12 @@ static inline int sl_ring_tx_room(sl_ring_tx_t *r, const sl_transport_ops_t *t, 
                        (unsigned long long)r->head, (unsigned long long)(r->mask + 1),
                        (unsigned long long)r->head);
     r->tail_cache = tail;
-    return r->head - tail <= r->mask ? SLUICE_OK : SLUICE_EAGAIN;
+    return r->head + n - tail <= r->mask + 1 ? SLUICE_OK : SLUICE_EAGAIN;
+}
+
+static inline int sl_ring_tx_room(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l)
+{
+    return sl_ring_tx_room_n(r, t, l, 1);
 }
 
 /*

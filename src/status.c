@@ -26,6 +26,7 @@ const char *sluice_strerror(int status)
     case SLUICE_ENOTSUP: return "not supported";
     case SLUICE_ETYPE: return "type mismatch between sender and receiver";
     case SLUICE_ETOOBIG: return "product larger than the receiver's arena";
+    case SLUICE_EFAILED: return "the peer failed this event";
     case SLUICE_EPEERCLOSED: return "peer closed the channel";
     case SLUICE_ECORRUPT: return "corrupt shared-memory header or record";
     case SLUICE_EVERSION: return "segment layout version mismatch";

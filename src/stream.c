@@ -10,6 +10,16 @@ static _Atomic uint64_t *sl_stream_word(sluice_channel_t *ch, sl_stream_t *st, u
     return (_Atomic uint64_t *)(void *)(ch->local + st->rx.ctrl + off);
 }
 
+uint32_t sl_stream_owed(const sl_stream_t *st)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < st->resv_n; i++) {
+        const sl_resv_t *r = &st->resv[(st->resv_first + i) % SL_RESV_MAX];
+        n += r->placed && r->state != SL_RESV_CANCELLED;
+    }
+    return n;
+}
+
 int sl_stream_release(sluice_channel_t *ch, sl_stream_t *st, uint64_t id)
 {
     bool advanced;
@@ -31,7 +41,8 @@ int sl_stream_discard(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *
             return rc;
         sl_stream_release(ch, st, id);
         sl_stat_add(&ch->stats.discarded, 1);
-    } else if (rec->kind != SL_REC_ABSENT && rec->kind != SL_REC_EVENT_END) {
+    } else if (rec->kind != SL_REC_ABSENT && rec->kind != SL_REC_EVENT_END &&
+               rec->kind != SL_REC_EVENT_FAIL) {
         return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": stream record of unknown kind %u",
                        ch->name, rec->kind);
     }
@@ -150,6 +161,17 @@ int sl_stream_pump(sluice_channel_t *ch, sl_stream_t *st)
         sl_ring_rx_consume(&st->rx);
         return SLUICE_OK;
     }
+    if (r.kind == SL_REC_EVENT_FAIL) {
+        /* The peer failed the event: what it sent is of no use any more. */
+        int64_t status = (int64_t)r.count;
+        st->peer_failed = status < 0 && status > -1000 ? (int)status : SLUICE_EFAILED;
+        memcpy(st->peer_failed_msg, r.aux, r.aux_size);
+        st->peer_failed_msg[r.aux_size] = '\0';
+        st->peer_ended = true;
+        sl_ring_rx_consume(&st->rx);
+        sl_stream_drop_pending(ch, st);
+        return SLUICE_OK;
+    }
     if (r.kind != SL_REC_PRODUCT && r.kind != SL_REC_ABSENT)
         return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": stream record of unknown kind %u",
                        ch->name, r.kind);
@@ -188,7 +210,7 @@ int sl_stream_take_in(sluice_channel_t *ch, sl_stream_t *st)
     return SLUICE_OK;
 }
 
-void sl_stream_finish(sluice_channel_t *ch, sl_stream_t *st)
+void sl_stream_drop_pending(sluice_channel_t *ch, sl_stream_t *st)
 {
     for (size_t i = 0; i < st->n_pending; i++) {
         if (st->pending[i].id) {
@@ -197,6 +219,11 @@ void sl_stream_finish(sluice_channel_t *ch, sl_stream_t *st)
         }
     }
     st->n_pending = 0;
+}
+
+void sl_stream_finish(sluice_channel_t *ch, sl_stream_t *st)
+{
+    sl_stream_drop_pending(ch, st);
     st->done_seq = st->token_seq;
     /* Release: pairs with the peer's acquire load64 of this word before it
      * drops a product of this event (sl_stream_peer_done). */

@@ -3,6 +3,8 @@
 #ifndef SL_STREAM_H
 #define SL_STREAM_H
 
+#include <pthread.h>
+
 #include "arena.h"
 #include "inbox.h"
 #include "ring.h"
@@ -31,11 +33,36 @@ typedef struct sl_pending {
 #define SL_PENDING_MAX 65536u
 
 /*
+ * Most reservations open at once on one stream. Records are published in
+ * reservation order (the receiver's arena takes regions in order), so a
+ * reservation committed after a younger one waits for it.
+ */
+#define SL_RESV_MAX 16u
+
+enum { SL_RESV_OPEN = 1, SL_RESV_COMMITTED, SL_RESV_CANCELLED };
+
+/* One reservation of the stream's current event, in the stream's queue. */
+typedef struct sl_resv {
+    uint64_t handle;          /* the caller's sluice_reservation_t.handle; never 0 */
+    uint64_t pos, len, count;
+    uint64_t head_before;     /* producer arena state before it, restored if it is */
+    uint64_t tail_before;     /* cancelled while the newest */
+    uint32_t instance;
+    uint8_t state;            /* SL_RESV_* */
+    bool placed;              /* holds arena space; false when dropped (the peer finished) */
+    void *staging;            /* local buffer where the transport has no peer pointer */
+    size_t staging_bytes;     /* (kept with the queue slot and reused) */
+} sl_resv_t;
+
+/*
  * One stream of a channel, as this side sees it: the producer half toward
  * the peer's inbox and the consumer half of our own, plus the event token.
- * Driven by the stream's thread (see sluice.h for what may run concurrently).
+ * Every field is under `lock`, which no wait holds (sluice.h says which
+ * calls may run concurrently); `token_open` is also read atomically.
  */
 typedef struct sl_stream {
+    pthread_mutex_t lock;
+
     /* Toward the peer's inbox. */
     sl_ring_tx_t tx;
     uint64_t arena_off;       /* arena offset (same in both inboxes) */
@@ -43,11 +70,9 @@ typedef struct sl_stream {
     uint64_t arena_tail_cache; /* consumer's tail as far as we know (may be ahead of what it published) */
     uint64_t arena_tail_seen; /* last tail read from the consumer: it never goes back */
     uint64_t arena_reload_at; /* head at which to look at the consumer's tail again */
-    bool reserved;
-    bool res_dropped;         /* the open reservation goes nowhere: the peer finished the event */
-    uint64_t res_pos, res_len;
-    void *staging;            /* for transports without a peer pointer, and dropped reservations */
-    size_t staging_bytes;
+    sl_resv_t resv[SL_RESV_MAX]; /* queue of reservations, oldest at resv_first */
+    uint32_t resv_first, resv_n;
+    uint64_t resv_handles;    /* handles handed out */
 
     /* From our own inbox. */
     sl_ring_rx_t rx;
@@ -62,6 +87,10 @@ typedef struct sl_stream {
     uint64_t token_seq;
     uint64_t next_seq;        /* controller: sequence numbers handed out */
     uint64_t done_seq;        /* newest event this side finished */
+    bool finishing;           /* sluice_event_finish is under way (it may wait) */
+    /* The peer failed the current event (sluice_event_fail): its status and message. */
+    int peer_failed;
+    char peer_failed_msg[SLUICE_AUX_MAX + 1];
 } sl_stream_t;
 
 /*
@@ -94,12 +123,19 @@ bool sl_stream_pending_take(sl_stream_t *st, uint32_t instance, sl_pending_t *p_
 /* Discard one record of an older event that was peeked off the ring. */
 int sl_stream_discard(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *rec);
 
+/* Release every pending product of the current event unread. */
+void sl_stream_drop_pending(sluice_channel_t *ch, sl_stream_t *st);
+
 /*
  * This side is done with the current event: release what is still pending
  * and publish the event as done in our own inbox, so the peer stops sending
  * products nobody will read.
  */
 void sl_stream_finish(sluice_channel_t *ch, sl_stream_t *st);
+
+/* Records the stream's reservations still owe the peer's ring (one per
+ * reservation that holds arena space and is not cancelled). */
+uint32_t sl_stream_owed(const sl_stream_t *st);
 
 /* Release arena region `id` of the stream, publishing the tail if it moved. */
 int sl_stream_release(sluice_channel_t *ch, sl_stream_t *st, uint64_t id);

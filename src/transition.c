@@ -267,6 +267,7 @@ static int sl_event_claim(sluice_channel_t *ch, sl_stream_t *st, const sluice_tr
         r->seq = ++st->next_seq;
         st->token_seq = r->seq;
         st->peer_ended = false;
+        st->peer_failed = 0;
         /* Under the lock: end of job reads it under the same lock. */
         atomic_store_explicit(&st->token_open, true, memory_order_release);
     }
@@ -289,6 +290,10 @@ static void sl_event_settle(sluice_channel_t *ch, sl_stream_t *st, const sl_reco
     pthread_mutex_unlock(&ch->global_lock);
 }
 
+static int sl_event_send_locked(sluice_channel_t *ch, sl_stream_t *st,
+                                const sluice_transition_t *event, unsigned flags,
+                                sluice_token_t *token_p);
+
 int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transition_t *event,
                       unsigned flags, sluice_token_t *token_p)
 {
@@ -303,12 +308,25 @@ int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transi
         return sl_fail(SLUICE_EINVAL, "stream %u out of range (channel has %u)", stream,
                        ch->n_streams);
     sl_stream_t *st = &ch->streams[stream];
+    pthread_mutex_lock(&st->lock);
+    rc = sl_event_send_locked(ch, st, event, flags, token_p);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+/* The stream's lock is held (it is let go only while waiting for room). */
+static int sl_event_send_locked(sluice_channel_t *ch, sl_stream_t *st,
+                                const sluice_transition_t *event, unsigned flags,
+                                sluice_token_t *token_p)
+{
+    uint32_t stream = (uint32_t)(st - ch->streams);
     if (atomic_load_explicit(&st->token_open, memory_order_relaxed))
         return sl_fail(SLUICE_EBUSY, "stream %u: finish event %llu before sending another", stream,
                        (unsigned long long)st->token_seq);
     /* Once per event, clear what the peer sent for events we already finished
      * (a controller otherwise never reads its inbox between events). */
-    if ((rc = sl_stream_drain(ch, st)))
+    int rc = sl_stream_drain(ch, st);
+    if (rc)
         return rc;
     sl_record_t r;
     sl_record_from_transition(&r, event);
@@ -388,6 +406,10 @@ int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsig
     return SLUICE_OK;
 }
 
+static int sl_event_next_locked(sluice_channel_t *ch, sl_stream_t *st,
+                                sluice_transition_t *event_p, unsigned flags,
+                                sluice_token_t *token_p);
+
 int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t *event_p,
                       unsigned flags, sluice_token_t *token_p)
 {
@@ -399,6 +421,18 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
         return sl_fail(SLUICE_EINVAL, "stream %u out of range (channel has %u)", stream,
                        ch->n_streams);
     sl_stream_t *st = &ch->streams[stream];
+    pthread_mutex_lock(&st->lock);
+    int rc = sl_event_next_locked(ch, st, event_p, flags, token_p);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+/* The stream's lock is held (it is let go only while waiting). */
+static int sl_event_next_locked(sluice_channel_t *ch, sl_stream_t *st,
+                                sluice_transition_t *event_p, unsigned flags,
+                                sluice_token_t *token_p)
+{
+    uint32_t stream = (uint32_t)(st - ch->streams);
     if (atomic_load_explicit(&st->token_open, memory_order_relaxed))
         return sl_fail(SLUICE_EBUSY, "stream %u: finish event %llu before taking another", stream,
                        (unsigned long long)st->token_seq);
@@ -436,8 +470,10 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
         }
         if (rc != SLUICE_EAGAIN)
             return rc;
-        rc = gate ? sl_wait_step_local(ch, &w, flags, "event waiting for its lumi's begin")
-                  : sl_wait_step(ch, &w, flags, "waiting for an event");
+        rc = sl_stream_wait_step(ch, st, &w, flags,
+                                 gate ? "event waiting for its lumi's begin"
+                                      : "waiting for an event",
+                                 0, gate);
         if (rc)
             return rc;
     }
@@ -446,6 +482,7 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
     atomic_fetch_add_explicit(&ch->slot_events[r.slot], 1, memory_order_release);
     st->token_seq = r.seq;
     st->peer_ended = false;
+    st->peer_failed = 0;
     atomic_store_explicit(&st->token_open, true, memory_order_relaxed);
     sl_transition_from_record(event_p, &r);
     sl_stat_add(&ch->stats.transitions_received, 1);

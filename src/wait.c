@@ -124,25 +124,47 @@ int sl_stream_peer_done(sluice_channel_t *ch, sl_stream_t *st, bool *done_p)
     return SLUICE_OK;
 }
 
+int sl_stream_wait_step(sluice_channel_t *ch, sl_stream_t *st, sl_wait_t *w, unsigned flags,
+                        const char *what, uint64_t seq, bool local)
+{
+    pthread_mutex_unlock(&st->lock);
+    int rc = local ? sl_wait_step_local(ch, w, flags, what) : sl_wait_step(ch, w, flags, what);
+    pthread_mutex_lock(&st->lock);
+    if (rc == SLUICE_OK && seq &&
+        (st->token_seq != seq || !atomic_load_explicit(&st->token_open, memory_order_relaxed)))
+        return sl_fail(SLUICE_EALREADY, "channel \"%s\": stream %u: event %llu was finished by "
+                                        "another thread while this call waited",
+                       ch->name, (unsigned)(st - ch->streams), (unsigned long long)seq);
+    return rc;
+}
+
 int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, unsigned flags,
                       const char *what)
 {
     sl_wait_t w;
     sl_wait_init(ch, &w);
+    /* Open reservations own a slot each: their records come later. */
+    uint64_t need = st ? sl_stream_owed(st) + 1 : 1;
+    uint64_t seq = st && atomic_load_explicit(&st->token_open, memory_order_relaxed)
+                       ? st->token_seq
+                       : 0;
     for (;;) {
-        int rc = sl_ring_tx_room(tx, ch->tp, ch->link);
+        int rc = sl_ring_tx_room_n(tx, ch->tp, ch->link, need);
         if (rc != SLUICE_EAGAIN)
             return rc;
-        if (st) {
-            /* Full: take in what the peer sent us, so it can go on too; and
-             * stop if the peer has finished this event already. */
-            bool done;
-            if ((rc = sl_stream_take_in(ch, st)) || (rc = sl_stream_peer_done(ch, st, &done)))
+        if (!st) {
+            if ((rc = sl_wait_step(ch, &w, flags, what)))
                 return rc;
-            if (done)
-                return SL_DROPPED;
+            continue;
         }
-        if ((rc = sl_wait_step(ch, &w, flags, what)))
+        /* Full: take in what the peer sent us, so it can go on too; and
+         * stop if the peer has finished this event already. */
+        bool done;
+        if ((rc = sl_stream_take_in(ch, st)) || (rc = sl_stream_peer_done(ch, st, &done)))
+            return rc;
+        if (done)
+            return SL_DROPPED;
+        if ((rc = sl_stream_wait_step(ch, st, &w, flags, what, seq, false)))
             return rc;
     }
 }

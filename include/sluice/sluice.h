@@ -190,6 +190,21 @@ int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsig
 
 /* ---------------------------------------------------------------- events */
 
+/*
+ * Threads. Calls on one event (its token) may come from several threads at
+ * once: receives of the same or different instances, sends, reservations
+ * and their commits, and its finish; each takes the stream's lock, never
+ * across a wait, so a thread waiting for a product does not hold up one
+ * sending on the same event. A view may be released from any thread at any
+ * time before the channel is closed. Different streams never share a lock.
+ * What stays one thread at a time: sluice_event_send and sluice_event_next
+ * per stream (a token is handed out once), sluice_transition_next and
+ * sluice_source_next per channel (they share the global reader), and
+ * sluice_channel_close (after every other call on the channel returned).
+ * A call on an event that another thread finishes meanwhile returns
+ * SLUICE_EALREADY.
+ */
+
 /* Names one event on one stream of one side, from its start to its finish. */
 typedef struct sluice_token {
     sluice_channel_t *channel;
@@ -224,17 +239,33 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
  */
 int sluice_event_finish(sluice_token_t *token);
 
+/*
+ * Either side: fail the event, with a negative `status` of the caller's
+ * choosing (SLUICE_EFAILED when in doubt) and a short message (at most
+ * SLUICE_AUX_MAX bytes are kept). Finishes the event here like
+ * sluice_event_finish; the peer's next call on the event (a receive, a
+ * send, a reservation) returns that status with "the peer failed event N:
+ * <message>" in sluice_last_error, and what it had received of the event
+ * is released. The peer still finishes its token as usual.
+ */
+int sluice_event_fail(sluice_token_t *token, int status, const char *message);
+
 /* ---------------------------------------------------------------- products */
 
 /*
  * A reserved region in the peer's arena. `data` is writable until commit;
- * the region is `bytes` long and aligned to 64 bytes.
+ * the region is `bytes` long and aligned to 64 bytes. Up to 16 may be open
+ * on one stream at once (and fewer than its ring depth); their products
+ * reach the receiver in the order they were reserved, so one committed
+ * while an older one is still open goes out when the older one is
+ * committed or cancelled (or the event is finished, which cancels it).
  */
 typedef struct sluice_reservation {
     void *data;
     size_t bytes;
     uint32_t instance;
     uint64_t count;
+    uint64_t handle;          /* private: names the reservation in its stream */
 } sluice_reservation_t;
 
 /*
@@ -247,8 +278,8 @@ typedef struct sluice_reservation {
  * nothing (the product is counted as discarded). Zero copy: on shared memory `data` is the
  * receiver's arena. Waits (bounded) for space, or SLUICE_EAGAIN with
  * SLUICE_NONBLOCK. SLUICE_ETOOBIG if it can never fit; SLUICE_ENOTFOUND if
- * this side declared no sender of `instance`; SLUICE_EBUSY if a reservation
- * of the stream is still open. Same thread as the token's stream.
+ * this side declared no sender of `instance`; SLUICE_ELIMIT if too many
+ * reservations of the stream are open. Any thread (see "Threads").
  */
 int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
                            unsigned flags, sluice_reservation_t *res_p);
@@ -288,7 +319,8 @@ typedef struct sluice_view {
  * (bounded) for it. Returns SLUICE_ABSENT (a non-error) if the sender marked
  * it absent or finished the event without it. Several products of one
  * instance in one event are received in the order they were sent.
- * Same thread as the token's stream.
+ * SLUICE_EFAILED if the peer failed the event (sluice_event_fail; its
+ * message is in sluice_last_error). Any thread (see "Threads").
  */
 int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned flags,
                            sluice_view_t *view_p);
@@ -298,7 +330,8 @@ int sluice_view_deserialise(const sluice_view_t *view, void *object);
 
 /*
  * Release a view; its arena region may then be reused by the sender.
- * SLUICE_EALREADY if it was already released. Same thread as the stream.
+ * SLUICE_EALREADY if it was already released. Any thread, any time before
+ * the channel is closed.
  */
 int sluice_view_release(sluice_channel_t *ch, sluice_view_t *view);
 
