@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Product type registry: named layouts and their 64-bit fingerprints. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +23,9 @@ struct sluice_type {
     sluice_type_t *next;
 };
 
+/* Types are never removed before destroy: a type handed out stays valid. */
 struct sluice_registry {
+    pthread_mutex_t lock;     /* the list; held only while it is walked or extended */
     sluice_type_t *head;
 };
 
@@ -33,6 +36,7 @@ int sluice_registry_create(sluice_registry_t **registry_p)
     sluice_registry_t *r = calloc(1, sizeof *r);
     if (!r)
         return sl_fail(SLUICE_ENOMEM, "cannot allocate a type registry");
+    pthread_mutex_init(&r->lock, NULL);
     *registry_p = r;
     return SLUICE_OK;
 }
@@ -45,6 +49,7 @@ void sluice_registry_destroy(sluice_registry_t *registry)
         n = t->next;
         free(t);
     }
+    pthread_mutex_destroy(&registry->lock);
     free(registry);
 }
 
@@ -161,9 +166,11 @@ int sluice_registry_add(sluice_registry_t *registry, const sluice_type_desc_t *d
         return rc;
     }
     t->fingerprint = sl_fingerprint(t);
+    pthread_mutex_lock(&registry->lock);
     for (sluice_type_t *o = registry->head; o; o = o->next) {
         if (strcmp(o->name, t->name) != 0)
             continue;
+        pthread_mutex_unlock(&registry->lock);
         if (o->fingerprint != t->fingerprint) {
             rc = sl_fail(SLUICE_ETYPE, "type \"%s\" is already registered with another layout "
                                        "(fingerprint 0x%016llx, new 0x%016llx)",
@@ -178,6 +185,7 @@ int sluice_registry_add(sluice_registry_t *registry, const sluice_type_desc_t *d
     }
     t->next = registry->head;
     registry->head = t;
+    pthread_mutex_unlock(&registry->lock);
     *type_p = t;
     return SLUICE_OK;
 }
@@ -187,11 +195,15 @@ int sluice_registry_find(const sluice_registry_t *registry, const char *name,
 {
     if (!registry || !name || !type_p)
         return sl_fail(SLUICE_EINVAL, "registry, name and type_p must not be NULL");
-    for (const sluice_type_t *t = registry->head; t; t = t->next) {
-        if (strcmp(t->name, name) == 0) {
-            *type_p = t;
-            return SLUICE_OK;
-        }
+    sluice_registry_t *r = (sluice_registry_t *)registry; /* the lock only */
+    pthread_mutex_lock(&r->lock);
+    const sluice_type_t *t = r->head;
+    while (t && strcmp(t->name, name) != 0)
+        t = t->next;
+    pthread_mutex_unlock(&r->lock);
+    if (t) {
+        *type_p = t;
+        return SLUICE_OK;
     }
     return sl_fail(SLUICE_ENOTFOUND, "no type named \"%s\" in the registry", name);
 }

@@ -62,8 +62,9 @@ void sluice_registry_destroy(sluice_registry_t *registry);
 
 /*
  * Add a type. Adding the same name again with the same layout returns the
- * existing type; with another layout it fails with SLUICE_ETYPE. Not
- * thread-safe against other calls on the same registry.
+ * existing type; with another layout it fails with SLUICE_ETYPE. Any
+ * number of threads may add and find types in one registry at once; a type
+ * handed out stays valid until the registry is destroyed.
  */
 int sluice_registry_add(sluice_registry_t *registry, const sluice_type_desc_t *desc,
                         const sluice_type_t **type_p);
