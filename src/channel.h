@@ -75,6 +75,7 @@ struct sluice_channel {
     _Atomic uint64_t delivered_global; /* record number of the last delivered global */
     _Atomic uint64_t *slot_events;     /* per lumi slot: events delivered */
     bool global_eof;
+    uint32_t next_stream;              /* sluice_source_next: where its scan of the streams starts */
 
     struct {
         _Atomic uint64_t transitions_sent, transitions_received;

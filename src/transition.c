@@ -351,141 +351,239 @@ static int sl_event_send_locked(sluice_channel_t *ch, sl_stream_t *st,
 
 /* ------------------------------------------------------------ source */
 
+/*
+ * The source reads two kinds of ring: the global one (runs and lumis) and
+ * one per stream (events). Each has a peek, which says whether its next
+ * item may be delivered now, and a take, which delivers it. The three
+ * public calls below are compositions of these.
+ */
+
+/*
+ * The next global transition, if it may be delivered: SLUICE_OK with it in
+ * *r; SLUICE_EAGAIN when there is none yet, or (*gate) when it is an
+ * END_LUMI whose events have not all been taken yet.
+ */
+static int sl_global_peek(sluice_channel_t *ch, sl_record_t *r, bool *gate)
+{
+    *gate = false;
+    int rc = sl_ring_rx_peek(&ch->grx, r);
+    if (rc == SLUICE_OK && r->kind == SLUICE_END_LUMI && r->slot < ch->opt.max_open_lumis) {
+        /* Acquire: pairs with the stream readers' release increments, so
+         * the events counted were taken before the end is delivered. */
+        uint64_t got = atomic_load_explicit(&ch->slot_events[r->slot], memory_order_acquire);
+        if (got > r->count)
+            return sl_fail(SLUICE_ECORRUPT, "end of lumi %u: %llu events delivered, record says "
+                                            "%llu",
+                           r->lumi, (unsigned long long)got, (unsigned long long)r->count);
+        if (got < r->count)
+            rc = SLUICE_EAGAIN, *gate = true;
+    }
+    return rc;
+}
+
+/* Deliver the transition sl_global_peek found. */
+static int sl_global_take(sluice_channel_t *ch, const sl_record_t *r, sluice_transition_t *t_p)
+{
+    if (r->kind < SLUICE_BEGIN_RUN || r->kind > SLUICE_END_JOB || r->kind == SLUICE_EVENT ||
+        r->aux_size > SLUICE_AUX_MAX || r->slot >= ch->opt.max_open_lumis ||
+        r->seq != ch->grx.tail + 1)
+        return sl_fail(SLUICE_ECORRUPT, "global record %llu: kind %u, slot %u, aux %u, seq %llu "
+                                        "is not a valid transition",
+                       (unsigned long long)ch->grx.tail, r->kind, r->slot, r->aux_size,
+                       (unsigned long long)r->seq);
+    sl_ring_rx_consume(&ch->grx);
+    if (r->kind == SLUICE_BEGIN_LUMI)
+        atomic_store_explicit(&ch->slot_events[r->slot], 0, memory_order_relaxed);
+    /* Release: pairs with the stream readers' acquire load in event_next; the
+     * slot reset above is visible before they count events of this lumi. */
+    atomic_store_explicit(&ch->delivered_global, r->seq, memory_order_release);
+    if (r->kind == SLUICE_END_JOB)
+        ch->global_eof = true;
+    sl_transition_from_record(t_p, r);
+    sl_stat_add(&ch->stats.transitions_received, 1);
+    return SLUICE_OK;
+}
+
+/*
+ * The stream's next event, if it may be delivered (its lock held, its token
+ * finished): SLUICE_OK with it in *r; SLUICE_EAGAIN when there is none yet,
+ * or (*gate) when its lumi's begin has not been delivered; SLUICE_EOF at end
+ * of job. Leftovers of the previous event are discarded on the way.
+ */
+static int sl_event_peek(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *r, bool *gate)
+{
+    *gate = false;
+    if (st->eof)
+        return SLUICE_EOF;
+    for (;;) {
+        int rc = sl_ring_rx_peek(&st->rx, r);
+        if (rc)
+            return rc;
+        if (r->kind == SL_REC_STREAM_END) {
+            sl_ring_rx_consume(&st->rx);
+            st->eof = true;
+            return SLUICE_EOF;
+        }
+        if (r->kind == SLUICE_EVENT)
+            break;
+        /* Leftovers of the previous event that this side did not claim. */
+        if ((rc = sl_stream_discard(ch, st, r)))
+            return rc;
+    }
+    if (r->slot >= ch->opt.max_open_lumis || r->aux_size > SLUICE_AUX_MAX ||
+        r->seq <= st->token_seq)
+        return sl_fail(SLUICE_ECORRUPT, "stream %u: event record with slot %u, aux %u, seq %llu "
+                                        "after %llu",
+                       (unsigned)(st - ch->streams), r->slot, r->aux_size,
+                       (unsigned long long)r->seq, (unsigned long long)st->token_seq);
+    /* Acquire: pairs with the release store in sl_global_take. */
+    if (atomic_load_explicit(&ch->delivered_global, memory_order_acquire) >= r->dep)
+        return SLUICE_OK;
+    *gate = true;
+    return SLUICE_EAGAIN;
+}
+
+/* Deliver the event sl_event_peek found: its token opens. */
+static void sl_event_take(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *r,
+                          sluice_transition_t *event_p, sluice_token_t *token_p)
+{
+    sl_ring_rx_consume(&st->rx);
+    /* Release: pairs with the acquire load before an END_LUMI is delivered. */
+    atomic_fetch_add_explicit(&ch->slot_events[r->slot], 1, memory_order_release);
+    st->token_seq = r->seq;
+    st->peer_ended = false;
+    st->peer_failed = 0;
+    atomic_store_explicit(&st->token_open, true, memory_order_relaxed);
+    sl_transition_from_record(event_p, r);
+    sl_stat_add(&ch->stats.transitions_received, 1);
+    *token_p = (sluice_token_t){ ch, (uint32_t)(st - ch->streams), r->seq };
+}
+
+static int sl_source_check(const sluice_channel_t *ch, const void *out, const char *what)
+{
+    if (!ch || !out)
+        return sl_fail(SLUICE_EINVAL, "channel and its output must not be NULL");
+    if (ch->role != SLUICE_SOURCE)
+        return sl_fail(SLUICE_EINVAL, "channel \"%s\": only the source takes %s", ch->name, what);
+    return SLUICE_OK;
+}
+
 int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsigned flags)
 {
-    if (!ch || !t_p)
-        return sl_fail(SLUICE_EINVAL, "channel and t_p must not be NULL");
-    if (ch->role != SLUICE_SOURCE)
-        return sl_fail(SLUICE_EINVAL, "channel \"%s\": only the source takes transitions",
-                       ch->name);
+    int rc = sl_source_check(ch, t_p, "transitions");
+    if (rc)
+        return rc;
     if (ch->global_eof)
         return SLUICE_EOF;
     sl_wait_t w;
     sl_wait_init(ch, &w);
     sl_record_t r;
-    for (;;) {
-        bool gate = false; /* waiting on our own stream threads, not on the peer */
-        int rc = sl_ring_rx_peek(&ch->grx, &r);
-        if (rc == SLUICE_OK && r.kind == SLUICE_END_LUMI && r.slot < ch->opt.max_open_lumis) {
-            /* Acquire: pairs with the stream readers' release increments, so
-             * the events counted were taken before the end is delivered. */
-            uint64_t got = atomic_load_explicit(&ch->slot_events[r.slot], memory_order_acquire);
-            if (got > r.count)
-                return sl_fail(SLUICE_ECORRUPT, "end of lumi %u: %llu events delivered, record "
-                                                "says %llu",
-                               r.lumi, (unsigned long long)got, (unsigned long long)r.count);
-            if (got < r.count)
-                rc = SLUICE_EAGAIN, gate = true;
-        }
-        if (rc == SLUICE_OK)
-            break;
-        if (rc != SLUICE_EAGAIN)
-            return rc;
+    bool gate; /* waiting on our own stream threads, not on the peer */
+    while ((rc = sl_global_peek(ch, &r, &gate)) == SLUICE_EAGAIN) {
         rc = gate ? sl_wait_step_local(ch, &w, flags, "end of lumi waiting for its events")
                   : sl_wait_step(ch, &w, flags, "waiting for a global transition");
         if (rc)
             return rc;
     }
-    if (r.kind < SLUICE_BEGIN_RUN || r.kind > SLUICE_END_JOB || r.kind == SLUICE_EVENT ||
-        r.aux_size > SLUICE_AUX_MAX || r.slot >= ch->opt.max_open_lumis ||
-        r.seq != ch->grx.tail + 1)
-        return sl_fail(SLUICE_ECORRUPT, "global record %llu: kind %u, slot %u, aux %u, seq %llu "
-                                        "is not a valid transition",
-                       (unsigned long long)ch->grx.tail, r.kind, r.slot, r.aux_size,
-                       (unsigned long long)r.seq);
-    sl_ring_rx_consume(&ch->grx);
-    if (r.kind == SLUICE_BEGIN_LUMI)
-        atomic_store_explicit(&ch->slot_events[r.slot], 0, memory_order_relaxed);
-    /* Release: pairs with the stream readers' acquire load in event_next; the
-     * slot reset above is visible before they count events of this lumi. */
-    atomic_store_explicit(&ch->delivered_global, r.seq, memory_order_release);
-    if (r.kind == SLUICE_END_JOB)
-        ch->global_eof = true;
-    sl_transition_from_record(t_p, &r);
-    sl_stat_add(&ch->stats.transitions_received, 1);
-    return SLUICE_OK;
+    return rc ? rc : sl_global_take(ch, &r, t_p);
 }
-
-static int sl_event_next_locked(sluice_channel_t *ch, sl_stream_t *st,
-                                sluice_transition_t *event_p, unsigned flags,
-                                sluice_token_t *token_p);
 
 int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t *event_p,
                       unsigned flags, sluice_token_t *token_p)
 {
-    if (!ch || !event_p || !token_p)
-        return sl_fail(SLUICE_EINVAL, "channel, event_p and token_p must not be NULL");
-    if (ch->role != SLUICE_SOURCE)
-        return sl_fail(SLUICE_EINVAL, "channel \"%s\": only the source takes events", ch->name);
+    int rc = sl_source_check(ch, event_p, "events");
+    if (rc)
+        return rc;
+    if (!token_p)
+        return sl_fail(SLUICE_EINVAL, "token_p must not be NULL");
     if (stream >= ch->n_streams)
         return sl_fail(SLUICE_EINVAL, "stream %u out of range (channel has %u)", stream,
                        ch->n_streams);
     sl_stream_t *st = &ch->streams[stream];
     pthread_mutex_lock(&st->lock);
-    int rc = sl_event_next_locked(ch, st, event_p, flags, token_p);
+    if (atomic_load_explicit(&st->token_open, memory_order_relaxed)) {
+        pthread_mutex_unlock(&st->lock);
+        return sl_fail(SLUICE_EBUSY, "stream %u: finish event %llu before taking another", stream,
+                       (unsigned long long)st->token_seq);
+    }
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    sl_record_t r;
+    bool gate; /* waiting on our own global reader, not on the peer */
+    while ((rc = sl_event_peek(ch, st, &r, &gate)) == SLUICE_EAGAIN &&
+           (rc = sl_stream_wait_step(ch, st, &w, flags,
+                                     gate ? "event waiting for its lumi's begin"
+                                          : "waiting for an event",
+                                     0, gate)) == SLUICE_OK) {
+    }
+    if (rc == SLUICE_OK)
+        sl_event_take(ch, st, &r, event_p, token_p);
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
 
-/* The stream's lock is held (it is let go only while waiting). */
-static int sl_event_next_locked(sluice_channel_t *ch, sl_stream_t *st,
-                                sluice_transition_t *event_p, unsigned flags,
-                                sluice_token_t *token_p)
+/*
+ * One stream's next event for the next-item call, if it is ready and the
+ * stream is free (its previous token finished). SLUICE_EAGAIN otherwise;
+ * an end of job on the stream is not an item (the global END_JOB is).
+ */
+static int sl_source_try_stream(sluice_channel_t *ch, sl_stream_t *st, sluice_item_t *item_p)
 {
-    uint32_t stream = (uint32_t)(st - ch->streams);
-    if (atomic_load_explicit(&st->token_open, memory_order_relaxed))
-        return sl_fail(SLUICE_EBUSY, "stream %u: finish event %llu before taking another", stream,
-                       (unsigned long long)st->token_seq);
-    if (st->eof)
-        return SLUICE_EOF;
+    pthread_mutex_lock(&st->lock);
+    int rc = SLUICE_EAGAIN;
+    if (!atomic_load_explicit(&st->token_open, memory_order_relaxed)) {
+        sl_record_t r;
+        bool gate;
+        rc = sl_event_peek(ch, st, &r, &gate);
+        if (rc == SLUICE_OK) {
+            sl_event_take(ch, st, &r, &item_p->transition, &item_p->token);
+            item_p->stream = item_p->token.stream;
+        } else if (rc == SLUICE_EOF) {
+            rc = SLUICE_EAGAIN;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item_p)
+{
+    int rc = sl_source_check(ch, item_p, "items");
+    if (rc)
+        return rc;
     sl_wait_t w;
     sl_wait_init(ch, &w);
-    sl_record_t r;
     for (;;) {
-        bool gate = false; /* waiting on our own global reader, not on the peer */
-        int rc = sl_ring_rx_peek(&st->rx, &r);
-        if (rc == SLUICE_OK) {
-            if (r.kind == SL_REC_STREAM_END) {
-                sl_ring_rx_consume(&st->rx);
-                st->eof = true;
-                return SLUICE_EOF;
-            }
-            if (r.kind != SLUICE_EVENT) {
-                /* Leftovers of the previous event that this side did not claim. */
-                if ((rc = sl_stream_discard(ch, st, &r)))
-                    return rc;
-                continue;
-            }
-            if (r.slot >= ch->opt.max_open_lumis || r.aux_size > SLUICE_AUX_MAX ||
-                r.seq <= st->token_seq)
-                return sl_fail(SLUICE_ECORRUPT, "stream %u: event record with slot %u, aux %u, "
-                                                "seq %llu after %llu",
-                               stream, r.slot, r.aux_size, (unsigned long long)r.seq,
-                               (unsigned long long)st->token_seq);
-            /* Acquire: pairs with the release store in transition_next. */
-            if (atomic_load_explicit(&ch->delivered_global, memory_order_acquire) >= r.dep)
-                break;
-            rc = SLUICE_EAGAIN; /* its lumi's begin is not delivered yet */
-            gate = true;
+        if (ch->global_eof)
+            return SLUICE_EOF;
+        /* Runs and lumis first, so that events never wait on a begin that
+         * could be delivered; an END_LUMI waits for its events, which the
+         * scan below delivers (nothing here waits on something only a
+         * later call of this same thread would do). */
+        sl_record_t r;
+        bool gate;
+        if ((rc = sl_global_peek(ch, &r, &gate)) == SLUICE_OK) {
+            *item_p = (sluice_item_t){ .stream = UINT32_MAX };
+            return sl_global_take(ch, &r, &item_p->transition);
         }
         if (rc != SLUICE_EAGAIN)
             return rc;
-        rc = sl_stream_wait_step(ch, st, &w, flags,
-                                 gate ? "event waiting for its lumi's begin"
-                                      : "waiting for an event",
-                                 0, gate);
+        /* Then one event, from the streams in turn so none starves. */
+        for (uint32_t i = 0; i < ch->n_streams; i++) {
+            uint32_t s = (ch->next_stream + i) % ch->n_streams;
+            rc = sl_source_try_stream(ch, &ch->streams[s], item_p);
+            if (rc == SLUICE_OK) {
+                ch->next_stream = (s + 1) % ch->n_streams;
+                return SLUICE_OK;
+            }
+            if (rc != SLUICE_EAGAIN)
+                return rc;
+        }
+        /* Nothing ready. A gated END_LUMI waits for events this side holds
+         * (tokens not finished yet): that is a wait on our own threads. */
+        rc = gate ? sl_wait_step_local(ch, &w, flags, "end of lumi waiting for its events")
+                  : sl_wait_step(ch, &w, flags, "waiting for the next item");
         if (rc)
             return rc;
     }
-    sl_ring_rx_consume(&st->rx);
-    /* Release: pairs with the acquire load before an END_LUMI is delivered. */
-    atomic_fetch_add_explicit(&ch->slot_events[r.slot], 1, memory_order_release);
-    st->token_seq = r.seq;
-    st->peer_ended = false;
-    st->peer_failed = 0;
-    atomic_store_explicit(&st->token_open, true, memory_order_relaxed);
-    sl_transition_from_record(event_p, &r);
-    sl_stat_add(&ch->stats.transitions_received, 1);
-    *token_p = (sluice_token_t){ ch, stream, r.seq };
-    return SLUICE_OK;
 }

@@ -230,6 +230,27 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
                       unsigned flags, sluice_token_t *token_p);
 
 /*
+ * Source, the InputSource way: one call says what comes next, a global
+ * transition (BEGIN_RUN ... END_JOB; `stream` is UINT32_MAX) or an event
+ * (kind SLUICE_EVENT, with its `stream` and `token`), in an order the
+ * framework may process as it comes: runs and lumis nested, each event
+ * after its lumi's begin, an END_LUMI only after every event of its lumi
+ * was returned. A stream's next event comes only once its previous token is
+ * finished; events of different streams interleave (streams are taken in
+ * turn). A single thread driving everything through this call never
+ * deadlocks on it; several lumis may be open at once. SLUICE_EOF once
+ * END_JOB was returned. Do not mix it with sluice_transition_next or
+ * sluice_event_next on the same channel; one thread at a time.
+ */
+typedef struct sluice_item {
+    sluice_transition_t transition; /* transition.kind says which */
+    uint32_t stream;          /* SLUICE_EVENT: the stream; otherwise UINT32_MAX */
+    sluice_token_t token;     /* SLUICE_EVENT: finish it (any thread) before its stream's next */
+} sluice_item_t;
+
+int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item_p);
+
+/*
  * Either side: finish the event. Tells the peer no more products of this
  * event will come, and discards received-but-unclaimed products of it.
  * Views already taken stay valid until released. SLUICE_EALREADY if finished.

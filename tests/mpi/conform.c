@@ -954,6 +954,8 @@ int main(int argc, char **argv)
             rc = case_peer_killed();
         else if (!strcmp(name, "open_while_streaming"))
             rc = case_open_while_streaming();
+        else if (!strcmp(name, "next_item"))
+            rc = case_next_item();
         else
             fprintf(stderr, "[%s] unknown case %s\n", h_role, name);
     }

@@ -51,6 +51,8 @@ int case_late_open(void);
 int case_close_skew(void);
 int case_peer_killed(void);
 int case_open_while_streaming(void);
+/* The next-item call (items.c). */
+int case_next_item(void);
 
 #define H_FAIL(...)                                                                                \
     do {                                                                                           \
