@@ -2,6 +2,8 @@
 /* Node-local transport: inboxes in POSIX shared-memory segments sluice makes itself; plain loads and stores. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <numa.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../src/inbox.h"
@@ -188,6 +191,23 @@ static int sl_shm_get(sl_link_t *l, size_t off, void *dst, size_t len)
 
 /* Same address space for loads: the atomics' orders are all that is needed. */
 static void sl_shm_local_sync(sl_link_t *l) { (void)l; }
+
+/*
+ * The doorbell (inbox.h): Dekker's pattern with the sleeper. We stored the
+ * ring head, then read `sleeping`; it stored `sleeping`, then reads the
+ * heads. The full fences make sure at least one of us sees the other's
+ * store: either it sees the record and does not sleep, or we see it asleep
+ * and wake it. A process-shared futex: the word is in a shared mapping.
+ */
+static void sl_shm_wake(sl_link_t *l)
+{
+    sl_inbox_header_t *peer = (sl_inbox_header_t *)(void *)l->peer;
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!atomic_load_explicit(&peer->sleeping, memory_order_relaxed))
+        return;
+    atomic_fetch_add_explicit(&peer->doorbell, 1, memory_order_release);
+    syscall(SYS_futex, &peer->doorbell, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
 static void sl_shm_progress(sl_link_t *l) { (void)l; }
 
 const sl_transport_ops_t sl_shm_transport = {
@@ -207,4 +227,5 @@ const sl_transport_ops_t sl_shm_transport = {
     /* A peer on this host whose process cannot be seen (another pid
      * namespace) is watched by its heartbeat, read straight from memory. */
     .watch64 = sl_shm_load64,
+    .wake = sl_shm_wake,
 };

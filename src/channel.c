@@ -69,6 +69,8 @@ void sl_channel_free(sluice_channel_t *ch)
     free(ch->lumis);
     free(ch->runs);
     free(ch->endpoints);
+    sl_notify_fini(ch);
+    pthread_mutex_destroy(&ch->source_lock);
     pthread_mutex_destroy(&ch->global_lock);
     free(ch);
 }
@@ -80,6 +82,13 @@ int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
     if (!ch)
         return sl_fail(SLUICE_ENOMEM, "cannot allocate a channel");
     pthread_mutex_init(&ch->global_lock, NULL);
+    pthread_mutex_init(&ch->source_lock, NULL);
+    ch->efd = -1;
+    int rc = sl_notify_init(ch);
+    if (rc) {
+        sl_channel_free(ch);
+        return rc;
+    }
     ch->ctx = ctx;
     strcpy(ch->name, d->name);
     ch->role = d->role;
@@ -309,6 +318,8 @@ int sluice_channel_close(sluice_channel_t *ch)
 {
     if (!ch)
         return SLUICE_OK;
+    /* Nothing may touch the link once close begins. */
+    sluice_progress_stop(ch);
     if (ch->beating)
         sl_heartbeat_leave(&ch->beat);
     bool dead = atomic_load_explicit(&ch->peer_dead, memory_order_relaxed);

@@ -76,6 +76,16 @@ struct sluice_channel {
     _Atomic uint64_t *slot_events;     /* per lumi slot: events delivered */
     bool global_eof;
     uint32_t next_stream;              /* sluice_source_next: where its scan of the streams starts */
+    pthread_mutex_t source_lock;       /* the global reader (grx, global_eof, next_stream) */
+
+    /* Notifications (notify.c). */
+    pthread_mutex_t notify_lock;       /* the armed list; taken before any stream or source lock */
+    struct sl_note *notes;
+    size_t n_notes, notes_room;
+    int efd;                           /* eventfd, written when notifications fire */
+    pthread_t progress_thread;
+    bool progress_started;
+    _Atomic bool progress_run;
 
     struct {
         _Atomic uint64_t transitions_sent, transitions_received;
@@ -151,6 +161,17 @@ void sl_channel_wire(sluice_channel_t *ch);
 const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_t instance,
                                              sluice_direction_t dir);
 
+
+/* Notifications: set-up and teardown with the channel; poke this side's own engine. */
+int sl_notify_init(sluice_channel_t *ch);
+void sl_notify_fini(sluice_channel_t *ch);
+void sl_notify_poke(sluice_channel_t *ch);
+
+/* Whether the peer closed or died (a liveness check, throttled like the waits'). */
+bool sl_peer_gone(sluice_channel_t *ch);
+
+/* Source, with source_lock held: would sluice_source_next return without waiting? */
+bool sl_source_ready(sluice_channel_t *ch);
 
 /* Bytes of arena traffic between two unprompted looks at the consumer's tail. */
 #define SL_ARENA_WARM (1u << 20)

@@ -40,9 +40,15 @@ typedef struct sl_inbox_header {
     uint8_t pad1[SL_CACHELINE - sizeof(uint64_t)];
     uint64_t close_ticket;    /* own line: the close agreement (controller's inbox only) */
     uint8_t pad2[SL_CACHELINE - sizeof(uint64_t)];
+    /* Own line: the owner's progress engine sleeps on `doorbell` (a futex)
+     * with `sleeping` set; a peer on this node that publishes a record
+     * then bumps `doorbell` and wakes it (docs/design.md, "Notifications"). */
+    _Atomic uint32_t doorbell;
+    _Atomic uint32_t sleeping;
+    uint8_t pad3[SL_CACHELINE - 2 * sizeof(uint32_t)];
 } sl_inbox_header_t;
 
-_Static_assert(sizeof(sl_inbox_header_t) == 4 * SL_CACHELINE, "header is four cache lines");
+_Static_assert(sizeof(sl_inbox_header_t) == 5 * SL_CACHELINE, "header is five cache lines");
 
 /* Offsets inside one ring's control block (each counter on its own line). */
 #define SL_RING_HEAD_OFF 0u                    /* written by the producer (peer) */

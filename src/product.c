@@ -603,7 +603,10 @@ static int sl_finish(sluice_token_t *token, sl_record_t *rec)
     rec->seq = st->token_seq;
     rc = sl_finish_locked(token->channel, st, rec);
     st->finishing = false;
-    return sl_unlock(st, rc);
+    pthread_mutex_unlock(&st->lock);
+    /* The stream is free: a source's next item may be ready now. */
+    sl_notify_poke(token->channel);
+    return rc;
 }
 
 int sluice_event_finish(sluice_token_t *token)

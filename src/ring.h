@@ -90,6 +90,8 @@ static inline int sl_ring_tx_push(sl_ring_tx_t *r, const sl_transport_ops_t *t, 
     if (rc)
         return rc;
     r->head++;
+    if (t->wake)
+        t->wake(l);
     return SLUICE_OK;
 }
 

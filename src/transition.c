@@ -479,13 +479,19 @@ int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsig
     sl_wait_init(ch, &w);
     sl_record_t r;
     bool gate; /* waiting on our own stream threads, not on the peer */
+    pthread_mutex_lock(&ch->source_lock);
     while ((rc = sl_global_peek(ch, &r, &gate)) == SLUICE_EAGAIN) {
+        pthread_mutex_unlock(&ch->source_lock);
         rc = gate ? sl_wait_step_local(ch, &w, flags, "end of lumi waiting for its events")
                   : sl_wait_step(ch, &w, flags, "waiting for a global transition");
         if (rc)
             return rc;
+        pthread_mutex_lock(&ch->source_lock);
     }
-    return rc ? rc : sl_global_take(ch, &r, t_p);
+    if (rc == SLUICE_OK)
+        rc = sl_global_take(ch, &r, t_p);
+    pthread_mutex_unlock(&ch->source_lock);
+    return rc;
 }
 
 int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t *event_p,
@@ -546,11 +552,42 @@ static int sl_source_try_stream(sluice_channel_t *ch, sl_stream_t *st, sluice_it
     return rc;
 }
 
+bool sl_source_ready(sluice_channel_t *ch)
+{
+    sl_record_t r;
+    bool gate;
+    if (ch->global_eof || sl_global_peek(ch, &r, &gate) != SLUICE_EAGAIN)
+        return true;
+    for (uint32_t s = 0; s < ch->n_streams; s++) {
+        sl_stream_t *st = &ch->streams[s];
+        pthread_mutex_lock(&st->lock);
+        int rc = atomic_load_explicit(&st->token_open, memory_order_relaxed)
+                     ? SLUICE_EAGAIN
+                     : sl_event_peek(ch, st, &r, &gate);
+        pthread_mutex_unlock(&st->lock);
+        if (rc != SLUICE_EAGAIN && rc != SLUICE_EOF)
+            return true;
+    }
+    return false;
+}
+
+static int sl_source_next_locked(sluice_channel_t *ch, unsigned flags, sluice_item_t *item_p);
+
 int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item_p)
 {
     int rc = sl_source_check(ch, item_p, "items");
     if (rc)
         return rc;
+    pthread_mutex_lock(&ch->source_lock);
+    rc = sl_source_next_locked(ch, flags, item_p);
+    pthread_mutex_unlock(&ch->source_lock);
+    return rc;
+}
+
+/* The source lock is held, and let go only while waiting. */
+static int sl_source_next_locked(sluice_channel_t *ch, unsigned flags, sluice_item_t *item_p)
+{
+    int rc;
     sl_wait_t w;
     sl_wait_init(ch, &w);
     for (;;) {
@@ -581,8 +618,10 @@ int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item
         }
         /* Nothing ready. A gated END_LUMI waits for events this side holds
          * (tokens not finished yet): that is a wait on our own threads. */
+        pthread_mutex_unlock(&ch->source_lock);
         rc = gate ? sl_wait_step_local(ch, &w, flags, "end of lumi waiting for its events")
                   : sl_wait_step(ch, &w, flags, "waiting for the next item");
+        pthread_mutex_lock(&ch->source_lock);
         if (rc)
             return rc;
     }

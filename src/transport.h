@@ -113,6 +113,13 @@ typedef struct sl_transport_ops {
      * cannot send one now.
      */
     void (*beat)(sl_link_t *link, uint64_t value);
+
+    /*
+     * After a record was published: wake the peer's progress engine if it
+     * sleeps on its doorbell (inbox.h). NULL where the peer cannot be woken
+     * (its engine polls instead). Never waits.
+     */
+    void (*wake)(sl_link_t *link);
 } sl_transport_ops_t;
 
 extern const sl_transport_ops_t sl_shm_transport;

@@ -56,6 +56,12 @@ static int sl_peer_check(sluice_channel_t *ch, const char *what)
                    ch->name, what, (long long)ch->peer_pid);
 }
 
+bool sl_peer_gone(sluice_channel_t *ch)
+{
+    return atomic_load_explicit(&ch->header->peer_closed, memory_order_acquire) ||
+           sl_peer_check(ch, "progress") != SLUICE_OK;
+}
+
 void sl_wait_init(const sluice_channel_t *ch, sl_wait_t *w)
 {
     sl_backoff_init(&w->backoff, ch->opt.spin, ch->opt.max_sleep_us);

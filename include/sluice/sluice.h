@@ -356,6 +356,54 @@ int sluice_view_deserialise(const sluice_view_t *view, void *object);
  */
 int sluice_view_release(sluice_channel_t *ch, sluice_view_t *view);
 
+/* ------------------------------------------------------------ notifications */
+
+/*
+ * Waiting without spending a thread: arm a one-shot notification, go on
+ * with other work, and be told when the call it names would return without
+ * waiting (docs/design.md, "Notifications"). A notification fires once,
+ * from whichever thread drives progress (the channel's progress thread, or
+ * a caller of sluice_progress), outside every sluice lock; `fn` may be NULL
+ * (only the channel's eventfd is signalled) and may call sluice, re-arming
+ * included. Each firing also adds to the channel's eventfd, which a
+ * framework can poll in its own loop. A notification armed before the
+ * thing it waits for arrived fires at the next progress round: none is lost.
+ * It fires too when the call would fail at once instead (the peer closed or
+ * died, the event was finished or failed). Notifications still armed when
+ * the channel closes are dropped without firing. Any thread may arm.
+ */
+typedef void (*sluice_notify_fn)(void *arg);
+
+/* When sluice_product_receive(token, instance) would not wait. */
+int sluice_notify_product(const sluice_token_t *token, uint32_t instance, sluice_notify_fn fn,
+                          void *arg);
+
+/* Source: when sluice_source_next would not wait. */
+int sluice_notify_item(sluice_channel_t *ch, sluice_notify_fn fn, void *arg);
+
+/* When stream `stream` has a free ring slot to send a record on (arena room is not looked at). */
+int sluice_notify_room(sluice_channel_t *ch, uint32_t stream, sluice_notify_fn fn, void *arg);
+
+/* The channel's eventfd (EFD_NONBLOCK): readable once a notification fired; read it to reset. */
+int sluice_channel_fd(const sluice_channel_t *ch);
+
+/*
+ * One progress round: fire every armed notification that is ready, and
+ * return how many fired (or a negative status). With `wait_us`, wait up to
+ * that long for at least one to fire: a short spin, then sleep until the
+ * peer rings this side's doorbell (same node: a futex in the inbox, rung by
+ * the peer after it publishes) or, over RMA, poll with short sleeps.
+ */
+int sluice_progress(sluice_channel_t *ch, uint32_t wait_us);
+
+/*
+ * A progress thread for the channel, so that notifications fire without
+ * the application calling sluice_progress. Stop it before closing (close
+ * stops it too). SLUICE_EALREADY if it runs.
+ */
+int sluice_progress_start(sluice_channel_t *ch);
+int sluice_progress_stop(sluice_channel_t *ch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -956,6 +956,8 @@ int main(int argc, char **argv)
             rc = case_open_while_streaming();
         else if (!strcmp(name, "next_item"))
             rc = case_next_item();
+        else if (!strcmp(name, "notify"))
+            rc = case_notify();
         else
             fprintf(stderr, "[%s] unknown case %s\n", h_role, name);
     }

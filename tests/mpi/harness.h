@@ -53,6 +53,8 @@ int case_peer_killed(void);
 int case_open_while_streaming(void);
 /* The next-item call (items.c). */
 int case_next_item(void);
+/* Notifications (notify.c). */
+int case_notify(void);
 
 #define H_FAIL(...)                                                                                \
     do {                                                                                           \

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/* Notifications: no thread waits per event; callbacks and the eventfd say when to act. */
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+enum { NT_STREAMS = 16, NT_PER_STREAM = 4, NT_ASK = 21, NT_REPLY = 22 };
+
+/* Filled by the callbacks (progress thread), emptied by the main thread. */
+typedef struct nt_queue {
+    pthread_mutex_t lock;
+    uint32_t ready[NT_STREAMS * NT_PER_STREAM];
+    size_t n;
+    uint32_t fired[NT_STREAMS]; /* callbacks per stream */
+} nt_queue_t;
+
+typedef struct nt_arg {
+    nt_queue_t *q;
+    uint32_t stream;
+} nt_arg_t;
+
+static void nt_ready(void *p)
+{
+    nt_arg_t *a = p;
+    pthread_mutex_lock(&a->q->lock);
+    a->q->ready[a->q->n++] = a->stream;
+    a->q->fired[a->stream]++;
+    pthread_mutex_unlock(&a->q->lock);
+}
+
+static uint64_t nt_value(uint64_t event) { return event * 2654435761u + 7; }
+
+/*
+ * Odd events: the source keeps the event open until the controller says it
+ * has the reply, so the notification can only fire because the reply is
+ * there, not because the event ended. A plain MPI message outside sluice,
+ * under the MPI guard (the suite also runs MPI_THREAD_SERIALIZED).
+ */
+static void nt_say_got(uint32_t stream)
+{
+    sluice_mpi_lock();
+    MPI_Send(&stream, 1, MPI_UINT32_T, 1, 700, MPI_COMM_WORLD);
+    sluice_mpi_unlock();
+}
+
+static int nt_wait_got(uint32_t stream)
+{
+    uint32_t got = UINT32_MAX;
+    MPI_Request req;
+    int done = 0;
+    sluice_mpi_lock();
+    MPI_Irecv(&got, 1, MPI_UINT32_T, 0, 700, MPI_COMM_WORLD, &req);
+    sluice_mpi_unlock();
+    for (int i = 0; i < 150000 && !done; i++) { /* 15 s */
+        sluice_mpi_lock();
+        MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        sluice_mpi_unlock();
+        if (!done)
+            usleep(100);
+    }
+    /* The request is left behind on failure: the test ends there. */
+    H_TRUE(done, "stream %u: the controller never got its reply (no notification fired)", stream);
+    H_TRUE(got == stream, "the controller got stream %u's reply, not %u", got, stream);
+    return 0;
+}
+
+/* Start the next event on `stream`: ask, then arm the notification for the reply. */
+static int nt_start(sluice_channel_t *ch, uint32_t stream, uint64_t event, nt_arg_t *arg,
+                    sluice_token_t *tok)
+{
+    sluice_transition_t t = h_transition(SLUICE_EVENT, 1, 1, event);
+    H_OK(sluice_event_send(ch, stream, &t, 0, tok));
+    H_OK(sluice_product_send(tok, NT_ASK, &event, sizeof event, 8, 0));
+    if (event % 2) {
+        /* Arm only once the reply is (almost surely) there already: it must
+         * fire all the same, at the next progress round. */
+        struct timespec ts = { 0, 2000000 };
+        nanosleep(&ts, NULL);
+    }
+    H_OK(sluice_notify_product(tok, NT_REPLY, nt_ready, arg));
+    return 0;
+}
+
+/*
+ * Controller: 64 events in flight over 16 streams, no thread waiting on any
+ * of them. The channel's progress thread fires a callback per reply; the
+ * main thread sleeps in poll() on the eventfd and then takes each reply
+ * without waiting. Every reply is checked, each exactly once.
+ */
+static int nt_controller(sluice_channel_t *ch)
+{
+    nt_queue_t q = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    nt_arg_t args[NT_STREAMS];
+    sluice_token_t toks[NT_STREAMS];
+    uint32_t sent[NT_STREAMS] = { 0 };
+    H_OK(sluice_progress_start(ch));
+    for (uint32_t s = 0; s < NT_STREAMS; s++) {
+        args[s] = (nt_arg_t){ &q, s };
+        H_OK(nt_start(ch, s, (uint64_t)s * 100, &args[s], &toks[s]));
+        sent[s] = 1;
+    }
+    uint32_t done = 0;
+    int fd = sluice_channel_fd(ch);
+    while (done < NT_STREAMS * NT_PER_STREAM) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        H_TRUE(poll(&p, 1, 10000) == 1, "no notification within 10 s (%u events done)", done);
+        uint64_t count;
+        H_TRUE(read(fd, &count, sizeof count) == sizeof count && count > 0, "eventfd read");
+        pthread_mutex_lock(&q.lock);
+        uint32_t ready[NT_STREAMS * NT_PER_STREAM];
+        size_t n = q.n;
+        memcpy(ready, q.ready, n * sizeof ready[0]);
+        q.n = 0;
+        pthread_mutex_unlock(&q.lock);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t s = ready[i];
+            uint64_t event = (uint64_t)s * 100 + sent[s] - 1, got;
+            sluice_view_t v;
+            H_OK(sluice_product_receive(&toks[s], NT_REPLY, SLUICE_NONBLOCK, &v));
+            memcpy(&got, v.data, sizeof got);
+            H_TRUE(got == nt_value(event), "stream %u event %llu: reply %llu", s,
+                   (unsigned long long)event, (unsigned long long)got);
+            H_OK(sluice_view_release(ch, &v));
+            if (event % 2)
+                nt_say_got(s);
+            H_OK(sluice_event_finish(&toks[s]));
+            done++;
+            if (sent[s] < NT_PER_STREAM)
+                H_OK(nt_start(ch, s, (uint64_t)s * 100 + sent[s]++, &args[s], &toks[s]));
+        }
+    }
+    H_OK(sluice_progress_stop(ch));
+    for (uint32_t s = 0; s < NT_STREAMS; s++)
+        H_TRUE(q.fired[s] == NT_PER_STREAM, "stream %u: %u callbacks for %u events", s,
+               q.fired[s], NT_PER_STREAM);
+    H_OK(h_send_global(ch, SLUICE_END_LUMI, 1, 1));
+    H_OK(h_send_global(ch, SLUICE_END_RUN, 1, 0));
+    H_OK(h_send_global(ch, SLUICE_END_JOB, 0, 0));
+    return 0;
+}
+
+/* Source: one thread, driven by the item notification and sluice_progress. */
+static void nt_flag(void *p) { *(volatile int *)p = 1; }
+
+static int nt_source(sluice_channel_t *ch)
+{
+    uint32_t events = 0;
+    for (;;) {
+        volatile int ready = 0;
+        H_OK(sluice_notify_item(ch, nt_flag, (void *)&ready));
+        for (int i = 0; !ready && i < 100; i++)
+            H_TRUE(sluice_progress(ch, 100000) >= 0, "progress: %s", sluice_last_error());
+        H_TRUE(ready, "no item notification within 10 s");
+        sluice_item_t it;
+        int rc = sluice_source_next(ch, SLUICE_NONBLOCK, &it);
+        if (rc == SLUICE_EOF)
+            break;
+        H_OK(rc);
+        if (it.transition.kind != SLUICE_EVENT)
+            continue;
+        sluice_view_t v;
+        uint64_t ask;
+        H_OK(sluice_product_receive(&it.token, NT_ASK, 0, &v));
+        memcpy(&ask, v.data, sizeof ask);
+        H_OK(sluice_view_release(ch, &v));
+        H_TRUE(ask == it.transition.event, "asked %llu in event %llu", (unsigned long long)ask,
+               (unsigned long long)it.transition.event);
+        uint64_t reply = nt_value(ask);
+        H_OK(sluice_product_send(&it.token, NT_REPLY, &reply, sizeof reply, 8, 0));
+        if (ask % 2)
+            H_OK(nt_wait_got(it.stream));
+        H_OK(sluice_event_finish(&it.token));
+        events++;
+    }
+    H_TRUE(events == NT_STREAMS * NT_PER_STREAM, "%u events", events);
+    return 0;
+}
+
+int case_notify(void)
+{
+    sluice_endpoint_t eps[2] = { { NT_ASK, h_dir(1), T_BYTES }, { NT_REPLY, h_dir(0), T_BYTES } };
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch;
+    H_OK(h_open("notify", NT_STREAMS, eps, 2, &o, &ch));
+    H_OK(h_begin(ch, 1));
+    int failed = h_is_ctrl ? nt_controller(ch) : nt_source(ch);
+    H_OK(sluice_channel_close(ch));
+    return failed;
+}
