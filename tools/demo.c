@@ -5,10 +5,17 @@
  * sends it back; the controller checks every result. Then the same work runs
  * over plain two-sided MPI for comparison.
  *
+ * The source is one thread asking sluice_source_next what comes next, the
+ * way a framework's InputSource does. The controller's stream threads do not
+ * spin while the source works: each arms a notification for its result and
+ * sleeps until the channel's progress thread says it is there.
+ *
  *   mpiexec -n 1 sluice-demo controller : -n 1 sluice-demo source
  *   options (both sides): --events N --streams S --raw-kib K --lumi-events L
  */
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +86,27 @@ typedef struct stream_ctx {
     double *latency;     /* per event handled by this stream, seconds */
     uint64_t n, bytes;
     int failed;
+    sem_t result;        /* controller: posted when the result may be received */
 } stream_ctx_t;
+
+/* Notification callback (progress thread): the stream's result is there. */
+static void result_ready(void *arg) { sem_post(arg); }
+
+/* Sleep until the notification fired, at most `seconds`. */
+static int await_result(sem_t *sem, double seconds)
+{
+    struct timespec at;
+    clock_gettime(CLOCK_REALTIME, &at);
+    at.tv_sec += (time_t)seconds;
+    int rc;
+    while ((rc = sem_timedwait(sem, &at)) != 0 && errno == EINTR) {
+    }
+    if (rc) {
+        fprintf(stderr, "controller: no result within %.0f s\n", seconds);
+        return 1;
+    }
+    return 0;
+}
 
 static int cols(uint64_t n, size_t off[3])
 {
@@ -98,6 +125,11 @@ static int cols(uint64_t n, size_t off[3])
             return 1;                                                                              \
         }                                                                                          \
     } while (0)
+
+typedef struct demo_result {
+    double seconds, p50, p90, p99;
+    uint64_t events, bytes;
+} demo_result_t;
 
 /* Controller stream: events ev = stream, stream + S, ... of the batch. */
 static _Atomic uint64_t next_event;
@@ -121,8 +153,12 @@ static int ctrl_event(stream_ctx_t *s, uint64_t ev, uint32_t *expect_buf, float 
     DEMO_CHECK(sluice_product_reserve(&tok, I_RAW, cfg.raw_words * 4u, cfg.raw_words, 0, &res));
     make_raw(res.data, cfg.raw_words, ev);
     DEMO_CHECK(sluice_product_commit(&tok, &res));
+    /* Wait by notification: this thread sleeps, no core spins for it. */
+    DEMO_CHECK(sluice_notify_product(&tok, I_CLUSTERS, result_ready, &s->result));
+    if (await_result(&s->result, 60))
+        return 1;
     sluice_view_t v;
-    DEMO_CHECK(sluice_product_receive(&tok, I_CLUSTERS, 0, &v));
+    DEMO_CHECK(sluice_product_receive(&tok, I_CLUSTERS, SLUICE_NONBLOCK, &v));
     s->latency[s->n++] = now_s() - t0;
     s->bytes += cfg.raw_words * 4u + v.bytes;
     /* Check the result against our own reconstruction of the same event. */
@@ -162,40 +198,43 @@ static void *ctrl_stream(void *arg)
     return NULL;
 }
 
-static int src_stream_run(stream_ctx_t *s)
+/* Source: one event, received, reconstructed into the controller's arena, finished. */
+static int src_event(sluice_channel_t *ch, sluice_token_t *tok, uint64_t *bytes_p)
+{
+    sluice_view_t raw;
+    DEMO_CHECK(sluice_product_receive(tok, I_RAW, 0, &raw));
+    uint64_t n = raw.count / WORDS_PER_CLUSTER;
+    size_t bytes, off[3];
+    DEMO_CHECK(sluice_type_bytes(T_CLUSTERS, n, &bytes));
+    if (cols(n, off))
+        return 1;
+    sluice_reservation_t res; /* reconstruct straight into the controller's arena */
+    DEMO_CHECK(sluice_product_reserve(tok, I_CLUSTERS, bytes, n, 0, &res));
+    char *d = res.data;
+    reconstruct(raw.data, (uint32_t)raw.count, (float *)(d + off[0]), (float *)(d + off[1]),
+                (uint32_t *)(d + off[2]));
+    DEMO_CHECK(sluice_view_release(ch, &raw));
+    DEMO_CHECK(sluice_product_commit(tok, &res));
+    DEMO_CHECK(sluice_event_finish(tok));
+    *bytes_p += raw.bytes + bytes;
+    return 0;
+}
+
+/* Source: the InputSource loop, one thread for every stream. */
+static int src_run(sluice_channel_t *ch, demo_result_t *r)
 {
     for (;;) {
-        sluice_transition_t t;
-        sluice_token_t tok;
-        int rc = sluice_event_next(s->ch, s->stream, &t, 0, &tok);
+        sluice_item_t it;
+        int rc = sluice_source_next(ch, 0, &it);
         if (rc == SLUICE_EOF)
             return 0;
         DEMO_CHECK(rc);
-        sluice_view_t raw;
-        DEMO_CHECK(sluice_product_receive(&tok, I_RAW, 0, &raw));
-        uint64_t n = raw.count / WORDS_PER_CLUSTER;
-        size_t bytes, off[3];
-        DEMO_CHECK(sluice_type_bytes(T_CLUSTERS, n, &bytes));
-        if (cols(n, off))
+        if (it.transition.kind != SLUICE_EVENT)
+            continue; /* runs and lumis: nothing to do in this demo */
+        if (src_event(ch, &it.token, &r->bytes))
             return 1;
-        sluice_reservation_t res; /* reconstruct straight into the controller's arena */
-        DEMO_CHECK(sluice_product_reserve(&tok, I_CLUSTERS, bytes, n, 0, &res));
-        char *d = res.data;
-        reconstruct(raw.data, (uint32_t)raw.count, (float *)(d + off[0]), (float *)(d + off[1]),
-                    (uint32_t *)(d + off[2]));
-        DEMO_CHECK(sluice_view_release(s->ch, &raw));
-        DEMO_CHECK(sluice_product_commit(&tok, &res));
-        DEMO_CHECK(sluice_event_finish(&tok));
-        s->n++;
-        s->bytes += raw.bytes + bytes;
+        r->events++;
     }
-}
-
-static void *src_stream(void *arg)
-{
-    stream_ctx_t *s = arg;
-    s->failed = src_stream_run(s);
-    return NULL;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -203,11 +242,6 @@ static int cmp_double(const void *a, const void *b)
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
-
-typedef struct demo_result {
-    double seconds, p50, p90, p99;
-    uint64_t events, bytes;
-} demo_result_t;
 
 static void summarise(double *lat, uint64_t n, demo_result_t *r)
 {
@@ -264,9 +298,12 @@ static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
     int failed = 0;
     double t0 = now_s();
     if (cfg.is_ctrl) {
-        for (uint32_t i = 0; i < cfg.streams; i++)
+        for (uint32_t i = 0; i < cfg.streams; i++) {
             s[i] = (stream_ctx_t){ .ch = ch, .stream = i,
                                    .latency = calloc(cfg.events, sizeof(double)) };
+            sem_init(&s[i].result, 0, 0);
+        }
+        DEMO_CHECK(sluice_progress_start(ch));
         failed |= global(ch, SLUICE_BEGIN_RUN, 1, 0);
         uint64_t ev = 0;
         for (uint32_t lumi = 1; ev < cfg.events && !failed; lumi++) {
@@ -288,31 +325,16 @@ static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
         }
         failed |= global(ch, SLUICE_END_RUN, 1, 0);
         failed |= global(ch, SLUICE_END_JOB, 0, 0);
+        failed |= sluice_progress_stop(ch) != SLUICE_OK;
         for (uint32_t i = 0; i < cfg.streams; i++) {
             memcpy(lat + r->events, s[i].latency, s[i].n * sizeof(double));
             r->events += s[i].n;
             r->bytes += s[i].bytes;
             free(s[i].latency);
+            sem_destroy(&s[i].result);
         }
     } else {
-        for (uint32_t i = 0; i < cfg.streams; i++) {
-            s[i] = (stream_ctx_t){ .ch = ch, .stream = i };
-            pthread_create(&th[i], NULL, src_stream, &s[i]);
-        }
-        sluice_transition_t t;
-        int rc;
-        while ((rc = sluice_transition_next(ch, &t, 0)) == SLUICE_OK)
-            ;
-        if (rc != SLUICE_EOF) {
-            fprintf(stderr, "source: %s (%s)\n", sluice_strerror(rc), sluice_last_error());
-            failed = 1;
-        }
-        for (uint32_t i = 0; i < cfg.streams; i++) {
-            pthread_join(th[i], NULL);
-            failed |= s[i].failed;
-            r->events += s[i].n;
-            r->bytes += s[i].bytes;
-        }
+        failed |= src_run(ch, r);
     }
     r->seconds = now_s() - t0;
     summarise(lat, r->events, r);
