@@ -55,7 +55,7 @@ static int sl_check_desc(const sluice_channel_desc_t *d)
 void sl_channel_free(sluice_channel_t *ch)
 {
     if (ch->streams) {
-        for (uint32_t s = 0; s < ch->n_streams; s++) {
+        for (uint32_t s = 0; s <= SL_SCOPE(ch); s++) {
             sl_stream_t *st = &ch->streams[s];
             sl_arena_rx_fini(&st->arx);
             free(st->pending);
@@ -95,7 +95,7 @@ int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
     ch->opt = *o;
     ch->pair = MPI_COMM_NULL;
     ch->n_streams = d->streams;
-    ch->streams = calloc(d->streams, sizeof *ch->streams);
+    ch->streams = calloc(d->streams + 1, sizeof *ch->streams);
     ch->lumis = calloc(o->max_open_lumis, sizeof *ch->lumis);
     ch->runs = calloc(o->max_open_lumis, sizeof *ch->runs);
     ch->slot_events = calloc(o->max_open_lumis, sizeof *ch->slot_events);
@@ -104,7 +104,7 @@ int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
         sl_channel_free(ch);
         return sl_fail(SLUICE_ENOMEM, "cannot allocate the state of %u streams", d->streams);
     }
-    for (uint32_t s = 0; s < d->streams; s++)
+    for (uint32_t s = 0; s <= d->streams; s++)
         pthread_mutex_init(&ch->streams[s].lock, NULL);
     if (d->n_endpoints)
         memcpy(ch->endpoints, d->endpoints, d->n_endpoints * sizeof *ch->endpoints);
@@ -117,7 +117,7 @@ int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
 void sl_channel_wire(sluice_channel_t *ch)
 {
     const sl_geometry_t *g = &ch->geo;
-    for (uint32_t s = 0; s < ch->n_streams; s++) {
+    for (uint32_t s = 0; s <= SL_SCOPE(ch); s++) {
         sl_stream_t *st = &ch->streams[s];
         uint64_t ctrl = sl_stream_ctrl(g, s);
         sl_ring_tx_init(&st->tx, ctrl, g->ring_depth);
@@ -244,7 +244,7 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     sl_agreement_t agreed;
     char local_name[SL_SEGMENT_NAME_MAX], peer_name[SL_SEGMENT_NAME_MAX];
 
-    if ((rc = sl_geometry_compute(desc->streams, &opt, &ch->geo)))
+    if ((rc = sl_channel_geometry(ch, &ch->geo)))
         goto free_channel;
     if ((rc = sl_decl_build(desc, &opt, ch->tp == &sl_shm_transport, &decl, &decl_bytes)))
         goto free_channel;

@@ -58,8 +58,8 @@ struct sluice_channel {
     sluice_endpoint_t *endpoints;
     size_t n_endpoints;
 
-    uint32_t n_streams;
-    sl_stream_t *streams;
+    uint32_t n_streams;       /* the user's streams; ... */
+    sl_stream_t *streams;     /* ... plus one more, the scope stream (SL_SCOPE) */
 
     /* Controller: global producer and ordering state, under global_lock. */
     pthread_mutex_t global_lock;
@@ -76,6 +76,7 @@ struct sluice_channel {
     _Atomic uint64_t *slot_events;     /* per lumi slot: events delivered */
     bool global_eof;
     uint32_t next_stream;              /* sluice_source_next: where its scan of the streams starts */
+    sluice_token_t scope_token;        /* the scope of the transition last delivered, if any */
     pthread_mutex_t source_lock;       /* the global reader (grx, global_eof, next_stream) */
 
     /* Notifications (notify.c). */
@@ -172,6 +173,20 @@ bool sl_peer_gone(sluice_channel_t *ch);
 
 /* Source, with source_lock held: would sluice_source_next return without waiting? */
 bool sl_source_ready(sluice_channel_t *ch);
+
+/*
+ * The scope stream: after the user's streams, one more in every inbox, on
+ * which run- and lumi-scoped products travel. Each global transition sent
+ * with products opens an "event" there (docs/design.md, "Run and lumi
+ * products"); its token works like an event's.
+ */
+#define SL_SCOPE(ch) ((ch)->n_streams)
+
+/* Geometry of a channel's inboxes: its streams and the scope stream. */
+static inline int sl_channel_geometry(const sluice_channel_t *ch, sl_geometry_t *g_p)
+{
+    return sl_geometry_compute(ch->n_streams + 1, &ch->opt, g_p);
+}
 
 /* Bytes of arena traffic between two unprompted looks at the consumer's tail. */
 #define SL_ARENA_WARM (1u << 20)

@@ -57,6 +57,10 @@ _Static_assert(sizeof(sl_inbox_header_t) == 5 * SL_CACHELINE, "header is five ca
 #define SL_RING_DONE_OFF (3 * SL_CACHELINE)    /* stream rings only: newest event the consumer finished */
 #define SL_RING_CTRL_BYTES (4 * SL_CACHELINE)  /* control block, slots follow */
 
+/* Global record (`instance`): the transition carries products, on the scope
+ * stream, in the event whose sequence number is the record's `dep`. */
+#define SL_GLOBAL_SCOPED 1u
+
 /* Record kinds; transitions use the public sluice_transition_kind_t values. */
 enum {
     SL_REC_PRODUCT = 16,   /* a product region in the arena */

@@ -84,7 +84,7 @@ static int sl_arm(sluice_channel_t *ch, const struct sl_note *n)
 int sluice_notify_product(const sluice_token_t *token, uint32_t instance, sluice_notify_fn fn,
                           void *arg)
 {
-    if (!token || !token->channel || token->stream >= token->channel->n_streams)
+    if (!token || !token->channel || token->stream > SL_SCOPE(token->channel))
         return sl_fail(SLUICE_EINVAL, "token is NULL, unstarted or names no stream");
     sluice_channel_t *ch = token->channel;
     if (!sl_channel_endpoint(ch, instance, SLUICE_RECEIVE))

@@ -15,7 +15,7 @@ static int sl_token_lock(const sluice_token_t *token, sl_stream_t **st_p)
     if (!token || !token->channel)
         return sl_fail(SLUICE_EINVAL, "token is NULL or was never started");
     sluice_channel_t *ch = token->channel;
-    if (token->stream >= ch->n_streams)
+    if (token->stream > SL_SCOPE(ch)) /* the scope stream's tokens come from transitions */
         return sl_fail(SLUICE_EINVAL, "token names stream %u of %u", token->stream,
                        ch->n_streams);
     sl_stream_t *st = &ch->streams[token->stream];
@@ -131,7 +131,7 @@ int sluice_view_release(sluice_channel_t *ch, sluice_view_t *view)
         return sl_fail(SLUICE_EINVAL, "channel and view must not be NULL");
     if (view->handle == 0)
         return sl_fail(SLUICE_EALREADY, "view already released");
-    if (view->stream >= ch->n_streams)
+    if (view->stream > SL_SCOPE(ch))
         return sl_fail(SLUICE_EINVAL, "view names stream %u of %u", view->stream, ch->n_streams);
     sl_stream_t *st = &ch->streams[view->stream];
     pthread_mutex_lock(&st->lock);

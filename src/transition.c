@@ -123,9 +123,12 @@ static int sl_global_check(sluice_channel_t *ch, const sluice_transition_t *t, s
         for (uint32_t i = 0; i < max; i++)
             if (ch->runs[i].open)
                 return sl_fail(SLUICE_EORDER, "end of job: run %u is still open", ch->runs[i].run);
-        for (uint32_t s = 0; s < ch->n_streams; s++)
+        for (uint32_t s = 0; s <= SL_SCOPE(ch); s++)
             if (atomic_load_explicit(&ch->streams[s].token_open, memory_order_acquire))
-                return sl_fail(SLUICE_EBUSY, "end of job: stream %u has an unfinished event", s);
+                return sl_fail(SLUICE_EBUSY, "end of job: %s %u has an unfinished event",
+                               s == SL_SCOPE(ch) ? "the run/lumi scope of transition"
+                                                 : "stream",
+                               s == SL_SCOPE(ch) ? (unsigned)ch->streams[s].token_seq : s);
         return SLUICE_OK;
     case SLUICE_EVENT:
         return sl_fail(SLUICE_EINVAL, "events go through sluice_event_send, not the global ring");
@@ -203,6 +206,55 @@ static int sl_end_job(sluice_channel_t *ch, const sluice_transition_t *t, sl_rec
     return rc;
 }
 
+/*
+ * One global transition; with `scope` (the scope stream, its lock held),
+ * also the event on the scope stream that carries its products: that event
+ * is published first, so a source that sees the transition sees its scope.
+ */
+static int sl_global_publish(sluice_channel_t *ch, const sluice_transition_t *t, sl_record_t *r,
+                             sl_stream_t *scope, unsigned flags)
+{
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    sl_record_t ev;
+    sl_record_from_transition(&ev, t);
+    ev.kind = SLUICE_EVENT;
+    int rc;
+    for (;;) {
+        pthread_mutex_lock(&ch->global_lock);
+        rc = sl_global_check(ch, t, r);
+        if (rc == SLUICE_OK)
+            rc = sl_ring_tx_room(&ch->gtx, ch->tp, ch->link);
+        if (rc == SLUICE_OK && scope)
+            rc = sl_ring_tx_room(&scope->tx, ch->tp, ch->link);
+        if (rc == SLUICE_OK && scope) {
+            ev.seq = scope->next_seq + 1;
+            ev.slot = 0;
+            ev.dep = 0; /* delivered with its transition, never before */
+            if ((rc = sl_ring_tx_push(&scope->tx, ch->tp, ch->link, &ev)) == SLUICE_OK) {
+                scope->next_seq = ev.seq;
+                r->instance = SL_GLOBAL_SCOPED;
+                r->dep = ev.seq;
+            }
+        }
+        if (rc == SLUICE_OK) {
+            r->seq = ch->gtx.head + 1;
+            rc = sl_ring_tx_push(&ch->gtx, ch->tp, ch->link, r);
+            if (rc == SLUICE_OK)
+                sl_global_apply(ch, t, r);
+        }
+        pthread_mutex_unlock(&ch->global_lock);
+        if (rc != SLUICE_EAGAIN)
+            return rc;
+        /* Wait without the lock, so event senders on other streams go on. */
+        const char *what = "global ring full or events of the lumi in flight";
+        rc = scope ? sl_stream_wait_step(ch, scope, &w, flags, what, 0, false)
+                   : sl_wait_step(ch, &w, flags, what);
+        if (rc)
+            return rc;
+    }
+}
+
 int sluice_transition_send(sluice_channel_t *ch, const sluice_transition_t *t, unsigned flags)
 {
     if (!ch)
@@ -212,33 +264,43 @@ int sluice_transition_send(sluice_channel_t *ch, const sluice_transition_t *t, u
         return rc;
     sl_record_t r;
     sl_record_from_transition(&r, t);
-    if (t->kind == SLUICE_END_JOB) {
-        if ((rc = sl_end_job(ch, t, &r, flags)) == SLUICE_OK)
-            sl_stat_add(&ch->stats.transitions_sent, 1);
-        return rc;
-    }
-    sl_wait_t w;
-    sl_wait_init(ch, &w);
-    for (;;) {
-        pthread_mutex_lock(&ch->global_lock);
-        rc = sl_global_check(ch, t, &r);
-        if (rc == SLUICE_OK)
-            rc = sl_ring_tx_room(&ch->gtx, ch->tp, ch->link);
-        if (rc == SLUICE_OK) {
-            r.seq = ch->gtx.head + 1;
-            rc = sl_ring_tx_push(&ch->gtx, ch->tp, ch->link, &r);
-            if (rc == SLUICE_OK)
-                sl_global_apply(ch, t, &r);
-        }
-        pthread_mutex_unlock(&ch->global_lock);
-        if (rc != SLUICE_EAGAIN)
-            break;
-        /* Wait without the lock, so event senders on other streams go on. */
-        if ((rc = sl_wait_step(ch, &w, flags, "global ring full or events of the lumi in flight")))
-            return rc;
-    }
+    rc = t->kind == SLUICE_END_JOB ? sl_end_job(ch, t, &r, flags)
+                                   : sl_global_publish(ch, t, &r, NULL, flags);
     if (rc == SLUICE_OK)
         sl_stat_add(&ch->stats.transitions_sent, 1);
+    return rc;
+}
+
+int sluice_transition_send_scoped(sluice_channel_t *ch, const sluice_transition_t *t,
+                                  unsigned flags, sluice_token_t *token_p)
+{
+    if (!ch || !token_p)
+        return sl_fail(SLUICE_EINVAL, "channel and token_p must not be NULL");
+    int rc = sl_check_transition(ch, t, SLUICE_CONTROLLER);
+    if (rc)
+        return rc;
+    if (t->kind == SLUICE_END_JOB)
+        return sl_fail(SLUICE_EINVAL, "end of job carries no products");
+    sl_stream_t *scope = &ch->streams[SL_SCOPE(ch)];
+    pthread_mutex_lock(&scope->lock);
+    if (atomic_load_explicit(&scope->token_open, memory_order_relaxed)) {
+        pthread_mutex_unlock(&scope->lock);
+        return sl_fail(SLUICE_EBUSY, "finish the products of the previous scoped transition "
+                                     "first");
+    }
+    /* What the source sent back for earlier scopes goes first. */
+    sl_record_t r;
+    sl_record_from_transition(&r, t);
+    if ((rc = sl_stream_drain(ch, scope)) == SLUICE_OK &&
+        (rc = sl_global_publish(ch, t, &r, scope, flags)) == SLUICE_OK) {
+        scope->token_seq = r.dep;
+        scope->peer_ended = false;
+        scope->peer_failed = 0;
+        atomic_store_explicit(&scope->token_open, true, memory_order_release);
+        *token_p = (sluice_token_t){ ch, SL_SCOPE(ch), r.dep };
+        sl_stat_add(&ch->stats.transitions_sent, 1);
+    }
+    pthread_mutex_unlock(&scope->lock);
     return rc;
 }
 
@@ -378,6 +440,33 @@ static int sl_global_peek(sluice_channel_t *ch, sl_record_t *r, bool *gate)
         if (got < r->count)
             rc = SLUICE_EAGAIN, *gate = true;
     }
+    if (rc == SLUICE_OK && (r->instance & SL_GLOBAL_SCOPED) &&
+        atomic_load_explicit(&ch->streams[SL_SCOPE(ch)].token_open, memory_order_acquire))
+        rc = SLUICE_EAGAIN, *gate = true; /* the previous scope is still open here */
+    return rc;
+}
+
+static int sl_event_peek(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *r, bool *gate);
+static void sl_event_take(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *r,
+                          sluice_transition_t *event_p, sluice_token_t *token_p);
+
+/* A scoped transition: open its scope, whose event was published before it. */
+static int sl_scope_take(sluice_channel_t *ch, const sl_record_t *r)
+{
+    sl_stream_t *scope = &ch->streams[SL_SCOPE(ch)];
+    pthread_mutex_lock(&scope->lock);
+    sl_record_t ev;
+    bool gate;
+    int rc = sl_event_peek(ch, scope, &ev, &gate);
+    if (rc == SLUICE_OK && ev.seq == r->dep) {
+        sluice_transition_t ignored;
+        sl_event_take(ch, scope, &ev, &ignored, &ch->scope_token);
+    } else if (rc == SLUICE_OK || rc == SLUICE_EAGAIN || rc == SLUICE_EOF) {
+        rc = sl_fail(SLUICE_ECORRUPT, "channel \"%s\": transition %llu names products in scope "
+                                      "%llu, which is not there",
+                     ch->name, (unsigned long long)r->seq, (unsigned long long)r->dep);
+    }
+    pthread_mutex_unlock(&scope->lock);
     return rc;
 }
 
@@ -391,6 +480,12 @@ static int sl_global_take(sluice_channel_t *ch, const sl_record_t *r, sluice_tra
                                         "is not a valid transition",
                        (unsigned long long)ch->grx.tail, r->kind, r->slot, r->aux_size,
                        (unsigned long long)r->seq);
+    ch->scope_token = (sluice_token_t){ 0 };
+    if ((r->instance & SL_GLOBAL_SCOPED)) {
+        int rc = sl_scope_take(ch, r);
+        if (rc)
+            return rc;
+    }
     sl_ring_rx_consume(&ch->grx);
     if (r->kind == SLUICE_BEGIN_LUMI)
         atomic_store_explicit(&ch->slot_events[r->slot], 0, memory_order_relaxed);
@@ -448,8 +543,10 @@ static void sl_event_take(sluice_channel_t *ch, sl_stream_t *st, const sl_record
                           sluice_transition_t *event_p, sluice_token_t *token_p)
 {
     sl_ring_rx_consume(&st->rx);
-    /* Release: pairs with the acquire load before an END_LUMI is delivered. */
-    atomic_fetch_add_explicit(&ch->slot_events[r->slot], 1, memory_order_release);
+    /* Release: pairs with the acquire load before an END_LUMI is delivered.
+     * A scope is no event of a lumi. */
+    if (st != &ch->streams[SL_SCOPE(ch)])
+        atomic_fetch_add_explicit(&ch->slot_events[r->slot], 1, memory_order_release);
     st->token_seq = r->seq;
     st->peer_ended = false;
     st->peer_failed = 0;
@@ -466,6 +563,17 @@ static int sl_source_check(const sluice_channel_t *ch, const void *out, const ch
     if (ch->role != SLUICE_SOURCE)
         return sl_fail(SLUICE_EINVAL, "channel \"%s\": only the source takes %s", ch->name, what);
     return SLUICE_OK;
+}
+
+int sluice_transition_token(sluice_channel_t *ch, sluice_token_t *token_p)
+{
+    int rc = sl_source_check(ch, token_p, "transitions");
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&ch->source_lock);
+    *token_p = ch->scope_token;
+    pthread_mutex_unlock(&ch->source_lock);
+    return token_p->channel ? SLUICE_OK : SLUICE_ENOTFOUND;
 }
 
 int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsigned flags)
@@ -601,7 +709,9 @@ static int sl_source_next_locked(sluice_channel_t *ch, unsigned flags, sluice_it
         bool gate;
         if ((rc = sl_global_peek(ch, &r, &gate)) == SLUICE_OK) {
             *item_p = (sluice_item_t){ .stream = UINT32_MAX };
-            return sl_global_take(ch, &r, &item_p->transition);
+            if ((rc = sl_global_take(ch, &r, &item_p->transition)) == SLUICE_OK)
+                item_p->token = ch->scope_token;
+            return rc;
         }
         if (rc != SLUICE_EAGAIN)
             return rc;

@@ -230,6 +230,28 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
                       unsigned flags, sluice_token_t *token_p);
 
 /*
+ * Controller: publish a global transition (not END_JOB) that carries
+ * products: run- and lumi-scoped data such as conditions payloads, lumi
+ * summaries or luminosity information. `token_p` names its scope, used
+ * like an event's token with the product calls, in both directions (the
+ * source may answer an END_LUMI with its summary): the same types, type
+ * checks and zero copy. Finish it with sluice_event_finish; one scope is
+ * open at a time (SLUICE_EBUSY), and end of job needs it finished. The
+ * source receives the transition as usual and its scope with it
+ * (sluice_transition_token, or sluice_item_t.token).
+ */
+int sluice_transition_send_scoped(sluice_channel_t *ch, const sluice_transition_t *t,
+                                  unsigned flags, sluice_token_t *token_p);
+
+/*
+ * Source: the scope of the transition sluice_transition_next (or
+ * sluice_source_next) delivered last, if it carries products; else
+ * SLUICE_ENOTFOUND. Finish the scope before the next scoped transition can
+ * be delivered.
+ */
+int sluice_transition_token(sluice_channel_t *ch, sluice_token_t *token_p);
+
+/*
  * Source, the InputSource way: one call says what comes next, a global
  * transition (BEGIN_RUN ... END_JOB; `stream` is UINT32_MAX) or an event
  * (kind SLUICE_EVENT, with its `stream` and `token`), in an order the
@@ -245,7 +267,9 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
 typedef struct sluice_item {
     sluice_transition_t transition; /* transition.kind says which */
     uint32_t stream;          /* SLUICE_EVENT: the stream; otherwise UINT32_MAX */
-    sluice_token_t token;     /* SLUICE_EVENT: finish it (any thread) before its stream's next */
+    sluice_token_t token;     /* SLUICE_EVENT: finish it (any thread) before its stream's next;
+                                 a global transition with products: its scope, else
+                                 token.channel is NULL */
 } sluice_item_t;
 
 int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item_p);

@@ -958,6 +958,8 @@ int main(int argc, char **argv)
             rc = case_next_item();
         else if (!strcmp(name, "notify"))
             rc = case_notify();
+        else if (!strcmp(name, "scoped"))
+            rc = case_scoped();
         else
             fprintf(stderr, "[%s] unknown case %s\n", h_role, name);
     }

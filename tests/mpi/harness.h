@@ -55,6 +55,8 @@ int case_open_while_streaming(void);
 int case_next_item(void);
 /* Notifications (notify.c). */
 int case_notify(void);
+/* Run- and lumi-scoped products (scoped.c). */
+int case_scoped(void);
 
 #define H_FAIL(...)                                                                                \
     do {                                                                                           \

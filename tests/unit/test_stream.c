@@ -126,7 +126,7 @@ static sluice_channel_t *side_build(sluice_role_t role, const sluice_options_t *
     assert_ok(sl_channel_alloc(NULL, &d, o, &ch));
     ch->tp = &lb_ops;
     ch->link = &side->link;
-    assert_ok(sl_geometry_compute(streams, o, &ch->geo));
+    assert_ok(sl_channel_geometry(ch, &ch->geo));
     /* A fresh shm segment reads as zeros; so does this one. */
     ch->local = aligned_alloc(4096, ch->geo.inbox_bytes);
     assert_non_null(ch->local);
