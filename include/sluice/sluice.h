@@ -277,7 +277,9 @@ int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item
 /*
  * Either side: finish the event. Tells the peer no more products of this
  * event will come, and discards received-but-unclaimed products of it.
- * Views already taken stay valid until released. SLUICE_EALREADY if finished.
+ * Views already taken stay valid until released. Reservations still open
+ * are cancelled: their `data` must not be written any more (by any thread).
+ * SLUICE_EALREADY if finished.
  * On SLUICE_ETIMEDOUT or SLUICE_EAGAIN the event stays open and finish may
  * be called again; after SLUICE_EPEERCLOSED or SLUICE_EPEERDEAD it is
  * finished here all the same.
