@@ -960,6 +960,14 @@ int main(int argc, char **argv)
             rc = case_notify();
         else if (!strcmp(name, "scoped"))
             rc = case_scoped();
+        else if (!strcmp(name, "concurrent_receives"))
+            rc = case_concurrent_receives();
+        else if (!strcmp(name, "send_behind_reservation"))
+            rc = case_send_behind_reservation();
+        else if (!strcmp(name, "event_fail"))
+            rc = case_event_fail();
+        else if (!strcmp(name, "event_fail_next_call"))
+            rc = case_event_fail_next_call();
         else
             fprintf(stderr, "[%s] unknown case %s\n", h_role, name);
     }

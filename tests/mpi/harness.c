@@ -140,3 +140,32 @@ int h_begin(sluice_channel_t *ch, uint32_t run)
     }
     return 0;
 }
+
+int h_start_event(sluice_channel_t *ch, uint32_t stream, uint32_t run, uint64_t ev,
+                  sluice_token_t *tok)
+{
+    sluice_transition_t t = h_transition(SLUICE_EVENT, run, 1, ev);
+    if (h_is_ctrl) {
+        H_OK(sluice_event_send(ch, stream, &t, 0, tok));
+        return 0;
+    }
+    H_OK(sluice_event_next(ch, stream, &t, 0, tok));
+    H_TRUE(t.kind == SLUICE_EVENT && t.event == ev && h_transition_intact(&t),
+           "stream %u: event %llu, expected %llu", stream, (unsigned long long)t.event,
+           (unsigned long long)ev);
+    return 0;
+}
+
+int h_end_job(sluice_channel_t *ch, uint32_t run)
+{
+    if (h_is_ctrl) {
+        H_DO(h_send_global(ch, SLUICE_END_LUMI, run, 1));
+        H_DO(h_send_global(ch, SLUICE_END_RUN, run, 0));
+        H_DO(h_send_global(ch, SLUICE_END_JOB, 0, 0));
+    } else {
+        H_DO(h_expect_global(ch, SLUICE_END_LUMI, run, 1));
+        H_DO(h_expect_global(ch, SLUICE_END_RUN, run, 0));
+        H_DO(h_expect_global(ch, SLUICE_END_JOB, 0, 0));
+    }
+    return 0;
+}

@@ -40,6 +40,11 @@ int h_expect_global(sluice_channel_t *ch, sluice_transition_kind_t k, uint32_t r
 int h_begin(sluice_channel_t *ch, uint32_t run);
 /* A barrier of the two processes, outside sluice. */
 void h_sync(void);
+/* Controller: send event `ev` of `run`, lumi 1, on `stream`; source: take it (it must be `ev`). */
+int h_start_event(sluice_channel_t *ch, uint32_t stream, uint32_t run, uint64_t ev,
+                  sluice_token_t *tok);
+/* Lumi 1 and run `run` end, then the job, on both sides. */
+int h_end_job(sluice_channel_t *ch, uint32_t run);
 
 /* Cases of the robustness file (robust.c); each returns 0 when it passed. */
 int case_zero_then_large(void);
@@ -57,6 +62,14 @@ int case_next_item(void);
 int case_notify(void);
 /* Run- and lumi-scoped products (scoped.c). */
 int case_scoped(void);
+
+/* Several threads on one event (threads.c). */
+int case_concurrent_receives(void);
+/* The reservation queue (resv.c). */
+int case_send_behind_reservation(void);
+/* Failed events (fail.c). */
+int case_event_fail(void);
+int case_event_fail_next_call(void);
 
 #define H_FAIL(...)                                                                                \
     do {                                                                                           \
@@ -76,6 +89,12 @@ int case_scoped(void);
     } while (0)
 
 #define H_OK(expr) H_STATUS(expr, SLUICE_OK)
+/* Run a step that prints its own failure and returns 0 or 1: return 1 if it failed. */
+#define H_DO(expr)                                                                                 \
+    do {                                                                                           \
+        if ((expr) != 0)                                                                           \
+            return 1;                                                                              \
+    } while (0)
 #define H_TRUE(cond, ...)                                                                          \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
