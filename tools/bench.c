@@ -6,18 +6,26 @@
  *   - two-sided: MPI_Send/MPI_Recv of a metadata message then the payload
  *     (what the seeds' MPISender/MPIReceiver do), page-aligned separate buffers.
  * Prints a table for people and CSV lines ("csv,...") with fixed columns.
+ * A second section, "waiting", measures what a waiting controller costs
+ * (latency and CPU) when it blocks, polls, or sleeps until notified; it
+ * prints its own table and "wait_csv,..." lines.
  *
- *   mpiexec -n 1 sluice-bench controller : -n 1 sluice-bench source [--quick]
+ *   mpiexec -n 1 sluice-bench controller : -n 1 sluice-bench source
+ *           [--quick] [--only-waiting]     (the same options on both sides)
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sluice/sluice.h>
 
-static int is_ctrl, peer, quick;
+static int is_ctrl, peer, quick, only_waiting;
 static const sluice_type_t *T_BYTES;
 
 static double now_us(void)
@@ -273,6 +281,291 @@ static void row(const char *what, size_t bytes, int iters, double sluice_us, dou
            sluice_us, base_us, base_us / sluice_us, raw_us, put_us, sluice_us / put_us);
 }
 
+/* The ping-pong cases, each against its baselines of the same run. */
+static void pingpong_section(void)
+{
+    if (is_ctrl)
+        printf("sluice benchmark: two processes on one node, transport %s; times are one-way "
+               "(half a round trip), in microseconds\n\n%-18s %-9s %10s %7s %10s %11s %8s %9s "
+               "%9s %8s\n", transport, "case", "transport", "bytes", "iters", "sluice_us",
+               "baseline_us", "speedup", "raw_us", "put_us", "vs_put");
+    if (is_ctrl)
+        printf("csv,case,transport,bytes,iters,sluice_us,baseline_us,speedup,raw_us,put_us,"
+               "vs_put\n");
+
+    double raw = raw_pingpong();
+    double tr = sluice_transition();
+    row("transition", 0, quick ? 2000 : 20000, tr, two_sided(0), raw, raw_put(0));
+
+    static const size_t sizes[] = { 8, 512, 4096, 65536, 1u << 20, 16u << 20, 64u << 20 };
+    double zc8 = 0, zc1m = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t b = sizes[i];
+        double base = two_sided(b);
+        double zc = sluice_product(b, 1), cp = sluice_product(b, 0);
+        double mc = memcpy_us(b), put = raw_put(b);
+        row("product_zero_copy", b, iters_for(b), zc, base, raw, put);
+        row("product_copy_in", b, iters_for(b), cp, base, mc, put);
+        if (b == 8)
+            zc8 = zc;
+        if (b == (1u << 20))
+            zc1m = zc;
+    }
+    if (is_ctrl) {
+        if (raw > 0)
+            printf("\ntargets: transition / raw ping-pong = %.2f (target <= 1.5); zero-copy "
+                   "1 MiB / 8 B = %.2f (target <= 2)\n", tr / raw, zc1m / zc8);
+        printf("speedup = baseline_us / sluice_us; baseline = two-sided MPI (metadata + payload); "
+               "raw_us = cache-line ping-pong (transition, zero copy; -1: no shared window) or "
+               "one memcpy (copy-in); put_us = raw MPI_Put + flush + flag ping-pong; vs_put = "
+               "sluice_us / put_us (RMA target <= 1.2)\n");
+    }
+}
+
+/* ------------------------------------------------------------ waiting */
+
+/*
+ * What a waiting side costs. The controller sends an event with a 64-byte
+ * product; the source takes both, works for W µs (a busy loop on the clock)
+ * and replies with 64 bytes; the controller waits for the reply in one of
+ * three modes:
+ *   block  - sluice_product_receive with flags 0 (the channel's own
+ *            spin → yield → sleep back-off);
+ *   poll   - sluice_product_receive with SLUICE_NONBLOCK in a loop, as a
+ *            framework's scheduler polling its tasks would;
+ *   notify - sluice_notify_product, then sleep in poll() on the channel's
+ *            eventfd while its progress thread (sluice_progress_start) fires
+ *            the notification; then a SLUICE_NONBLOCK receive.
+ * The source waits with blocking calls in every mode. CPU time is
+ * getrusage(RUSAGE_SELF), user + system, of every thread of the process
+ * (the progress thread included), around the measured loop of each side.
+ * Its own channel, with the default options (SLUICE_* overrides): the
+ * ping-pong channel above spins 10^6 polls before it yields, and the
+ * progress engine spins `spin` rounds too before it sleeps.
+ */
+enum { WAIT_BYTES = 64 };
+enum wait_mode { WAIT_BLOCK, WAIT_POLL, WAIT_NOTIFY, WAIT_MODES };
+static const char *const wait_mode_names[WAIT_MODES] = { "block", "poll", "notify" };
+static sluice_channel_t *wch;
+static uint64_t wait_ev;
+
+typedef struct wait_result {
+    int events;
+    double rtt_p50, rtt_p99; /* the controller's round trip, work included */
+    double wall;             /* mean wall time per event of the controller's loop */
+    double ctrl_cpu, src_cpu; /* CPU µs per event of each process */
+    double thread_cpu;       /* ... of the controller's calling thread alone */
+    double calls;            /* receive calls (notify: eventfd wake-ups) per event */
+} wait_result_t;
+
+static double cpu_now_us(int who)
+{
+    struct rusage ru;
+    getrusage(who, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Events measured per work time: at most a second or two per mode; --quick: a 25th. */
+static int wait_events(int work_us)
+{
+    int n = work_us == 0 ? 50000 : work_us <= 50 ? 20000 : 3000;
+    return quick ? n / 25 : n;
+}
+
+/* Controller: the reply of `tok`, waited for in `mode`; returns the calls it took. */
+static int wait_reply(sluice_token_t *tok, enum wait_mode mode, sluice_view_t *v)
+{
+    int rc, calls = 1;
+    if (mode == WAIT_BLOCK) {
+        CHECK(sluice_product_receive(tok, 2, 0, v));
+    } else if (mode == WAIT_POLL) {
+        while ((rc = sluice_product_receive(tok, 2, SLUICE_NONBLOCK, v)) == SLUICE_EAGAIN)
+            calls++;
+        CHECK(rc);
+    } else {
+        int fd = sluice_channel_fd(wch);
+        for (calls = 1;; calls++) {
+            CHECK(sluice_notify_product(tok, 2, NULL, NULL));
+            struct pollfd p = { .fd = fd, .events = POLLIN };
+            int n;
+            while ((n = poll(&p, 1, 10000)) < 0 && errno == EINTR)
+                ;
+            uint64_t count;
+            if (n != 1 || read(fd, &count, sizeof count) != sizeof count) {
+                fprintf(stderr, "controller: waiting/notify: no notification within 10 s for "
+                                "event %llu (poll %d)\n", (unsigned long long)wait_ev, n);
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            /* One-shot: a firing whose product is not receivable yet is re-armed. */
+            if ((rc = sluice_product_receive(tok, 2, SLUICE_NONBLOCK, v)) != SLUICE_EAGAIN)
+                break;
+        }
+        CHECK(rc);
+    }
+    return calls;
+}
+
+/* One event each side; the controller returns its round trip in µs. */
+static double wait_event(enum wait_mode mode, int work_us, int *calls_p)
+{
+    sluice_transition_t t = { .kind = SLUICE_EVENT, .run = 1, .lumi = 1, .event = ++wait_ev };
+    sluice_token_t tok;
+    sluice_view_t v;
+    uint64_t msg[WAIT_BYTES / 8] = { wait_ev };
+    double t0 = now_us();
+    if (is_ctrl) {
+        CHECK(sluice_event_send(wch, 0, &t, 0, &tok));
+        CHECK(sluice_product_send(&tok, 1, msg, WAIT_BYTES, WAIT_BYTES, 0));
+        *calls_p += wait_reply(&tok, mode, &v);
+        if (v.bytes != WAIT_BYTES || *(const uint64_t *)v.data != wait_ev + 1000000) {
+            fprintf(stderr, "controller: waiting: wrong reply to event %llu\n",
+                    (unsigned long long)wait_ev);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+    } else {
+        CHECK(sluice_event_next(wch, 0, &t, 0, &tok));
+        CHECK(sluice_product_receive(&tok, 1, 0, &v));
+        msg[0] = *(const uint64_t *)v.data + 1000000;
+    }
+    CHECK(sluice_view_release(wch, &v));
+    if (!is_ctrl) {
+        for (double until = now_us() + work_us; now_us() < until;)
+            ; /* the source's work */
+        CHECK(sluice_product_send(&tok, 2, msg, WAIT_BYTES, WAIT_BYTES, 0));
+    }
+    CHECK(sluice_event_finish(&tok));
+    return now_us() - t0;
+}
+
+static void wait_run(enum wait_mode mode, int work_us, wait_result_t *r)
+{
+    int n = wait_events(work_us), warm = n / 10 + 10, calls = 0;
+    double *rtt = malloc((size_t)n * sizeof *rtt), cpu0 = 0, thread0 = 0, t0 = 0;
+    sluice_mpi_lock(); /* sluice's threads may be in MPI (see sluice_mpi_lock) */
+    MPI_Barrier(MPI_COMM_WORLD);
+    sluice_mpi_unlock();
+    if (is_ctrl && mode == WAIT_NOTIFY)
+        CHECK(sluice_progress_start(wch));
+    for (int i = 0; i < warm + n; i++) {
+        if (i == warm) {
+            cpu0 = cpu_now_us(RUSAGE_SELF);
+            thread0 = cpu_now_us(RUSAGE_THREAD);
+            t0 = now_us();
+            calls = 0;
+        }
+        double us = wait_event(mode, work_us, &calls);
+        if (i >= warm)
+            rtt[i - warm] = us;
+    }
+    double wall = now_us() - t0, thread = cpu_now_us(RUSAGE_THREAD) - thread0;
+    double cpu = cpu_now_us(RUSAGE_SELF) - cpu0; /* the progress thread's idle tail is in */
+    if (is_ctrl && mode == WAIT_NOTIFY)
+        CHECK(sluice_progress_stop(wch));
+    double src_cpu = 0;
+    sluice_mpi_lock();
+    if (is_ctrl)
+        MPI_Recv(&src_cpu, 1, MPI_DOUBLE, peer, 3, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    else
+        MPI_Send(&cpu, 1, MPI_DOUBLE, peer, 3, MPI_COMM_WORLD);
+    sluice_mpi_unlock();
+    qsort(rtt, (size_t)n, sizeof *rtt, cmp_double);
+    *r = (wait_result_t){ n,          rtt[n / 2],  rtt[(int)(n * 0.99)], wall / n,
+                          cpu / n,    src_cpu / n, thread / n,           (double)calls / n };
+    free(rtt);
+}
+
+/* One way: half of the round trip less the work (two hops and a wake-up). */
+static double wait_oneway(const wait_result_t *r, int work_us)
+{
+    return (r->rtt_p50 - work_us) / 2;
+}
+
+static void wait_row(enum wait_mode mode, int work_us, const wait_result_t *r,
+                     const wait_result_t *block)
+{
+    double oneway = wait_oneway(r, work_us), oneway_ratio = oneway / wait_oneway(block, work_us);
+    double rtt_ratio = r->rtt_p50 / block->rtt_p50, cpu_ratio = block->ctrl_cpu / r->ctrl_cpu;
+    const char *wtransport = sluice_channel_transport(wch);
+    printf("%-7s %-9s %7d %7d %9.2f %9.2f %9.2f %8.2f %9.2f %9.2f %9.2f %8.2f %7.2f %8.2f "
+           "%9.2f\n", wait_mode_names[mode], wtransport, work_us, r->events, r->rtt_p50,
+           r->rtt_p99, r->wall, oneway, r->ctrl_cpu, r->thread_cpu, r->src_cpu, r->calls,
+           rtt_ratio, oneway_ratio, cpu_ratio);
+    printf("wait_csv,%s,%s,%d,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f\n",
+           wait_mode_names[mode], wtransport, work_us, r->events, r->rtt_p50, r->rtt_p99, r->wall,
+           oneway, r->ctrl_cpu, r->thread_cpu, r->src_cpu, r->calls, rtt_ratio, oneway_ratio,
+           cpu_ratio);
+}
+
+static void waiting_section(sluice_context_t *ctx)
+{
+    sluice_endpoint_t eps[2] = { { 1, is_ctrl ? SLUICE_SEND : SLUICE_RECEIVE, T_BYTES },
+                                 { 2, is_ctrl ? SLUICE_RECEIVE : SLUICE_SEND, T_BYTES } };
+    sluice_options_t o;
+    sluice_options_init(&o);
+    CHECK(sluice_options_from_env(&o));
+    sluice_channel_desc_t d = { .size = sizeof d, .name = "bench-wait",
+                                .role = is_ctrl ? SLUICE_CONTROLLER : SLUICE_SOURCE,
+                                .peer = is_ctrl ? "source" : "controller", .streams = 1,
+                                .endpoints = eps, .n_endpoints = 2, .options = &o };
+    CHECK(sluice_channel_open(ctx, &d, &wch));
+    static const sluice_transition_kind_t begin[] = { SLUICE_BEGIN_RUN, SLUICE_BEGIN_LUMI },
+                                          end[] = { SLUICE_END_LUMI, SLUICE_END_RUN,
+                                                    SLUICE_END_JOB };
+    sluice_transition_t t = { .run = 1, .lumi = 1 };
+    for (int k = 0; k < 2; k++) {
+        t.kind = begin[k];
+        CHECK(is_ctrl ? sluice_transition_send(wch, &t, 0) : sluice_transition_next(wch, &t, 0));
+    }
+
+    static const int works[] = { 0, 50, 500 };
+    enum { N_WORKS = sizeof works / sizeof works[0] };
+    wait_result_t res[N_WORKS][WAIT_MODES];
+    for (int w = 0; w < N_WORKS; w++)
+        for (enum wait_mode m = 0; m < WAIT_MODES; m++)
+            wait_run(m, works[w], &res[w][m]);
+
+    if (is_ctrl) {
+        printf("\nwaiting: the controller sends an event with %d bytes, the source works W µs "
+               "and replies with %d bytes;\nthe controller waits in each mode (options: spin %u, "
+               "max_sleep_us %u); CPU is µs per event, all threads of the process\n\n"
+               "%-7s %-9s %7s %7s %9s %9s %9s %8s %9s %9s %9s %8s %7s %8s %9s\n",
+               WAIT_BYTES, WAIT_BYTES, o.spin, o.max_sleep_us, "mode", "transport", "work_us",
+               "events", "rtt_p50", "rtt_p99", "wall", "oneway", "ctrl_cpu", "ctrl_thr",
+               "src_cpu", "calls", "rtt_x", "oneway_x", "cpu_gain");
+        printf("wait_csv,mode,transport,work_us,events,rtt_p50_us,rtt_p99_us,wall_us,oneway_us,"
+               "ctrl_cpu_us,ctrl_thread_cpu_us,src_cpu_us,calls,rtt_vs_block,oneway_vs_block,"
+               "block_cpu_over\n");
+        for (int w = 0; w < N_WORKS; w++)
+            for (enum wait_mode m = 0; m < WAIT_MODES; m++)
+                wait_row(m, works[w], &res[w][m], &res[w][WAIT_BLOCK]);
+        printf("\nwall = mean wall time per event; oneway = (rtt_p50 - work) / 2; ctrl_thr = CPU "
+               "of the controller's waiting thread alone (ctrl_cpu less it: the progress thread); "
+               "calls = receive calls (notify: eventfd wake-ups) per event; rtt_x, oneway_x = this "
+               "mode's / blocking's; cpu_gain = blocking's controller CPU / this mode's\n");
+        for (int w = 0; w < N_WORKS; w++) {
+            const wait_result_t *b = &res[w][WAIT_BLOCK], *nt = &res[w][WAIT_NOTIFY];
+            double lat = wait_oneway(nt, works[w]) / wait_oneway(b, works[w]);
+            double gain = b->ctrl_cpu / nt->ctrl_cpu;
+            printf("targets, W = %3d µs: notify / block one-way latency %.2f (<= 1.5: %s; "
+                   "round trip %.2f), block / notify controller CPU %.1f (>= 10: %s)\n",
+                   works[w], lat, lat <= 1.5 ? "met" : "NOT met", nt->rtt_p50 / b->rtt_p50, gain,
+                   gain >= 10 ? "met" : "NOT met");
+        }
+    }
+    for (int k = 0; k < 3 && is_ctrl; k++) {
+        t.kind = end[k];
+        CHECK(sluice_transition_send(wch, &t, 0));
+    }
+    CHECK(sluice_channel_close(wch));
+}
+
 int main(int argc, char **argv)
 {
     int provided;
@@ -284,12 +577,15 @@ int main(int argc, char **argv)
     if (argc < 2 || size != 2) {
         if (rank == 0)
             fprintf(stderr, "usage: mpiexec -n 1 sluice-bench controller : -n 1 sluice-bench "
-                            "source [--quick]\n");
+                            "source [--quick] [--only-waiting]\n");
         MPI_Finalize();
         return 2;
     }
     is_ctrl = strcmp(argv[1], "controller") == 0;
-    quick = argc > 2 && strcmp(argv[2], "--quick") == 0;
+    for (int i = 2; i < argc; i++) {
+        quick |= strcmp(argv[i], "--quick") == 0;
+        only_waiting |= strcmp(argv[i], "--only-waiting") == 0;
+    }
     peer = 1 - rank;
 
     sluice_context_t *ctx;
@@ -332,42 +628,9 @@ int main(int argc, char **argv)
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     MPI_Win_lock_all(MPI_MODE_NOCHECK, put_win);
-    if (is_ctrl)
-        printf("sluice benchmark: two processes on one node, transport %s; times are one-way "
-               "(half a round trip), in microseconds\n\n%-18s %-9s %10s %7s %10s %11s %8s %9s "
-               "%9s %8s\n", transport, "case", "transport", "bytes", "iters", "sluice_us",
-               "baseline_us", "speedup", "raw_us", "put_us", "vs_put");
-    if (is_ctrl)
-        printf("csv,case,transport,bytes,iters,sluice_us,baseline_us,speedup,raw_us,put_us,"
-               "vs_put\n");
-
-    double raw = raw_pingpong();
-    double tr = sluice_transition();
-    row("transition", 0, quick ? 2000 : 20000, tr, two_sided(0), raw, raw_put(0));
-
-    static const size_t sizes[] = { 8, 512, 4096, 65536, 1u << 20, 16u << 20, 64u << 20 };
-    double zc8 = 0, zc1m = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        size_t b = sizes[i];
-        double base = two_sided(b);
-        double zc = sluice_product(b, 1), cp = sluice_product(b, 0);
-        double mc = memcpy_us(b), put = raw_put(b);
-        row("product_zero_copy", b, iters_for(b), zc, base, raw, put);
-        row("product_copy_in", b, iters_for(b), cp, base, mc, put);
-        if (b == 8)
-            zc8 = zc;
-        if (b == (1u << 20))
-            zc1m = zc;
-    }
-    if (is_ctrl) {
-        if (raw > 0)
-            printf("\ntargets: transition / raw ping-pong = %.2f (target <= 1.5); zero-copy "
-                   "1 MiB / 8 B = %.2f (target <= 2)\n", tr / raw, zc1m / zc8);
-        printf("speedup = baseline_us / sluice_us; baseline = two-sided MPI (metadata + payload); "
-               "raw_us = cache-line ping-pong (transition, zero copy; -1: no shared window) or "
-               "one memcpy (copy-in); put_us = raw MPI_Put + flush + flag ping-pong; vs_put = "
-               "sluice_us / put_us (RMA target <= 1.2)\n");
-    }
+    if (!only_waiting)
+        pingpong_section();
+    waiting_section(ctx);
     t.kind = SLUICE_END_LUMI;
     if (is_ctrl) {
         CHECK(sluice_transition_send(ch, &t, 0));
