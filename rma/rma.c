@@ -426,9 +426,10 @@ static int sl_rma_watch64(sl_link_t *l, size_t off, uint64_t *value_p)
 
 static void sl_rma_beat(sl_link_t *l, uint64_t value)
 {
-    /* Only when the guard is free: the heartbeat thread never waits on it. */
-    if (!sl_mpi_try_enter())
-        return;
+    /* The guard is held around single MPI calls only, so waiting for it is
+     * short; skipping beats while stream threads keep it busy made healthy
+     * peers look dead. */
+    sl_mpi_enter();
     for (int i = 0; i < SL_RMA_BEATS; i++) {
         int done = 1;
         if (l->beat_req[i] != MPI_REQUEST_NULL)

@@ -202,7 +202,7 @@ static void sl_shm_local_sync(sl_link_t *l) { (void)l; }
 static void sl_shm_wake(sl_link_t *l)
 {
     sl_inbox_header_t *peer = (sl_inbox_header_t *)(void *)l->peer;
-    atomic_thread_fence(memory_order_seq_cst);
+    sl_full_fence();
     if (!atomic_load_explicit(&peer->sleeping, memory_order_relaxed))
         return;
     atomic_fetch_add_explicit(&peer->doorbell, 1, memory_order_release);

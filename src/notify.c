@@ -55,7 +55,7 @@ void sl_notify_poke(sluice_channel_t *ch)
 {
     if (!ch->header)
         return;
-    atomic_thread_fence(memory_order_seq_cst);
+    sl_full_fence();
     if (!atomic_load_explicit(&ch->header->sleeping, memory_order_relaxed))
         return;
     atomic_fetch_add_explicit(sl_doorbell(ch), 1, memory_order_release);
@@ -206,7 +206,7 @@ static void sl_progress_park(sluice_channel_t *ch, uint64_t ns, bool *fired_p, i
     }
     sl_inbox_header_t *h = ch->header;
     atomic_fetch_add_explicit(&h->sleeping, 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst);
+    sl_full_fence();
     uint32_t ring = atomic_load_explicit(&h->doorbell, memory_order_acquire);
     /* Look once more after announcing the sleep: a record published before
      * the announcement was missed by the waker, not by this look. */

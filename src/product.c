@@ -53,11 +53,15 @@ static int sl_receive(sluice_token_t *token, sl_stream_t *st, uint32_t instance,
     sluice_channel_t *ch = token->channel;
     sl_wait_t w;
     sl_wait_init(ch, &w);
+    /* Whatever has come first: a fail mark behind a product voids it. */
+    int trc = sl_stream_take_in(ch, st);
+    if (trc)
+        return trc;
     for (;;) {
-        if (sl_stream_pending_take(st, instance, p_p))
-            return SLUICE_OK;
         if (st->peer_failed)
             return sl_failed_status(ch, st);
+        if (sl_stream_pending_take(st, instance, p_p))
+            return SLUICE_OK;
         if (st->peer_ended)
             return SLUICE_ABSENT;
         int rc;
@@ -87,7 +91,7 @@ int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned fl
 {
     if (!view_p)
         return sl_fail(SLUICE_EINVAL, "view_p is NULL");
-    sl_stream_t *st;
+    sl_stream_t *st = NULL;
     int rc = sl_token_lock(token, &st);
     if (rc)
         return rc;
@@ -172,6 +176,9 @@ static int sl_sender_lock(sluice_token_t *token, uint32_t instance, sl_stream_t 
         return sl_unlock(*st_p, sl_fail(SLUICE_ENOTFOUND, "channel \"%s\": no sender of instance "
                                                           "%u declared",
                                         ch->name, instance));
+    /* A fail mark the peer sent is seen by the next call of either kind. */
+    if ((rc = sl_stream_take_in(ch, *st_p)))
+        return sl_unlock(*st_p, rc);
     if ((*st_p)->peer_failed)
         return sl_unlock(*st_p, sl_failed_status(ch, *st_p));
     return SLUICE_OK;
@@ -339,6 +346,18 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
             sl_stat_add(&ch->stats.products_sent, 1);
             sl_stat_add(&ch->stats.bytes_sent, r->len);
         }
+        if (r->state == SL_RESV_CANCELLED && r->placed) {
+            /* A gap: if everything after it is cancelled too, the head must
+             * come back to its start, so the next placed one inherits it. */
+            for (uint32_t i = 1; i < st->resv_n; i++) {
+                sl_resv_t *next = sl_resv_at(st, i);
+                if (next->placed) {
+                    next->head_before = r->head_before;
+                    next->tail_before = r->tail_before;
+                    break;
+                }
+            }
+        }
         r->state = 0;
         st->resv_first = (st->resv_first + 1) % SL_RESV_MAX;
         st->resv_n--;
@@ -358,7 +377,8 @@ static int sl_reserve_locked(sluice_token_t *token, sl_stream_t *st, const sluic
                              sluice_reservation_t *res_p)
 {
     sluice_channel_t *ch = token->channel;
-    if (st->resv_n == SL_RESV_MAX || sl_stream_owed(st) + 1 > ch->geo.ring_depth)
+    /* One ring slot always stays for an absent or end mark. */
+    if (st->resv_n == SL_RESV_MAX || sl_stream_owed(st) + 1 >= ch->geo.ring_depth)
         return sl_fail(SLUICE_ELIMIT, "stream %u: %u reservations are open (at most %u, and "
                                       "fewer than the ring depth %u)",
                        token->stream, st->resv_n, SL_RESV_MAX, ch->geo.ring_depth);
@@ -412,7 +432,7 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
 {
     if (!res_p)
         return sl_fail(SLUICE_EINVAL, "res_p is NULL");
-    sl_stream_t *st;
+    sl_stream_t *st = NULL;
     const sluice_endpoint_t *e;
     int rc = sl_sender_lock(token, instance, &st, &e);
     if (rc)
@@ -441,6 +461,15 @@ static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reser
         /* The peer finished the event: it would discard the product unread. */
         sl_stat_add(&ch->stats.discarded, 1);
     } else if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && r->len) {
+        /* An older reservation is still open: the record (and the flush
+         * that completes this put) comes later, so the caller's buffer may
+         * not be the put's origin. */
+        if (src && r != sl_resv_at(st, 0)) {
+            if ((rc = sl_resv_staging(r, r->len)))
+                return rc;
+            memcpy(r->staging, src, r->len);
+            src = NULL;
+        }
         rc = ch->tp->put(ch->link, st->arena_off + sl_arena_offset(r->pos, ch->geo.arena_bytes),
                          src ? src : r->staging, r->len);
         if (rc)
@@ -463,14 +492,14 @@ static int sl_cancel_locked(sl_stream_t *st, sluice_channel_t *ch, sluice_reserv
 
 int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res)
 {
-    sl_stream_t *st;
+    sl_stream_t *st = NULL;
     int rc = sl_token_lock(token, &st);
     return rc ? rc : sl_unlock(st, sl_commit_locked(token, st, res, NULL));
 }
 
 int sluice_product_cancel(sluice_token_t *token, sluice_reservation_t *res)
 {
-    sl_stream_t *st;
+    sl_stream_t *st = NULL;
     int rc = sl_token_lock(token, &st);
     return rc ? rc : sl_unlock(st, sl_cancel_locked(st, token->channel, res));
 }
@@ -491,7 +520,7 @@ int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *da
 {
     if (bytes && !data)
         return sl_fail(SLUICE_EINVAL, "data is NULL for a %zu-byte product", bytes);
-    sl_stream_t *st;
+    sl_stream_t *st = NULL;
     const sluice_endpoint_t *e;
     int rc = sl_sender_lock(token, instance, &st, &e);
     if (rc)
@@ -509,7 +538,7 @@ int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *da
 int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const void *object,
                                unsigned flags)
 {
-    sl_stream_t *st;
+    sl_stream_t *st = NULL;
     const sluice_endpoint_t *e;
     int rc = sl_sender_lock(token, instance, &st, &e);
     if (rc)
@@ -534,7 +563,7 @@ int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const v
 
 int sluice_product_send_absent(sluice_token_t *token, uint32_t instance)
 {
-    sl_stream_t *st;
+    sl_stream_t *st = NULL;
     const sluice_endpoint_t *e;
     int rc = sl_sender_lock(token, instance, &st, &e);
     if (rc)
@@ -595,7 +624,7 @@ static int sl_finish_locked(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *
 
 static int sl_finish(sluice_token_t *token, sl_record_t *rec)
 {
-    sl_stream_t *st;
+    sl_stream_t *st = NULL;
     int rc = sl_token_lock(token, &st);
     if (rc)
         return rc;

@@ -283,11 +283,14 @@ int sluice_transition_send_scoped(sluice_channel_t *ch, const sluice_transition_
         return sl_fail(SLUICE_EINVAL, "end of job carries no products");
     sl_stream_t *scope = &ch->streams[SL_SCOPE(ch)];
     pthread_mutex_lock(&scope->lock);
-    if (atomic_load_explicit(&scope->token_open, memory_order_relaxed)) {
+    /* `finishing` doubles as "a scoped send is under way" while no scope
+     * is open: the publish below may let the lock go while it waits. */
+    if (atomic_load_explicit(&scope->token_open, memory_order_relaxed) || scope->finishing) {
         pthread_mutex_unlock(&scope->lock);
         return sl_fail(SLUICE_EBUSY, "finish the products of the previous scoped transition "
                                      "first");
     }
+    scope->finishing = true;
     /* What the source sent back for earlier scopes goes first. */
     sl_record_t r;
     sl_record_from_transition(&r, t);
@@ -300,6 +303,7 @@ int sluice_transition_send_scoped(sluice_channel_t *ch, const sluice_transition_
         *token_p = (sluice_token_t){ ch, SL_SCOPE(ch), r.dep };
         sl_stat_add(&ch->stats.transitions_sent, 1);
     }
+    scope->finishing = false;
     pthread_mutex_unlock(&scope->lock);
     return rc;
 }
@@ -428,6 +432,16 @@ static int sl_event_send_locked(sluice_channel_t *ch, sl_stream_t *st,
 static int sl_global_peek(sluice_channel_t *ch, sl_record_t *r, bool *gate)
 {
     *gate = false;
+    /* What the controller still sends into scopes this side finished is
+     * dropped here: nothing else reads the scope stream between scopes. */
+    sl_stream_t *scope = &ch->streams[SL_SCOPE(ch)];
+    pthread_mutex_lock(&scope->lock);
+    int drc = atomic_load_explicit(&scope->token_open, memory_order_relaxed)
+                  ? SLUICE_OK
+                  : sl_stream_drain(ch, scope);
+    pthread_mutex_unlock(&scope->lock);
+    if (drc)
+        return drc;
     int rc = sl_ring_rx_peek(&ch->grx, r);
     if (rc == SLUICE_OK && r->kind == SLUICE_END_LUMI && r->slot < ch->opt.max_open_lumis) {
         /* Acquire: pairs with the stream readers' release increments, so

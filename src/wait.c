@@ -137,7 +137,8 @@ int sl_stream_wait_step(sluice_channel_t *ch, sl_stream_t *st, sl_wait_t *w, uns
     int rc = local ? sl_wait_step_local(ch, w, flags, what) : sl_wait_step(ch, w, flags, what);
     pthread_mutex_lock(&st->lock);
     if (rc == SLUICE_OK && seq &&
-        (st->token_seq != seq || !atomic_load_explicit(&st->token_open, memory_order_relaxed)))
+        (st->token_seq != seq || st->finishing ||
+         !atomic_load_explicit(&st->token_open, memory_order_relaxed)))
         return sl_fail(SLUICE_EALREADY, "channel \"%s\": stream %u: event %llu was finished by "
                                         "another thread while this call waited",
                        ch->name, (unsigned)(st - ch->streams), (unsigned long long)seq);
@@ -149,12 +150,15 @@ int sl_ring_wait_room(sluice_channel_t *ch, sl_ring_tx_t *tx, sl_stream_t *st, u
 {
     sl_wait_t w;
     sl_wait_init(ch, &w);
-    /* Open reservations own a slot each: their records come later. */
-    uint64_t need = st ? sl_stream_owed(st) + 1 : 1;
-    uint64_t seq = st && atomic_load_explicit(&st->token_open, memory_order_relaxed)
+    /* The finisher itself waits here with `finishing` set: no token check. */
+    uint64_t seq = st && !st->finishing &&
+                           atomic_load_explicit(&st->token_open, memory_order_relaxed)
                        ? st->token_seq
                        : 0;
     for (;;) {
+        /* Open reservations own a slot each (their records come later);
+         * counted anew after every wait, other threads may have reserved. */
+        uint64_t need = st ? sl_stream_owed(st) + 1 : 1;
         int rc = sl_ring_tx_room_n(tx, ch->tp, ch->link, need);
         if (rc != SLUICE_EAGAIN)
             return rc;

@@ -217,7 +217,7 @@ static int f_expect(const char *call, int got, int want)
 {
     if (got == want)
         return 0;
-    fprintf(stderr, "[%s] LIBRARY BUG: after the peer failed the event with %d, %s returned %d "
+    fprintf(stderr, "[%s] after the peer failed the event with %d, %s returned %d "
                     "(%s)\n",
             h_role, want, call, got, sluice_strerror(got));
     return 1;
@@ -277,7 +277,7 @@ static int fn2_controller(sluice_token_t *tok, int *bugs)
 }
 
 /*
- * LIBRARY BUG (fails at c832583): sluice.h says the peer's next call on a
+ * Regression test (failed at c832583, fixed since): sluice.h says the peer's next call on a
  * failed event, "a receive, a send, a reservation", returns its status. Only
  * the pump of a receive (or of a wait for room) notices the fail record:
  *   - event 0: after the controller failed it (-31), the source's next send

@@ -11,7 +11,7 @@ enum { R_DATA = 1 };
 static size_t r_size(uint32_t k) { return (64u << 10) + 8 * k; }
 
 /*
- * LIBRARY BUG (fails at c832583 on rma.pt2pt): over RMA, sluice_product_send
+ * Regression test (failed at c832583 on rma.pt2pt, fixed since): over RMA, sluice_product_send
  * puts straight from the caller's buffer (MPI_Put) and MPI completes the put
  * at the next flush, which publishing the record does. A send queued behind
  * an open reservation publishes nothing yet, so nothing flushes, and the
