@@ -19,6 +19,9 @@
  * in (under the stream's lock) and peek the source's rings (under the
  * source lock), just as that call would.
  */
+/* Most progress rounds spun before the engine sleeps on its doorbell. */
+#define SL_PROGRESS_SPIN 16u
+
 typedef enum sl_note_kind { SL_NOTE_PRODUCT = 1, SL_NOTE_ITEM, SL_NOTE_ROOM } sl_note_kind_t;
 
 struct sl_note {
@@ -62,6 +65,10 @@ void sl_notify_poke(sluice_channel_t *ch)
     syscall(SYS_futex, sl_doorbell(ch), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
+static bool sl_product_ready(sluice_channel_t *ch, const struct sl_note *n);
+static bool sl_item_ready(sluice_channel_t *ch);
+static bool sl_room_ready(sluice_channel_t *ch, const struct sl_note *n);
+
 static int sl_arm(sluice_channel_t *ch, const struct sl_note *n)
 {
     pthread_mutex_lock(&ch->notify_lock);
@@ -77,7 +84,14 @@ static int sl_arm(sluice_channel_t *ch, const struct sl_note *n)
     }
     ch->notes[ch->n_notes++] = *n;
     pthread_mutex_unlock(&ch->notify_lock);
-    sl_notify_poke(ch); /* a sleeping engine looks at the new one now */
+    /* A sleeping engine needs waking only if the note is ready already:
+     * anything that arrives from now on rings the doorbell itself (the note
+     * is in the list before this look). */
+    bool ready = n->kind == SL_NOTE_PRODUCT ? sl_product_ready(ch, n)
+                 : n->kind == SL_NOTE_ITEM  ? sl_item_ready(ch)
+                                            : sl_room_ready(ch, n);
+    if (ready)
+        sl_notify_poke(ch);
     return SLUICE_OK;
 }
 
@@ -228,8 +242,12 @@ int sluice_progress(sluice_channel_t *ch, uint32_t wait_us)
     if (n || !wait_us)
         return n;
     uint64_t deadline = sl_now_ns() + (uint64_t)wait_us * 1000u;
-    /* Spin a little first: a reply that is about to land costs no sleep. */
-    for (uint32_t i = 0; i < ch->opt.spin; i++)
+    /* Spin a little first: a reply that is about to land costs no sleep.
+     * A round costs far more than a blocking wait's poll (it walks every
+     * armed notification), so the engine spins at most SL_PROGRESS_SPIN
+     * rounds: it exists to save the CPU a blocking wait burns. */
+    uint32_t spin = ch->opt.spin < SL_PROGRESS_SPIN ? ch->opt.spin : SL_PROGRESS_SPIN;
+    for (uint32_t i = 0; i < spin; i++)
         if ((n = sl_progress_round(ch)))
             return n;
     for (;;) {

@@ -634,7 +634,8 @@ static int sl_finish(sluice_token_t *token, sl_record_t *rec)
     st->finishing = false;
     pthread_mutex_unlock(&st->lock);
     /* The stream is free: a source's next item may be ready now. */
-    sl_notify_poke(token->channel);
+    if (token->channel->role == SLUICE_SOURCE)
+        sl_notify_poke(token->channel);
     return rc;
 }
 
