@@ -13,6 +13,7 @@ const char *sluice_strerror(int status)
     case SLUICE_OK: return "success";
     case SLUICE_ABSENT: return "product absent for this event";
     case SLUICE_EOF: return "end of job";
+    case SLUICE_OWNERDEAD: return "lock granted; its previous holder died holding it";
     case SLUICE_EINVAL: return "invalid argument";
     case SLUICE_ERANGE: return "value out of range";
     case SLUICE_EAGAIN: return "full or empty now, retry after progress";

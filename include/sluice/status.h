@@ -20,6 +20,7 @@ typedef enum sluice_status {
     SLUICE_OK = 0,
     SLUICE_ABSENT = 1,       /* the product is absent for this event (not an error) */
     SLUICE_EOF = 2,          /* end of job: no more transitions will come */
+    SLUICE_OWNERDEAD = 3,    /* lock granted; its previous holder died holding it (sluice/lock.h) */
 
     SLUICE_EINVAL = -1,      /* an argument is invalid */
     SLUICE_ERANGE = -2,      /* an option or size is out of its allowed range */

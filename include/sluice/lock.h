@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/* sluice_lock: a FIFO mutual-exclusion lock over any MPI communicator (docs/locks.md). */
+#ifndef SLUICE_LOCK_H
+#define SLUICE_LOCK_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sluice/status.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * A queue lock built on MPI one-sided atomics: FIFO, a constant number of
+ * remote operations per acquire and release whatever the number of ranks,
+ * a deadline on every wait, trylock, and recovery from a holder that dies
+ * on the same node as its successor (SLUICE_OWNERDEAD). The lock is held by
+ * a process: any of its threads may acquire it, and release it from any
+ * thread. Under MPI_THREAD_SERIALIZED its MPI calls take sluice's MPI guard
+ * (sluice_mpi_lock), so the application's own MPI calls must too.
+ */
+typedef struct sluice_lock sluice_lock_t;
+
+typedef struct sluice_lock_options {
+    size_t size;            /* sizeof(sluice_lock_options_t): set by sluice_lock_options_init */
+    uint32_t timeout_ms;    /* deadline of create, destroy and of a release that waits for a
+                               successor to link (default 30000, 1 .. 3600000) */
+    uint32_t liveness_ms;   /* a waiter checks its predecessor at most every tenth of this
+                               (default 1000, 10 .. 600000) */
+    uint32_t max_sleep_us;  /* longest back-off sleep of a waiter (default 100, 1 .. 100000) */
+} sluice_lock_options_t;
+
+/* Fill `o` with the defaults. Never fails; any thread. */
+void sluice_lock_options_init(sluice_lock_options_t *o);
+
+/*
+ * Collective over `comm` (every rank calls it, with equal options): creates
+ * one lock. `comm` is duplicated, so the caller may free it afterwards; `o`
+ * may be NULL for the defaults. Blocks until every rank arrived, at most
+ * `o->timeout_ms` (SLUICE_ETIMEDOUT: some rank never came). `*lock_p` is
+ * written only on success. Needs MPI_THREAD_SERIALIZED or above when several
+ * threads use sluice.
+ */
+int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_lock_t **lock_p);
+
+/*
+ * Wait, at most `timeout_ms`, until this process holds the lock.
+ *   SLUICE_OK         held.
+ *   SLUICE_OWNERDEAD  held; the previous holder died holding it, so the data
+ *                     it protects may be half updated. Release as usual.
+ *   SLUICE_ETIMEDOUT  not held; the lock stays usable by everyone else and
+ *                     this process's place in the queue is kept for its next
+ *                     acquire until a releaser passes over it.
+ *   SLUICE_EALREADY   this process holds it already (not recursive).
+ *   SLUICE_EMPI       an MPI call failed; see sluice_last_error().
+ * Blocks (spin, yield, then sleep up to max_sleep_us). Any thread.
+ */
+int sluice_lock_acquire(sluice_lock_t *lock, uint32_t timeout_ms);
+
+/*
+ * Take the lock only if nobody holds or waits for it: SLUICE_OK, or
+ * SLUICE_EAGAIN and nothing changed. Never waits for other ranks (one
+ * remote compare-and-swap). Any thread.
+ */
+int sluice_lock_try(sluice_lock_t *lock);
+
+/*
+ * Give the lock to the next waiter in request order, or free it. May wait,
+ * at most the lock's timeout_ms, for a waiter that has queued but not yet
+ * linked itself (SLUICE_ETIMEDOUT then: that waiter died in between).
+ * SLUICE_EINVAL if this process does not hold the lock. Any thread.
+ */
+int sluice_lock_release(sluice_lock_t *lock);
+
+/*
+ * Collective: every rank calls it once, not holding the lock. Bounded by the
+ * lock's timeout_ms; on SLUICE_ETIMEDOUT (a rank never came or died) the
+ * handle is freed and the window is left to MPI (MPI_Finalize may then wait
+ * for the absent rank). `lock` is invalid afterwards in every case except
+ * SLUICE_EBUSY (this process still holds it). NULL is a no-op.
+ */
+int sluice_lock_destroy(sluice_lock_t *lock);
+
+typedef struct sluice_lock_stats {
+    uint64_t acquired;      /* acquires and trylocks that took the lock */
+    uint64_t remote_ops;    /* one-sided operations this process aimed at another rank */
+    uint64_t passed_over;   /* abandoned places this process's releases skipped */
+    uint64_t owner_dead;    /* acquires that returned SLUICE_OWNERDEAD */
+    uint64_t timed_out;     /* acquires that returned SLUICE_ETIMEDOUT */
+} sluice_lock_stats_t;
+
+/* This process's counters since create. Never blocks; any thread. */
+int sluice_lock_stats(const sluice_lock_t *lock, sluice_lock_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

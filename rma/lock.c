@@ -1,0 +1,609 @@
+/* SPDX-License-Identifier: MIT */
+/* sluice_lock: an MCS queue lock over MPI one-sided atomics, with deadlines and dead-holder recovery. */
+#include <mpi.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sluice/lock.h>
+
+#include "../src/backoff.h"
+#include "../src/internal.h"
+#include "../src/liveness.h"
+#include "../src/mpiguard.h"
+
+/*
+ * The protocol, the layout of the window and the failure behaviour are in
+ * docs/locks.md; this file follows it section by section.
+ */
+
+/*
+ * Word indexes in each rank's page (32-bit words, disp_unit 4): one cache
+ * line apart. 32 bits, not 64: Open MPI 4.1's osc/rdma over btl/vader
+ * crashes in a 64-bit MPI_Compare_and_swap (upstream issues 7967, 11349).
+ */
+typedef int32_t sl_word_t;
+#define SL_MPI_WORD MPI_INT32_T
+enum { W_TAIL = 0, W_HOLDER = 16, W_NEXT = 32, W_STATE = 48, PAGE_BYTES = 4096 };
+
+/* States of a rank's queue node. */
+enum { ST_IDLE = 0, ST_WAITING = 1, ST_GRANTED = 2, ST_ABANDONED = 3, ST_PASSED = 4 };
+
+enum { HOME = 0, NOBODY = -1, SPIN_POLLS = 64 };
+
+typedef struct sl_lock_peer {
+    int64_t pid;
+    uint64_t start;    /* process start time: (pid, start) names one process */
+    uint64_t node;     /* hash of host name and boot id */
+} sl_lock_peer_t;
+
+struct sluice_lock {
+    MPI_Comm comm;           /* private duplicate */
+    MPI_Win win;
+    sl_word_t *base;         /* this rank's page */
+    int rank, size;
+    sluice_lock_options_t opt;
+    sl_lock_peer_t *peers;   /* per rank, from create's all-gather */
+    uint64_t my_node;
+    _Atomic int gate;        /* threads of this process: 1 while one of them is in or holds */
+    sl_word_t pred;          /* predecessor of this rank's current or abandoned node */
+    _Atomic uintptr_t owner; /* the thread that acquired the held lock (sl_lock_self), or 0 */
+    _Atomic uint64_t n_acquired, n_remote, n_passed, n_owner_dead, n_timed_out;
+};
+
+/* A name for the calling thread: the address of a thread-local byte. */
+static uintptr_t sl_lock_self(void)
+{
+    static _Thread_local char tag;
+    return (uintptr_t)&tag;
+}
+
+static void sl_lock_count(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------ one-sided atomics */
+
+/*
+ * Each helper issues one atomic on `target`'s word `word` and flushes it, so
+ * its result is complete and readable when it returns (never read a fetched
+ * value before the flush: pshmem's mistake). Operations aimed at another
+ * rank are counted: that count is the scaling argument of docs/locks.md.
+ */
+static int sl_lock_fop(sluice_lock_t *lk, int target, int word, sl_word_t value, MPI_Op op,
+                       sl_word_t *old_p)
+{
+    sl_word_t old = 0;
+    sl_mpi_enter();
+    int rc = MPI_Fetch_and_op(&value, &old, SL_MPI_WORD, target, word, op, lk->win);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Win_flush(target, lk->win);
+    sl_mpi_leave();
+    if (rc != MPI_SUCCESS)
+        return sl_fail(SLUICE_EMPI, "lock: MPI_Fetch_and_op on rank %d word %d failed", target,
+                       word);
+    if (target != lk->rank)
+        sl_lock_count(&lk->n_remote, 1);
+    if (old_p)
+        *old_p = old;
+    return SLUICE_OK;
+}
+
+static int sl_lock_cas(sluice_lock_t *lk, int target, int word, sl_word_t expect, sl_word_t value,
+                       sl_word_t *old_p)
+{
+    sl_word_t old = 0;
+    sl_mpi_enter();
+    int rc = MPI_Compare_and_swap(&value, &expect, &old, SL_MPI_WORD, target, word, lk->win);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Win_flush(target, lk->win);
+    sl_mpi_leave();
+    if (rc != MPI_SUCCESS)
+        return sl_fail(SLUICE_EMPI, "lock: MPI_Compare_and_swap on rank %d word %d failed", target,
+                       word);
+    if (target != lk->rank)
+        sl_lock_count(&lk->n_remote, 1);
+    *old_p = old;
+    return SLUICE_OK;
+}
+
+static int sl_lock_read(sluice_lock_t *lk, int target, int word, sl_word_t *v_p)
+{
+    return sl_lock_fop(lk, target, word, 0, MPI_NO_OP, v_p);
+}
+
+static int sl_lock_write(sluice_lock_t *lk, int target, int word, sl_word_t v)
+{
+    return sl_lock_fop(lk, target, word, v, MPI_REPLACE, NULL);
+}
+
+/* ------------------------------------------------------------ liveness */
+
+/* Whether `r` is known dead: only ranks on this node can be checked. */
+static bool sl_lock_peer_dead(const sluice_lock_t *lk, sl_word_t r)
+{
+    if (r < 0 || r >= lk->size || r == lk->rank)
+        return false;
+    const sl_lock_peer_t *p = &lk->peers[r];
+    return p->node == lk->my_node && !sl_proc_alive(p->pid, p->start);
+}
+
+/* ------------------------------------------------------------ the local gate */
+
+static int sl_lock_gate_enter(sluice_lock_t *lk, const sl_deadline_t *dl)
+{
+    sl_backoff_t b;
+    sl_backoff_init(&b, SPIN_POLLS, lk->opt.max_sleep_us);
+    for (;;) {
+        int free_ = 0;
+        /* acquire: pairs with the release store in sl_lock_gate_leave, so
+         * this thread sees `pred` as the last one left it. */
+        if (atomic_compare_exchange_weak_explicit(&lk->gate, &free_, 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return SLUICE_OK;
+        if (sl_backoff_pause(&b, dl) != SLUICE_OK)
+            return sl_fail(SLUICE_ETIMEDOUT, "lock: another thread of this process holds or "
+                                             "waits for the lock");
+    }
+}
+
+static void sl_lock_gate_leave(sluice_lock_t *lk)
+{
+    atomic_store_explicit(&lk->gate, 0, memory_order_release);
+}
+
+/* ------------------------------------------------------------ acquire */
+
+/* Wait for this rank's node to read GRANTED; see "A holder that dies". */
+static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
+{
+    sl_backoff_t b;
+    sl_backoff_init(&b, SPIN_POLLS, lk->opt.max_sleep_us);
+    uint64_t check_every = (uint64_t)lk->opt.liveness_ms * 100000ull; /* a tenth, in ns */
+    uint64_t next_check = 0;
+    for (;;) {
+        sl_word_t st;
+        int rc = sl_lock_read(lk, lk->rank, W_STATE, &st);
+        if (rc != SLUICE_OK)
+            return rc;
+        if (st == ST_GRANTED)
+            return SLUICE_OK;
+        if (b.polls >= SPIN_POLLS && sl_now_ns() >= next_check) {
+            next_check = sl_now_ns() + check_every;
+            if (sl_lock_peer_dead(lk, lk->pred)) {
+                sl_word_t holder;
+                if ((rc = sl_lock_read(lk, HOME, W_HOLDER, &holder)) != SLUICE_OK)
+                    return rc;
+                if (holder == lk->pred) {
+                    /* The predecessor died holding the lock (or while being
+                     * granted it): nobody else will grant this node. Claim the
+                     * holder word first, so two survivors cannot both claim. */
+                    if ((rc = sl_lock_cas(lk, HOME, W_HOLDER, holder, lk->rank, &holder)) !=
+                        SLUICE_OK)
+                        return rc;
+                    if (holder == lk->pred) {
+                        sl_word_t was;
+                        if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_GRANTED,
+                                              &was)) != SLUICE_OK)
+                            return rc;
+                        if (was == ST_WAITING)
+                            return SLUICE_OWNERDEAD;
+                        return SLUICE_OK; /* it granted us just before it died */
+                    }
+                }
+            }
+        }
+        if (sl_backoff_pause(&b, dl) != SLUICE_OK) {
+            /* Give the place up unless the grant won the race. */
+            sl_word_t was;
+            if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_ABANDONED, &was)) !=
+                SLUICE_OK)
+                return rc;
+            if (was == ST_GRANTED)
+                return SLUICE_OK;
+            return sl_fail(SLUICE_ETIMEDOUT, "lock: not granted before the deadline "
+                                             "(predecessor rank %lld)", (long long)lk->pred);
+        }
+    }
+}
+
+/* Wait for a node that a releaser is passing over to become IDLE again. */
+static int sl_lock_wait_idle(sluice_lock_t *lk, sl_word_t st, const sl_deadline_t *dl)
+{
+    sl_backoff_t b;
+    sl_backoff_init(&b, SPIN_POLLS, lk->opt.max_sleep_us);
+    while (st == ST_PASSED) {
+        if (sl_backoff_pause(&b, dl) != SLUICE_OK)
+            return sl_fail(SLUICE_ETIMEDOUT, "lock: this rank's abandoned place is still being "
+                                             "passed over");
+        int rc = sl_lock_read(lk, lk->rank, W_STATE, &st);
+        if (rc != SLUICE_OK)
+            return rc;
+    }
+    return SLUICE_OK;
+}
+
+/* The queue part of acquire, under the gate. */
+static int sl_lock_enqueue_and_wait(sluice_lock_t *lk, const sl_deadline_t *dl)
+{
+    sl_word_t st;
+    int rc = sl_lock_read(lk, lk->rank, W_STATE, &st);
+    if (rc != SLUICE_OK)
+        return rc;
+    if (st == ST_ABANDONED) {
+        /* Reclaim the old place unless a releaser is passing over it. */
+        if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_ABANDONED, ST_WAITING, &st)) !=
+            SLUICE_OK)
+            return rc;
+        if (st == ST_ABANDONED)
+            return sl_lock_wait_granted(lk, dl);
+    }
+    if ((rc = sl_lock_wait_idle(lk, st, dl)) != SLUICE_OK)
+        return rc;
+
+    /* A fresh place: reset the node, then swap it onto the tail. */
+    if ((rc = sl_lock_write(lk, lk->rank, W_NEXT, NOBODY)) != SLUICE_OK ||
+        (rc = sl_lock_write(lk, lk->rank, W_STATE, ST_WAITING)) != SLUICE_OK)
+        return rc;
+    sl_word_t pred;
+    if ((rc = sl_lock_fop(lk, HOME, W_TAIL, lk->rank, MPI_REPLACE, &pred)) != SLUICE_OK)
+        return rc;
+    lk->pred = pred;
+    if (pred == NOBODY) {
+        if ((rc = sl_lock_write(lk, lk->rank, W_STATE, ST_GRANTED)) != SLUICE_OK)
+            return rc;
+        return sl_lock_write(lk, HOME, W_HOLDER, lk->rank);
+    }
+    /* Link behind the predecessor, dead or alive: a releaser passing over a
+     * dead abandoned node still needs its `next`. */
+    if ((rc = sl_lock_write(lk, (int)pred, W_NEXT, lk->rank)) != SLUICE_OK)
+        return rc;
+    return sl_lock_wait_granted(lk, dl);
+}
+
+int sluice_lock_acquire(sluice_lock_t *lk, uint32_t timeout_ms)
+{
+    if (!lk)
+        return sl_fail(SLUICE_EINVAL, "lock: NULL lock");
+    sl_deadline_t dl = sl_deadline_in(timeout_ms);
+    if (atomic_load_explicit(&lk->owner, memory_order_relaxed) == sl_lock_self())
+        return sl_fail(SLUICE_EALREADY, "lock: this thread holds the lock already");
+    int rc = sl_lock_gate_enter(lk, &dl);
+    if (rc != SLUICE_OK) {
+        sl_lock_count(&lk->n_timed_out, 1);
+        return rc;
+    }
+    rc = sl_lock_enqueue_and_wait(lk, &dl);
+    if (rc == SLUICE_OK || rc == SLUICE_OWNERDEAD) {
+        atomic_store_explicit(&lk->owner, sl_lock_self(), memory_order_release);
+        sl_lock_count(&lk->n_acquired, 1);
+        if (rc == SLUICE_OWNERDEAD)
+            sl_lock_count(&lk->n_owner_dead, 1);
+        /* The gate stays taken while the lock is held: release opens it. */
+        return rc;
+    }
+    if (rc == SLUICE_ETIMEDOUT)
+        sl_lock_count(&lk->n_timed_out, 1);
+    sl_lock_gate_leave(lk);
+    return rc;
+}
+
+int sluice_lock_try(sluice_lock_t *lk)
+{
+    if (!lk)
+        return sl_fail(SLUICE_EINVAL, "lock: NULL lock");
+    int free_ = 0;
+    if (!atomic_compare_exchange_strong_explicit(&lk->gate, &free_, 1, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return SLUICE_EAGAIN;
+    sl_word_t st, old;
+    int rc = sl_lock_read(lk, lk->rank, W_STATE, &st);
+    if (rc == SLUICE_OK && st != ST_IDLE)
+        rc = SLUICE_EAGAIN; /* an abandoned place is still queued behind a holder */
+    if (rc == SLUICE_OK && (rc = sl_lock_write(lk, lk->rank, W_NEXT, NOBODY)) == SLUICE_OK &&
+        (rc = sl_lock_write(lk, lk->rank, W_STATE, ST_GRANTED)) == SLUICE_OK &&
+        (rc = sl_lock_cas(lk, HOME, W_TAIL, NOBODY, lk->rank, &old)) == SLUICE_OK) {
+        if (old == NOBODY) {
+            lk->pred = NOBODY;
+            atomic_store_explicit(&lk->owner, sl_lock_self(), memory_order_release);
+            sl_lock_count(&lk->n_acquired, 1);
+            rc = sl_lock_write(lk, HOME, W_HOLDER, lk->rank);
+            if (rc == SLUICE_OK)
+                return SLUICE_OK;
+            /* Cannot happen without MPI failing; keep the lock held so the
+             * caller's release frees it. */
+            return rc;
+        }
+        rc = sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE);
+        if (rc == SLUICE_OK)
+            rc = SLUICE_EAGAIN;
+    }
+    sl_lock_gate_leave(lk);
+    return rc;
+}
+
+/* ------------------------------------------------------------ release */
+
+/* The successor of node `cur`, waiting for it to link if the tail moved on; NOBODY if the lock is free now. */
+static int sl_lock_successor(sluice_lock_t *lk, int cur, const sl_deadline_t *dl, sl_word_t *next_p)
+{
+    sl_word_t next, old;
+    int rc = sl_lock_read(lk, cur, W_NEXT, &next);
+    if (rc != SLUICE_OK)
+        return rc;
+    if (next == NOBODY) {
+        if ((rc = sl_lock_cas(lk, HOME, W_TAIL, cur, NOBODY, &old)) != SLUICE_OK)
+            return rc;
+        if (old == cur) {
+            *next_p = NOBODY;
+            return SLUICE_OK;
+        }
+        /* Someone swapped itself onto the tail and links in a moment. */
+        sl_backoff_t b;
+        sl_backoff_init(&b, SPIN_POLLS, lk->opt.max_sleep_us);
+        while (next == NOBODY) {
+            if (sl_backoff_pause(&b, dl) != SLUICE_OK)
+                return sl_fail(SLUICE_ETIMEDOUT, "lock: a waiter queued behind rank %d but "
+                                                 "never linked (did it die?)", cur);
+            if ((rc = sl_lock_read(lk, cur, W_NEXT, &next)) != SLUICE_OK)
+                return rc;
+        }
+    }
+    *next_p = next;
+    return SLUICE_OK;
+}
+
+/* Hand the lock on from this rank, passing over abandoned places. */
+static int sl_lock_hand_on(sluice_lock_t *lk, const sl_deadline_t *dl)
+{
+    int cur = lk->rank;
+    for (;;) {
+        sl_word_t next, was;
+        int rc = sl_lock_successor(lk, cur, dl, &next);
+        if (rc != SLUICE_OK)
+            return rc;
+        /* Done with a passed-over node: its owner may queue again. */
+        if (cur != lk->rank && (rc = sl_lock_write(lk, cur, W_STATE, ST_IDLE)) != SLUICE_OK)
+            return rc;
+        if (next == NOBODY)
+            return SLUICE_OK;
+        /* Name the successor holder before granting, so that its own
+         * successor, seeing it dead, knows it had the lock. */
+        if ((rc = sl_lock_write(lk, HOME, W_HOLDER, next)) != SLUICE_OK)
+            return rc;
+        for (;;) {
+            if ((rc = sl_lock_cas(lk, (int)next, W_STATE, ST_WAITING, ST_GRANTED, &was)) !=
+                SLUICE_OK)
+                return rc;
+            if (was != ST_ABANDONED)
+                return SLUICE_OK; /* granted (or it recovered the lock itself) */
+            if ((rc = sl_lock_cas(lk, (int)next, W_STATE, ST_ABANDONED, ST_PASSED, &was)) !=
+                SLUICE_OK)
+                return rc;
+            if (was == ST_ABANDONED)
+                break;            /* ours to pass over */
+            /* Its owner reclaimed the place in between: grant again. */
+        }
+        sl_lock_count(&lk->n_passed, 1);
+        cur = (int)next;
+    }
+}
+
+int sluice_lock_release(sluice_lock_t *lk)
+{
+    if (!lk)
+        return sl_fail(SLUICE_EINVAL, "lock: NULL lock");
+    /* Any thread may release; exactly one of several racing releases
+     * finds the owner set. acquire: pairs with the release store of the
+     * acquiring thread, so this one sees its `pred` and the node it left. */
+    if (atomic_exchange_explicit(&lk->owner, 0, memory_order_acquire) == 0)
+        return sl_fail(SLUICE_EINVAL, "lock: this process does not hold the lock");
+    sl_deadline_t dl = sl_deadline_in(lk->opt.timeout_ms);
+    int rc = sl_lock_hand_on(lk, &dl);
+    int rc2 = sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE);
+    sl_lock_gate_leave(lk);
+    return rc != SLUICE_OK ? rc : rc2;
+}
+
+/* ------------------------------------------------------------ create and destroy */
+
+void sluice_lock_options_init(sluice_lock_options_t *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+    o->timeout_ms = 30000;
+    o->liveness_ms = 1000;
+    o->max_sleep_us = 100;
+}
+
+static int sl_lock_options_check(const sluice_lock_options_t *user, sluice_lock_options_t *out)
+{
+    sluice_lock_options_init(out);
+    if (!user)
+        return SLUICE_OK;
+    if (user->size < offsetof(sluice_lock_options_t, liveness_ms) || user->size > 4096)
+        return sl_fail(SLUICE_EINVAL, "lock options: size %zu is not a sluice_lock_options_t "
+                                      "(call sluice_lock_options_init)", user->size);
+    memcpy(out, user, user->size < sizeof *out ? user->size : sizeof *out);
+    out->size = sizeof *out;
+    if (out->timeout_ms < 1 || out->timeout_ms > 3600000)
+        return sl_fail(SLUICE_ERANGE, "lock options: timeout_ms %u outside 1 .. 3600000",
+                       out->timeout_ms);
+    if (out->liveness_ms < 10 || out->liveness_ms > 600000)
+        return sl_fail(SLUICE_ERANGE, "lock options: liveness_ms %u outside 10 .. 600000",
+                       out->liveness_ms);
+    if (out->max_sleep_us < 1 || out->max_sleep_us > 100000)
+        return sl_fail(SLUICE_ERANGE, "lock options: max_sleep_us %u outside 1 .. 100000",
+                       out->max_sleep_us);
+    return SLUICE_OK;
+}
+
+/* Poll a non-blocking collective until it completes or the deadline passes. */
+static int sl_lock_wait_request(MPI_Request *req, const sl_deadline_t *dl, const char *what)
+{
+    sl_backoff_t b;
+    sl_backoff_init(&b, SPIN_POLLS, 1000);
+    for (;;) {
+        int done = 0;
+        sl_mpi_enter();
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        sl_mpi_leave();
+        if (rc != MPI_SUCCESS)
+            return sl_fail(SLUICE_EMPI, "lock: %s failed", what);
+        if (done)
+            return SLUICE_OK;
+        if (sl_backoff_pause(&b, dl) != SLUICE_OK)
+            return sl_fail(SLUICE_ETIMEDOUT, "lock: %s: not every rank arrived in time", what);
+    }
+}
+
+int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_lock_t **lock_p)
+{
+    if (!lock_p || comm == MPI_COMM_NULL)
+        return sl_fail(SLUICE_EINVAL, "lock: NULL communicator or lock_p");
+    sl_mpi_guard_init();
+    sluice_lock_t *lk = calloc(1, sizeof *lk);
+    if (!lk)
+        return sl_fail(SLUICE_ENOMEM, "lock: cannot allocate a lock");
+    int rc = sl_lock_options_check(o, &lk->opt);
+    if (rc != SLUICE_OK)
+        goto free_lock;
+    sl_deadline_t dl = sl_deadline_in(lk->opt.timeout_ms);
+    lk->pred = NOBODY;
+
+    MPI_Request req;
+    sl_mpi_enter();
+    int mrc = MPI_Comm_idup(comm, &lk->comm, &req);
+    sl_mpi_leave();
+    if (mrc != MPI_SUCCESS) {
+        rc = sl_fail(SLUICE_EMPI, "lock: MPI_Comm_idup failed");
+        goto free_lock;
+    }
+    if ((rc = sl_lock_wait_request(&req, &dl, "MPI_Comm_idup")) != SLUICE_OK)
+        goto free_lock; /* the duplicate is left to MPI: it may still complete */
+    sl_mpi_enter();
+    MPI_Comm_set_errhandler(lk->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(lk->comm, &lk->rank);
+    MPI_Comm_size(lk->comm, &lk->size);
+    sl_mpi_leave();
+
+    /* Who is who, for liveness; completing it is also the agreement that
+     * every rank is here, so the window collective below cannot wait for
+     * an absent rank. */
+    lk->peers = calloc((size_t)lk->size, sizeof *lk->peers);
+    if (!lk->peers) {
+        rc = sl_fail(SLUICE_ENOMEM, "lock: cannot allocate the table of %d ranks", lk->size);
+        goto free_comm;
+    }
+    char ident[256];
+    sl_node_identity(ident, sizeof ident);
+    lk->my_node = sl_fnv1a(SL_FNV_OFFSET, ident, strlen(ident));
+    sl_lock_peer_t me = { .pid = getpid(), .start = sl_proc_start_time(getpid()),
+                          .node = lk->my_node };
+    sl_mpi_enter();
+    mrc = MPI_Iallgather(&me, (int)sizeof me, MPI_BYTE, lk->peers, (int)sizeof me, MPI_BYTE,
+                         lk->comm, &req);
+    sl_mpi_leave();
+    if (mrc != MPI_SUCCESS) {
+        rc = sl_fail(SLUICE_EMPI, "lock: MPI_Iallgather failed");
+        goto free_peers;
+    }
+    if ((rc = sl_lock_wait_request(&req, &dl, "MPI_Iallgather of identities")) != SLUICE_OK)
+        goto leak; /* the request still owns `peers` */
+
+    sl_mpi_enter();
+    MPI_Info info;
+    MPI_Info_create(&info);
+    /* Swaps, compare-and-swaps and no-op fetches mix on each word, so the
+     * "accumulate_ops" hint keeps its default; the unit is common. */
+    MPI_Info_set(info, "same_disp_unit", "true");
+    mrc = MPI_Win_allocate(PAGE_BYTES, sizeof(sl_word_t), info, lk->comm, &lk->base, &lk->win);
+    MPI_Info_free(&info);
+    if (mrc == MPI_SUCCESS) {
+        MPI_Win_set_errhandler(lk->win, MPI_ERRORS_RETURN);
+        lk->base[W_TAIL] = NOBODY;
+        lk->base[W_HOLDER] = NOBODY;
+        lk->base[W_NEXT] = NOBODY;
+        lk->base[W_STATE] = ST_IDLE;
+        mrc = MPI_Win_lock_all(MPI_MODE_NOCHECK, lk->win);
+        if (mrc == MPI_SUCCESS)
+            mrc = MPI_Win_sync(lk->win);
+    }
+    sl_mpi_leave();
+    if (mrc != MPI_SUCCESS) {
+        rc = sl_fail(SLUICE_EMPI, "lock: MPI_Win_allocate of the lock window failed");
+        goto free_peers; /* every rank fails alike, or the window is left to MPI */
+    }
+    /* Nobody may operate on a page before its owner initialised it. */
+    sl_mpi_enter();
+    mrc = MPI_Ibarrier(lk->comm, &req);
+    sl_mpi_leave();
+    if (mrc != MPI_SUCCESS || (rc = sl_lock_wait_request(&req, &dl, "MPI_Ibarrier")) != SLUICE_OK) {
+        rc = mrc != MPI_SUCCESS ? sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed") : rc;
+        goto leak;
+    }
+    *lock_p = lk;
+    return SLUICE_OK;
+
+free_peers:
+    free(lk->peers);
+free_comm:
+    sl_mpi_enter();
+    MPI_Comm_free(&lk->comm);
+    sl_mpi_leave();
+free_lock:
+    free(lk);
+    return rc;
+leak:
+    /* A collective is still pending: its buffers and communicator stay with MPI. */
+    free(lk);
+    return rc;
+}
+
+int sluice_lock_destroy(sluice_lock_t *lk)
+{
+    if (!lk)
+        return SLUICE_OK;
+    if (atomic_load_explicit(&lk->gate, memory_order_acquire) != 0)
+        return sl_fail(SLUICE_EBUSY, "lock: destroyed while this process holds or waits for it");
+    sl_deadline_t dl = sl_deadline_in(lk->opt.timeout_ms);
+    MPI_Request req;
+    sl_mpi_enter();
+    int mrc = MPI_Ibarrier(lk->comm, &req);
+    sl_mpi_leave();
+    int rc = mrc == MPI_SUCCESS ? sl_lock_wait_request(&req, &dl, "MPI_Ibarrier of destroy")
+                                : sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed");
+    if (rc == SLUICE_OK) {
+        /* Every rank has stopped using the window: free it collectively. */
+        sl_mpi_enter();
+        mrc = MPI_Win_unlock_all(lk->win);
+        if (mrc == MPI_SUCCESS)
+            mrc = MPI_Win_free(&lk->win);
+        if (mrc == MPI_SUCCESS)
+            mrc = MPI_Comm_free(&lk->comm);
+        sl_mpi_leave();
+        if (mrc != MPI_SUCCESS)
+            rc = sl_fail(SLUICE_EMPI, "lock: freeing the lock window failed");
+    }
+    /* On a timeout the window and communicator are left to MPI (docs/locks.md). */
+    free(lk->peers);
+    free(lk);
+    return rc;
+}
+
+int sluice_lock_stats(const sluice_lock_t *lk, sluice_lock_stats_t *out)
+{
+    if (!lk || !out)
+        return sl_fail(SLUICE_EINVAL, "lock: NULL lock or stats");
+    sluice_lock_t *m = (sluice_lock_t *)lk; /* atomics are read, not changed */
+    out->acquired = atomic_load_explicit(&m->n_acquired, memory_order_relaxed);
+    out->remote_ops = atomic_load_explicit(&m->n_remote, memory_order_relaxed);
+    out->passed_over = atomic_load_explicit(&m->n_passed, memory_order_relaxed);
+    out->owner_dead = atomic_load_explicit(&m->n_owner_dead, memory_order_relaxed);
+    out->timed_out = atomic_load_explicit(&m->n_timed_out, memory_order_relaxed);
+    return SLUICE_OK;
+}
