@@ -9,6 +9,7 @@
 
 #include <sluice/lock.h>
 #include <sluice/options.h>
+#include <sluice/shared.h>
 #include <sluice/status.h>
 #include <sluice/types.h>
 

@@ -16,8 +16,8 @@ after)
         echo "segments left in /dev/shm: $new"
         fail=1
     fi
-    if pgrep -x 'conform|locktest|sluice-demo|sluice-bench|sluice-soak' >/dev/null; then
-        echo "test processes left running: $(pgrep -a -x 'conform|locktest|sluice-demo|sluice-bench|sluice-soak')"
+    if pgrep -x 'conform|locktest|sharedtest|sluice-demo|sluice-bench|sluice-soak' >/dev/null; then
+        echo "test processes left running: $(pgrep -a -x 'conform|locktest|sharedtest|sluice-demo|sluice-bench|sluice-soak')"
         fail=1
     fi
     ((fail == 0)) && echo "no segment and no process left behind"
