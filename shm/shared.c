@@ -17,6 +17,7 @@
 #include "../src/internal.h"
 #include "../src/liveness.h"
 #include "../src/mpiguard.h"
+#include "shared.h"
 
 /*
  * Layout of a node's segment (docs/locks.md, "Node-shared data"): a header
@@ -436,6 +437,30 @@ static int sl_shared_put_node(sluice_shared_t *sh, int target, size_t offset, co
     return SLUICE_OK;
 }
 
+int sl_shared_lock(sluice_shared_t *sh)
+{
+    return sluice_lock_acquire(sh->lock, sh->opt.timeout_ms);
+}
+
+int sl_shared_unlock(sluice_shared_t *sh) { return sluice_lock_release(sh->lock); }
+
+int sl_shared_put(sluice_shared_t *sh, size_t offset, const void *data, size_t bytes,
+                  uint64_t *version_p)
+{
+    if (offset > sh->bytes || bytes > sh->bytes - offset)
+        return sl_fail(SLUICE_ERANGE, "shared: region [%zu, +%zu) outside the %zu-byte array",
+                       offset, bytes, sh->bytes);
+    uint64_t version = 0;
+    for (int i = 0; i < sh->n_leaders; i++) {
+        int rc = sl_shared_put_node(sh, sh->leaders[i], offset, data, bytes, &version);
+        if (rc != SLUICE_OK)
+            return rc;
+    }
+    if (version_p)
+        *version_p = version;
+    return SLUICE_OK;
+}
+
 int sluice_shared_set(sluice_shared_t *sh, size_t offset, const void *data, size_t bytes,
                       uint64_t *version_p)
 {
@@ -444,20 +469,12 @@ int sluice_shared_set(sluice_shared_t *sh, size_t offset, const void *data, size
     if (offset > sh->bytes || bytes > sh->bytes - offset)
         return sl_fail(SLUICE_ERANGE, "shared: region [%zu, +%zu) outside the %zu-byte array",
                        offset, bytes, sh->bytes);
-    int rc = sluice_lock_acquire(sh->lock, sh->opt.timeout_ms);
+    int rc = sl_shared_lock(sh);
     if (rc != SLUICE_OK && rc != SLUICE_OWNERDEAD)
         return rc;
-    uint64_t version = 0;
-    for (int i = 0; i < sh->n_leaders && rc >= 0; i++)
-        rc = sl_shared_put_node(sh, sh->leaders[i], offset, data, bytes, &version);
-    int rrc = sluice_lock_release(sh->lock);
-    if (rc < 0)
-        return rc;
-    if (rrc != SLUICE_OK)
-        return rrc;
-    if (version_p)
-        *version_p = version;
-    return SLUICE_OK;
+    rc = sl_shared_put(sh, offset, data, bytes, version_p);
+    int rrc = sl_shared_unlock(sh);
+    return rc != SLUICE_OK ? rc : rrc;
 }
 
 /* ------------------------------------------------------------ read */
@@ -471,9 +488,15 @@ size_t sluice_shared_size(const sluice_shared_t *sh) { return sh ? sh->bytes : 0
 
 uint64_t sluice_shared_version(const sluice_shared_t *sh)
 {
-    /* acquire: pairs with the set's version update (MPI_Fetch_and_op after
-     * the data's flush), so data read after this load is at least as new. */
-    return sh ? atomic_load_explicit(&sh->hdr->version, memory_order_acquire) : 0;
+    if (!sh)
+        return 0;
+    /* The full fence first: the caller's data loads before this call
+     * complete before the version is read (the second check of a seqlock
+     * reader needs no fence of its own). acquire: pairs with the set's
+     * version update (MPI_Fetch_and_op after the data's flush), so data
+     * read after this call is at least as new as the version. */
+    sl_full_fence();
+    return atomic_load_explicit(&sh->hdr->version, memory_order_acquire);
 }
 
 int sluice_shared_read(const sluice_shared_t *sh, size_t offset, void *buf, size_t bytes,
@@ -496,10 +519,8 @@ int sluice_shared_read(const sluice_shared_t *sh, size_t offset, void *buf, size
         uint64_t before = sluice_shared_version(sh);
         if (before % 2 == 0) {
             memcpy(buf, src, bytes);
-            /* The copy's loads complete before the second version load
-             * (a seqlock's reader side: acquire fence, then a relaxed load). */
-            atomic_thread_fence(memory_order_acquire);
-            if (atomic_load_explicit(&sh->hdr->version, memory_order_relaxed) == before) {
+            /* sluice_shared_version fences: the copy is done before it looks. */
+            if (sluice_shared_version(sh) == before) {
                 if (version_p)
                     *version_p = before;
                 return SLUICE_OK;

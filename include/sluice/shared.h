@@ -70,9 +70,11 @@ int sluice_shared_read(const sluice_shared_t *sh, size_t offset, void *buf, size
 
 /*
  * In-place access: this node's copy (sluice_shared_size bytes, valid until
- * destroy) and its version word (an acquire load). To read in place without
- * tearing, read the version, read the data, read the version again: equal
- * and even means consistent. Never blocks; any thread.
+ * destroy) and its version word (a full fence, then an acquire load). To
+ * read in place without tearing, call sluice_shared_version, read the data,
+ * call it again: equal and even means consistent (the fence keeps the data
+ * reads before the second call; no fence of the caller's own is needed).
+ * Never blocks; any thread.
  */
 const void *sluice_shared_data(const sluice_shared_t *sh);
 size_t sluice_shared_size(const sluice_shared_t *sh);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sluice/history.h>
 #include <sluice/lock.h>
 #include <sluice/options.h>
 #include <sluice/shared.h>

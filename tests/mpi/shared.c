@@ -204,7 +204,6 @@ static int case_torn(int k)
             const uint64_t *p = sluice_shared_data(sh);
             uint64_t before = sluice_shared_version(sh);
             uint64_t seq = p[0], who = p[1], w = p[REC_WORDS - 1];
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
             if (before % 2 == 0 && before != 0 && sluice_shared_version(sh) == before) {
                 H_TRUE(w == rec_word(seq, who, REC_WORDS - 1), "torn in-place read at %llu",
                        (unsigned long long)before);
@@ -220,6 +219,70 @@ static int case_torn(int k)
                "(%ld in place), none torn\n", 2 * k, sum[0], sum[1], sum[2]);
     free(rec);
     H_OK(sluice_shared_destroy(sh));
+    return 0;
+}
+
+/* ------------------------------------------------------------ the process-history registry */
+
+static void history_id(uint8_t id[SLUICE_HISTORY_ID_BYTES], int who)
+{
+    for (int i = 0; i < SLUICE_HISTORY_ID_BYTES; i++)
+        id[i] = (uint8_t)(0xa0 + who * 7 + i);
+}
+
+/*
+ * Every rank registers its own history at once (different sizes, one of
+ * them empty); afterwards every rank on every node resolves every id to
+ * exactly those bytes. Registering again is EALREADY; other bytes under a
+ * known id, an unknown id and a full registry each get their own status.
+ */
+static int case_history(void)
+{
+    sluice_history_t *h;
+    H_OK(sluice_history_create(MPI_COMM_WORLD, 64, 1 << 20, 60000, &h));
+    char blob[4096];
+    size_t n = rank == 1 ? 0 : 100 + 700 * (size_t)rank;
+    for (size_t i = 0; i < n; i++)
+        blob[i] = (char)('A' + (rank * 31 + (int)i) % 26);
+    uint8_t id[SLUICE_HISTORY_ID_BYTES];
+    history_id(id, rank);
+    H_OK(sluice_history_register(h, id, blob, n));
+    H_STATUS(sluice_history_register(h, id, blob, n), SLUICE_EALREADY);
+    MPI_Barrier(MPI_COMM_WORLD);
+    for (int r = 0; r < size; r++) {
+        const void *p;
+        size_t got;
+        history_id(id, r);
+        H_OK(sluice_history_lookup(h, id, &p, &got));
+        size_t want = r == 1 ? 0 : 100 + 700 * (size_t)r;
+        H_TRUE(got == want, "history of rank %d: %zu bytes, expected %zu", r, got, want);
+        for (size_t i = 0; i < got; i++)
+            H_TRUE(((const char *)p)[i] == (char)('A' + (r * 31 + (int)i) % 26),
+                   "history of rank %d differs at byte %zu", r, i);
+    }
+    history_id(id, 0);
+    H_STATUS(sluice_history_register(h, id, "other", 5), SLUICE_EINVAL);
+    history_id(id, size + 5);
+    const void *p;
+    size_t got;
+    H_STATUS(sluice_history_lookup(h, id, &p, &got), SLUICE_ENOTFOUND);
+    MPI_Barrier(MPI_COMM_WORLD);
+    H_OK(sluice_history_destroy(h));
+
+    /* Two entries only: the third registration is refused, the first two stay. */
+    H_OK(sluice_history_create(MPI_COMM_WORLD, 2, 1024, 60000, &h));
+    if (rank == 0) {
+        for (int k = 0; k < 3; k++) {
+            history_id(id, 100 + k);
+            H_STATUS(sluice_history_register(h, id, "x", 1), k < 2 ? SLUICE_OK : SLUICE_ELIMIT);
+        }
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    history_id(id, 101);
+    H_OK(sluice_history_lookup(h, id, &p, &got));
+    H_OK(sluice_history_destroy(h));
+    if (rank == 0)
+        printf("history: %d histories registered at once, all resolved on every rank\n", size);
     return 0;
 }
 
@@ -241,8 +304,10 @@ int main(int argc, char **argv)
         rc = case_set_visible();
     else if (strcmp(c, "torn") == 0)
         rc = case_torn(k);
+    else if (strcmp(c, "history") == 0)
+        rc = case_history();
     else {
-        fprintf(stderr, "usage: sharedtest copies|set_visible|torn [K]\n");
+        fprintf(stderr, "usage: sharedtest copies|set_visible|torn [K]|history\n");
         rc = 2;
     }
     if (rc != 0) {

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal access to sluice_shared for structures built on it (the process-history registry). */
+#ifndef SL_SHARED_H
+#define SL_SHARED_H
+
+#include <sluice/shared.h>
+
+/*
+ * A read-modify-write of the shared array: take the writer lock, read this
+ * node's copy (while the lock is held it is current: every earlier set
+ * completed on every node before releasing it), put the changes, unlock.
+ * sl_shared_lock returns SLUICE_OK, SLUICE_OWNERDEAD (held; a writer died
+ * part-way) or a failure (not held). sl_shared_put needs the lock held; each
+ * call is one version step on every node. Blocking; any thread.
+ */
+int sl_shared_lock(sluice_shared_t *sh);
+int sl_shared_unlock(sluice_shared_t *sh);
+int sl_shared_put(sluice_shared_t *sh, size_t offset, const void *data, size_t bytes,
+                  uint64_t *version_p);
+
+#endif
