@@ -16,8 +16,16 @@ after)
         echo "segments left in /dev/shm: $new"
         fail=1
     fi
-    if pgrep -x 'conform|locktest|sharedtest|sluice-demo|sluice-bench|sluice-soak' >/dev/null; then
-        echo "test processes left running: $(pgrep -a -x 'conform|locktest|sharedtest|sluice-demo|sluice-bench|sluice-soak')"
+    # Live test processes (not zombies: a job that just failed may take a
+    # moment to be reaped by its launcher), given a few seconds to go.
+    names='conform|locktest|sharedtest|sluice-demo|sluice-bench|sluice-soak|sluice-lockbenc'
+    live() { pgrep -x "$names" | xargs -r ps -o pid=,stat=,comm= -p | awk '$2 !~ /^Z/'; }
+    for _ in $(seq 50); do
+        [[ -z "$(live)" ]] && break
+        sleep 0.1
+    done
+    if [[ -n "$(live)" ]]; then
+        echo "test processes left running: $(live | tr '\n' ' ')"
         fail=1
     fi
     ((fail == 0)) && echo "no segment and no process left behind"
