@@ -326,8 +326,11 @@ int sluice_channel_close(sluice_channel_t *ch)
     /* Tell a live peer first so its waits end now rather than at their
      * deadline. A dead one reads nothing, and waiting on it is pointless:
      * the close agreement then gives up at once. */
-    if (!dead)
+    if (!dead) {
         ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
+        if (ch->tp->wake)
+            ch->tp->wake(ch->link); /* its sleeping engine fires "closed" notes now */
+    }
     sl_deadline_t deadline = sl_deadline_in(dead ? 0 : ch->opt.timeout_ms);
     int rc = ch->tp->close(ch->link, &deadline);
     if (rc == SLUICE_OK)

@@ -124,13 +124,22 @@ static inline int sl_ring_rx_peek(const sl_ring_rx_t *r, sl_record_t *rec_p)
 /*
  * Give the peeked slot back. Release store: pairs with the producer's
  * acquire load of tail in sl_ring_tx_room(); our copy of the slot is complete
- * before the producer may reuse it.
+ * before the producer may reuse it. Returns whether fewer than
+ * SL_RING_WAKE_FREE slots were free before: only then can the producer be
+ * waiting for room (it asks for at most one slot per open reservation plus
+ * one), so only then does the caller ring its doorbell (a wake costs a full
+ * fence; a nearly full ring means the consumer is behind anyway).
  */
-static inline void sl_ring_rx_consume(sl_ring_rx_t *r)
+#define SL_RING_WAKE_FREE 18u
+static inline bool sl_ring_rx_consume(sl_ring_rx_t *r)
 {
+    _Atomic uint64_t *head_p = (_Atomic uint64_t *)(void *)(r->base + r->ctrl + SL_RING_HEAD_OFF);
+    uint64_t used = atomic_load_explicit(head_p, memory_order_relaxed) - r->tail;
+    bool was_full = used + SL_RING_WAKE_FREE > r->mask + 1;
     r->tail++;
     _Atomic uint64_t *tail_p = (_Atomic uint64_t *)(void *)(r->base + r->ctrl + SL_RING_TAIL_OFF);
     atomic_store_explicit(tail_p, r->tail, memory_order_release);
+    return was_full;
 }
 
 #endif

@@ -20,6 +20,14 @@ uint32_t sl_stream_owed(const sl_stream_t *st)
     return n;
 }
 
+void sl_stream_consume(sluice_channel_t *ch, sl_stream_t *st)
+{
+    /* A producer that may wait for this slot is woken now, not at the end
+     * of its progress engine's sleep (review M1). */
+    if (sl_ring_rx_consume(&st->rx) && ch->tp->wake)
+        ch->tp->wake(ch->link);
+}
+
 int sl_stream_release(sluice_channel_t *ch, sl_stream_t *st, uint64_t id)
 {
     bool advanced;
@@ -46,7 +54,7 @@ int sl_stream_discard(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *
         return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": stream record of unknown kind %u",
                        ch->name, rec->kind);
     }
-    sl_ring_rx_consume(&st->rx);
+    sl_stream_consume(ch, st);
     return SLUICE_OK;
 }
 
@@ -158,7 +166,7 @@ int sl_stream_pump(sluice_channel_t *ch, sl_stream_t *st)
                        ch->name, (unsigned long long)r.seq, (unsigned long long)st->token_seq);
     if (r.kind == SL_REC_EVENT_END) {
         st->peer_ended = true;
-        sl_ring_rx_consume(&st->rx);
+        sl_stream_consume(ch, st);
         return SLUICE_OK;
     }
     if (r.kind == SL_REC_EVENT_FAIL) {
@@ -168,7 +176,7 @@ int sl_stream_pump(sluice_channel_t *ch, sl_stream_t *st)
         memcpy(st->peer_failed_msg, r.aux, r.aux_size);
         st->peer_failed_msg[r.aux_size] = '\0';
         st->peer_ended = true;
-        sl_ring_rx_consume(&st->rx);
+        sl_stream_consume(ch, st);
         sl_stream_drop_pending(ch, st);
         return SLUICE_OK;
     }
@@ -191,7 +199,7 @@ int sl_stream_pump(sluice_channel_t *ch, sl_stream_t *st)
             sl_stream_release(ch, st, p.id);
         return rc;
     }
-    sl_ring_rx_consume(&st->rx);
+    sl_stream_consume(ch, st);
     return SLUICE_OK;
 }
 

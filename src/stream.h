@@ -137,6 +137,9 @@ void sl_stream_finish(sluice_channel_t *ch, sl_stream_t *st);
  * reservation that holds arena space and is not cancelled). */
 uint32_t sl_stream_owed(const sl_stream_t *st);
 
+/* Give the peeked stream record's slot back; wake the peer if it may wait for it. */
+void sl_stream_consume(sluice_channel_t *ch, sl_stream_t *st);
+
 /* Release arena region `id` of the stream, publishing the tail if it moved. */
 int sl_stream_release(sluice_channel_t *ch, sl_stream_t *st, uint64_t id);
 

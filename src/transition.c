@@ -500,7 +500,8 @@ static int sl_global_take(sluice_channel_t *ch, const sl_record_t *r, sluice_tra
         if (rc)
             return rc;
     }
-    sl_ring_rx_consume(&ch->grx);
+    if (sl_ring_rx_consume(&ch->grx) && ch->tp->wake)
+        ch->tp->wake(ch->link); /* as sl_stream_consume */
     if (r->kind == SLUICE_BEGIN_LUMI)
         atomic_store_explicit(&ch->slot_events[r->slot], 0, memory_order_relaxed);
     /* Release: pairs with the stream readers' acquire load in event_next; the
@@ -529,7 +530,7 @@ static int sl_event_peek(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *r, 
         if (rc)
             return rc;
         if (r->kind == SL_REC_STREAM_END) {
-            sl_ring_rx_consume(&st->rx);
+            sl_stream_consume(ch, st);
             st->eof = true;
             return SLUICE_EOF;
         }
@@ -556,7 +557,7 @@ static int sl_event_peek(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *r, 
 static void sl_event_take(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *r,
                           sluice_transition_t *event_p, sluice_token_t *token_p)
 {
-    sl_ring_rx_consume(&st->rx);
+    sl_stream_consume(ch, st);
     /* Release: pairs with the acquire load before an END_LUMI is delivered.
      * A scope is no event of a lumi. */
     if (st != &ch->streams[SL_SCOPE(ch)])

@@ -958,6 +958,8 @@ int main(int argc, char **argv)
             rc = case_next_item();
         else if (!strcmp(name, "notify"))
             rc = case_notify();
+        else if (!strcmp(name, "room_rung"))
+            rc = case_room_rung();
         else if (!strcmp(name, "scoped"))
             rc = case_scoped();
         else if (!strcmp(name, "concurrent_receives"))

@@ -60,6 +60,7 @@ int case_open_while_streaming(void);
 int case_next_item(void);
 /* Notifications (notify.c). */
 int case_notify(void);
+int case_room_rung(void);
 /* Run- and lumi-scoped products (scoped.c). */
 int case_scoped(void);
 

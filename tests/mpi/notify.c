@@ -2,6 +2,7 @@
 /* Notifications: no thread waits per event; callbacks and the eventfd say when to act. */
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -190,4 +191,87 @@ int case_notify(void)
     int failed = h_is_ctrl ? nt_controller(ch) : nt_source(ch);
     H_OK(sluice_channel_close(ch));
     return failed;
+}
+
+/* ------------------------------------------------------------ room is rung */
+
+static double rr_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* one clock for both processes of a node */
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The firing time, in ns, for the main thread (0: not fired). */
+static void rr_fired(void *p)
+{
+    atomic_store_explicit((_Atomic uint64_t *)p, (uint64_t)(rr_now() * 1e9), memory_order_release);
+}
+
+/* One long progress call: its engine sleeps a whole slice (a tenth of the liveness period). */
+static void *rr_progress(void *arg)
+{
+    sluice_progress(arg, 3000000);
+    return NULL;
+}
+
+/*
+ * Review M1: a room notification fires when the peer frees a slot, not at
+ * the end of the progress engine's sleep. The liveness period is 10 s, so the
+ * engine sleeps up to 1 s at a time; the source frees one slot of the full
+ * ring 300 ms after the engine went to sleep and then publishes nothing for
+ * half a second. The notification must follow the freeing within 0.25 s
+ * (well under the 0.7 s left of the sleep).
+ */
+int case_room_rung(void)
+{
+    sluice_endpoint_t ep = { 1, h_dir(1), T_BYTES };
+    sluice_options_t o = h_options();
+    o.ring_depth = 8;
+    o.liveness_ms = 10000;
+    sluice_channel_t *ch;
+    H_OK(h_open("room", 1, &ep, 1, &o, &ch));
+    H_OK(h_begin(ch, 1));
+    sluice_token_t tok;
+    H_OK(h_start_event(ch, 0, 1, 1, &tok));
+    h_sync(); /* the source took the event: the ring holds nothing */
+    double freed = 0;
+    if (h_is_ctrl) {
+        uint64_t sent = 0;
+        int rc;
+        while ((rc = sluice_product_send(&tok, 1, &sent, sizeof sent, 1, SLUICE_NONBLOCK)) == 0)
+            sent++;
+        H_STATUS(rc, SLUICE_EAGAIN);
+        _Atomic uint64_t fired = 0;
+        H_OK(sluice_notify_room(ch, 0, rr_fired, (void *)&fired));
+        h_sync(); /* the ring is full and the note armed */
+        pthread_t th; /* its engine sleeps before the slot is freed */
+        H_TRUE(pthread_create(&th, NULL, rr_progress, ch) == 0, "pthread_create");
+        pthread_join(th, NULL);
+        double at = 1e-9 * (double)atomic_load_explicit(&fired, memory_order_acquire);
+        MPI_Recv(&freed, 1, MPI_DOUBLE, 1, 701, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        H_TRUE(at != 0, "the room notification never fired");
+        H_TRUE(at >= freed - 0.001, "fired %.3f s before the slot was freed", freed - at);
+        H_TRUE(at - freed < 0.25, "fired %.3f s after the slot was freed", at - freed);
+        printf("[%s] room_rung: fired %.1f ms after the slot was freed (%llu products filled "
+               "the ring)\n", h_role, 1e3 * (at - freed), (unsigned long long)sent);
+        H_OK(sluice_event_finish(&tok));
+    } else {
+        h_sync();
+        usleep(300000);
+        sluice_view_t v;
+        freed = rr_now();
+        H_OK(sluice_product_receive(&tok, 1, 0, &v));
+        MPI_Send(&freed, 1, MPI_DOUBLE, 0, 701, MPI_COMM_WORLD);
+        /* Publish nothing else for a while: only the freed slot can ring. Drive
+         * progress meanwhile, as a framework over emulated RMA (osc/pt2pt)
+         * must for the peer's reads of this side to be answered. */
+        int n = sluice_progress(ch, 500000);
+        H_TRUE(n == 0, "%d notifications fired on the source, none was armed", n);
+        H_OK(sluice_view_release(ch, &v));
+        H_OK(sluice_event_finish(&tok));
+    }
+    H_OK(h_end_job(ch, 1));
+    H_OK(sluice_channel_close(ch));
+    return 0;
 }
