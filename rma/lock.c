@@ -48,6 +48,7 @@ struct sluice_lock {
     uint64_t my_node;
     _Atomic int gate;        /* threads of this process: 1 while one of them is in or holds */
     sl_word_t pred;          /* predecessor of this rank's current or abandoned node */
+    sl_word_t resume;        /* a release that timed out: the node it was passing, or NOBODY */
     _Atomic uintptr_t owner; /* the thread that acquired the held lock (sl_lock_self), or 0 */
     _Atomic uint64_t n_acquired, n_remote, n_passed, n_owner_dead, n_timed_out;
 };
@@ -121,6 +122,21 @@ static int sl_lock_write(sluice_lock_t *lk, int target, int word, sl_word_t v)
 
 /* ------------------------------------------------------------ liveness */
 
+/*
+ * This node and PID namespace: host name, boot id, and the namespace's
+ * identity, so a process in another container of the same host, whose pid
+ * means nothing here, is never taken for a local one (and judged dead).
+ */
+static uint64_t sl_lock_node_hash(void)
+{
+    char ident[256], ns[128] = "";
+    sl_node_identity(ident, sizeof ident);
+    ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+    ns[n > 0 ? n : 0] = '\0';
+    uint64_t h = sl_fnv1a(SL_FNV_OFFSET, ident, strlen(ident));
+    return sl_fnv1a(h, ns, strlen(ns));
+}
+
 /* Whether `r` is known dead: only ranks on this node can be checked. */
 static bool sl_lock_peer_dead(const sluice_lock_t *lk, sl_word_t r)
 {
@@ -173,25 +189,21 @@ static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
         if (b.polls >= SPIN_POLLS && sl_now_ns() >= next_check) {
             next_check = sl_now_ns() + check_every;
             if (sl_lock_peer_dead(lk, lk->pred)) {
-                sl_word_t holder;
-                if ((rc = sl_lock_read(lk, HOME, W_HOLDER, &holder)) != SLUICE_OK)
+                /* `holder` names the predecessor only while it holds the
+                 * lock or is being granted or passed over (docs/locks.md,
+                 * "A holder that dies"): then nobody else will grant this
+                 * node. Moving `holder` to this rank is the claim, one
+                 * compare-and-swap on the home rank (alive), so only one
+                 * rank can make it and the dead rank's memory is not touched. */
+                sl_word_t was;
+                if ((rc = sl_lock_cas(lk, HOME, W_HOLDER, lk->pred, lk->rank, &was)) != SLUICE_OK)
                     return rc;
-                if (holder == lk->pred) {
-                    /* The predecessor died holding the lock (or while being
-                     * granted it): nobody else will grant this node. Claim the
-                     * holder word first, so two survivors cannot both claim. */
-                    if ((rc = sl_lock_cas(lk, HOME, W_HOLDER, holder, lk->rank, &holder)) !=
+                if (was == lk->pred) {
+                    if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_GRANTED, &was)) !=
                         SLUICE_OK)
                         return rc;
-                    if (holder == lk->pred) {
-                        sl_word_t was;
-                        if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_GRANTED,
-                                              &was)) != SLUICE_OK)
-                            return rc;
-                        if (was == ST_WAITING)
-                            return SLUICE_OWNERDEAD;
-                        return SLUICE_OK; /* it granted us just before it died */
-                    }
+                    /* GRANTED already: it handed the lock on just before it died. */
+                    return was == ST_WAITING ? SLUICE_OWNERDEAD : SLUICE_OK;
                 }
             }
         }
@@ -309,12 +321,8 @@ int sluice_lock_try(sluice_lock_t *lk)
             lk->pred = NOBODY;
             atomic_store_explicit(&lk->owner, sl_lock_self(), memory_order_release);
             sl_lock_count(&lk->n_acquired, 1);
-            rc = sl_lock_write(lk, HOME, W_HOLDER, lk->rank);
-            if (rc == SLUICE_OK)
-                return SLUICE_OK;
-            /* Cannot happen without MPI failing; keep the lock held so the
-             * caller's release frees it. */
-            return rc;
+            /* On failure the lock is still held: the caller's release frees it. */
+            return sl_lock_write(lk, HOME, W_HOLDER, lk->rank);
         }
         rc = sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE);
         if (rc == SLUICE_OK)
@@ -355,13 +363,30 @@ static int sl_lock_successor(sluice_lock_t *lk, int cur, const sl_deadline_t *dl
     return SLUICE_OK;
 }
 
-/* Hand the lock on from this rank, passing over abandoned places. */
+/*
+ * Hand the lock on from this rank, passing over abandoned places. A wait for
+ * a successor to link that times out leaves the lock held and remembers the
+ * node it was at, so that the next release goes on from there.
+ */
 static int sl_lock_hand_on(sluice_lock_t *lk, const sl_deadline_t *dl)
 {
-    int cur = lk->rank;
+    int cur = lk->resume == NOBODY ? lk->rank : (int)lk->resume;
     for (;;) {
         sl_word_t next, was;
         int rc = sl_lock_successor(lk, cur, dl, &next);
+        if (rc == SLUICE_ETIMEDOUT)
+            lk->resume = cur;
+        if (rc != SLUICE_OK)
+            return rc;
+        lk->resume = NOBODY;
+        /* `holder` moves on before `cur` is released (a passed-over node
+         * turns IDLE and may queue again): it never names a rank that is
+         * queued afresh. Lock free: clear it unless a new holder already
+         * wrote itself. */
+        if (next == NOBODY)
+            rc = sl_lock_cas(lk, HOME, W_HOLDER, cur, NOBODY, &was);
+        else
+            rc = sl_lock_write(lk, HOME, W_HOLDER, next);
         if (rc != SLUICE_OK)
             return rc;
         /* Done with a passed-over node: its owner may queue again. */
@@ -369,10 +394,6 @@ static int sl_lock_hand_on(sluice_lock_t *lk, const sl_deadline_t *dl)
             return rc;
         if (next == NOBODY)
             return SLUICE_OK;
-        /* Name the successor holder before granting, so that its own
-         * successor, seeing it dead, knows it had the lock. */
-        if ((rc = sl_lock_write(lk, HOME, W_HOLDER, next)) != SLUICE_OK)
-            return rc;
         for (;;) {
             if ((rc = sl_lock_cas(lk, (int)next, W_STATE, ST_WAITING, ST_GRANTED, &was)) !=
                 SLUICE_OK)
@@ -402,6 +423,12 @@ int sluice_lock_release(sluice_lock_t *lk)
         return sl_fail(SLUICE_EINVAL, "lock: this process does not hold the lock");
     sl_deadline_t dl = sl_deadline_in(lk->opt.timeout_ms);
     int rc = sl_lock_hand_on(lk, &dl);
+    if (rc == SLUICE_ETIMEDOUT) {
+        /* Still ours: a waiter swapped itself in and has not linked. Leaving
+         * now would strand it with nobody to grant it (docs/locks.md). */
+        atomic_store_explicit(&lk->owner, sl_lock_self(), memory_order_release);
+        return rc;
+    }
     int rc2 = sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE);
     sl_lock_gate_leave(lk);
     return rc != SLUICE_OK ? rc : rc2;
@@ -474,6 +501,7 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
         goto free_lock;
     sl_deadline_t dl = sl_deadline_in(lk->opt.timeout_ms);
     lk->pred = NOBODY;
+    lk->resume = NOBODY;
 
     MPI_Request req;
     sl_mpi_enter();
@@ -494,18 +522,19 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     /* Who is who, for liveness; completing it is also the agreement that
      * every rank is here, so the window collective below cannot wait for
      * an absent rank. */
-    lk->peers = calloc((size_t)lk->size, sizeof *lk->peers);
+    /* One more entry for this rank's own, the send buffer: if the wait
+     * times out, the pending collective keeps both (never the stack). */
+    lk->peers = calloc((size_t)lk->size + 1, sizeof *lk->peers);
     if (!lk->peers) {
         rc = sl_fail(SLUICE_ENOMEM, "lock: cannot allocate the table of %d ranks", lk->size);
         goto free_comm;
     }
-    char ident[256];
-    sl_node_identity(ident, sizeof ident);
-    lk->my_node = sl_fnv1a(SL_FNV_OFFSET, ident, strlen(ident));
-    sl_lock_peer_t me = { .pid = getpid(), .start = sl_proc_start_time(getpid()),
-                          .node = lk->my_node };
+    lk->my_node = sl_lock_node_hash();
+    sl_lock_peer_t *me = &lk->peers[lk->size];
+    *me = (sl_lock_peer_t){ .pid = getpid(), .start = sl_proc_start_time(getpid()),
+                            .node = lk->my_node };
     sl_mpi_enter();
-    mrc = MPI_Iallgather(&me, (int)sizeof me, MPI_BYTE, lk->peers, (int)sizeof me, MPI_BYTE,
+    mrc = MPI_Iallgather(me, (int)sizeof *me, MPI_BYTE, lk->peers, (int)sizeof *me, MPI_BYTE,
                          lk->comm, &req);
     sl_mpi_leave();
     if (mrc != MPI_SUCCESS) {
@@ -544,6 +573,7 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     sl_mpi_leave();
     if (mrc != MPI_SUCCESS || (rc = sl_lock_wait_request(&req, &dl, "MPI_Ibarrier")) != SLUICE_OK) {
         rc = mrc != MPI_SUCCESS ? sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed") : rc;
+        free(lk->peers); /* the all-gather is done; the barrier and window stay with MPI */
         goto leak;
     }
     *lock_p = lk;

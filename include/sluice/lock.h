@@ -54,7 +54,8 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
  *   SLUICE_ETIMEDOUT  not held; the lock stays usable by everyone else and
  *                     this process's place in the queue is kept for its next
  *                     acquire until a releaser passes over it.
- *   SLUICE_EALREADY   this process holds it already (not recursive).
+ *   SLUICE_EALREADY   the calling thread holds it already (not recursive; another
+ *                     thread of the holding process waits for its release).
  *   SLUICE_EMPI       an MPI call failed; see sluice_last_error().
  * Blocks (spin, yield, then sleep up to max_sleep_us). Any thread.
  */
@@ -62,16 +63,20 @@ int sluice_lock_acquire(sluice_lock_t *lock, uint32_t timeout_ms);
 
 /*
  * Take the lock only if nobody holds or waits for it: SLUICE_OK, or
- * SLUICE_EAGAIN and nothing changed. Never waits for other ranks (one
- * remote compare-and-swap). Any thread.
+ * SLUICE_EAGAIN and the queue is as it was (also when another thread of this
+ * process holds or waits for it). Never waits in a queue: one remote
+ * compare-and-swap, and on success one remote write (over osc/pt2pt each
+ * needs the home rank to make MPI progress). Any thread.
  */
 int sluice_lock_try(sluice_lock_t *lock);
 
 /*
  * Give the lock to the next waiter in request order, or free it. May wait,
  * at most the lock's timeout_ms, for a waiter that has queued but not yet
- * linked itself (SLUICE_ETIMEDOUT then: that waiter died in between).
- * SLUICE_EINVAL if this process does not hold the lock. Any thread.
+ * linked itself: SLUICE_ETIMEDOUT then, and the lock is STILL HELD by this
+ * process (leaving would strand that waiter); call release again, which
+ * goes on where this one stopped. SLUICE_EINVAL if this process does not
+ * hold the lock. Any thread.
  */
 int sluice_lock_release(sluice_lock_t *lock);
 
