@@ -49,6 +49,14 @@ struct sluice_shared {
     int n_leaders;
     sluice_shared_options_t opt;
     uint64_t dummy;             /* the window memory of ranks that hold no segment */
+    int may_poke;               /* the thread level lets any thread make a progress call */
+    /* Buffers of create's non-blocking collectives: in the handle, never on
+     * the stack, and the handle is left behind if one of them times out
+     * (`pending`), since MPI may still write them. */
+    char name[NAME_LEN];
+    uint64_t node_mine;
+    int verdict_mine, verdict_all;
+    bool pending;
 };
 
 static _Atomic unsigned sl_shared_serial;
@@ -170,32 +178,40 @@ static int sl_shared_nodes(sluice_shared_t *sh, uint64_t *nodes, const sl_deadli
 {
     char ident[256];
     sl_node_identity(ident, sizeof ident);
-    uint64_t me = sl_fnv1a(SL_FNV_OFFSET, ident, strlen(ident));
+    sh->node_mine = sl_fnv1a(SL_FNV_OFFSET, ident, strlen(ident));
     MPI_Request req;
     sl_mpi_enter();
-    int mrc = MPI_Iallgather(&me, 1, MPI_UINT64_T, nodes, 1, MPI_UINT64_T, sh->comm, &req);
+    int mrc = MPI_Iallgather(&sh->node_mine, 1, MPI_UINT64_T, nodes, 1, MPI_UINT64_T, sh->comm,
+                             &req);
     sl_mpi_leave();
     if (mrc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "shared: MPI_Iallgather of node identities failed");
-    return sl_shared_wait_request(&req, dl, "MPI_Iallgather of node identities");
+    sh->pending = true;
+    int rc = sl_shared_wait_request(&req, dl, "MPI_Iallgather of node identities");
+    sh->pending = rc != SLUICE_OK;
+    return rc;
 }
 
 /* Every rank's verdict: SLUICE_OK only if every rank succeeded. */
 static int sl_shared_agree(sluice_shared_t *sh, int rc, const sl_deadline_t *dl)
 {
-    int ok = rc == SLUICE_OK, all = 0;
+    sh->verdict_mine = rc == SLUICE_OK;
+    sh->verdict_all = 0;
     MPI_Request req;
     sl_mpi_enter();
-    int mrc = MPI_Iallreduce(&ok, &all, 1, MPI_INT, MPI_LAND, sh->comm, &req);
+    int mrc = MPI_Iallreduce(&sh->verdict_mine, &sh->verdict_all, 1, MPI_INT, MPI_LAND, sh->comm,
+                             &req);
     sl_mpi_leave();
     if (mrc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "shared: MPI_Iallreduce of the verdict failed");
+    sh->pending = true;
     int wrc = sl_shared_wait_request(&req, dl, "MPI_Iallreduce of the verdict");
     if (wrc != SLUICE_OK)
         return wrc;
+    sh->pending = false;
     if (rc != SLUICE_OK)
         return rc;
-    return all ? SLUICE_OK : sl_fail(SLUICE_ESYS, "shared: another rank could not map its node's "
+    return sh->verdict_all ? SLUICE_OK : sl_fail(SLUICE_ESYS, "shared: another rank could not map its node's "
                                                   "segment");
 }
 
@@ -215,17 +231,21 @@ static int sl_shared_map(sluice_shared_t *sh, const uint64_t *nodes, const sl_de
     if (mrc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "shared: MPI_Comm_split by node failed");
 
-    char name[NAME_LEN] = { 0 };
+    char *name = sh->name;
     int rc = leader ? sl_shared_make(sh, name) : SLUICE_OK;
     MPI_Request req;
     sl_mpi_enter();
     mrc = MPI_Ibcast(name, NAME_LEN, MPI_CHAR, 0, sh->node, &req);
     sl_mpi_leave();
-    if (mrc != MPI_SUCCESS)
-        return sl_fail(SLUICE_EMPI, "shared: MPI_Ibcast of the segment name failed");
-    int wrc = sl_shared_wait_request(&req, dl, "MPI_Ibcast of the segment name");
-    if (wrc != SLUICE_OK)
+    int wrc = mrc == MPI_SUCCESS
+                  ? (sh->pending = true, sl_shared_wait_request(&req, dl, "MPI_Ibcast of the name"))
+                  : sl_fail(SLUICE_EMPI, "shared: MPI_Ibcast of the segment name failed");
+    if (wrc != SLUICE_OK) {
+        if (leader && name[0] == '/')
+            shm_unlink(name); /* nobody else may come: leave nothing in /dev/shm */
         return wrc;
+    }
+    sh->pending = false;
     if (!leader)
         rc = sl_shared_attach(sh, name);
     /* Once every rank of the job has mapped (or failed), nothing else may
@@ -285,12 +305,8 @@ int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_option
         rc = sl_fail(SLUICE_ENOMEM, "shared: cannot allocate the table of %d ranks", sh->size);
         goto free_comm;
     }
-    if ((rc = sl_shared_nodes(sh, nodes, &dl)) != SLUICE_OK) {
-        /* The request still owns `nodes` and the communicator: left to MPI. */
-        free(sh->leaders);
-        free(sh);
-        return rc;
-    }
+    if ((rc = sl_shared_nodes(sh, nodes, &dl)) != SLUICE_OK)
+        return rc; /* the request still owns `nodes`, `sh` and the communicator: left to MPI */
     for (int r = 0; r < sh->size; r++) {
         int first = 1;
         for (int q = 0; q < r && first; q++)
@@ -302,6 +318,9 @@ int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_option
     free(nodes);
     if (rc != SLUICE_OK)
         goto unmap;
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    sh->may_poke = level >= MPI_THREAD_SERIALIZED;
 
     /* Every node's segment becomes one window (empty on the other ranks):
      * a set puts into each. Every rank agreed above, so this collective
@@ -331,11 +350,17 @@ int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_option
     return SLUICE_OK;
 
 unmap:
-    if (sh->hdr)
+    /* A collective still pending may write into the handle: leave it. A
+     * window, once made, exposes the mapping to the other ranks: leave
+     * that too. Communicators and window are left to MPI (a rank may be
+     * missing, so freeing them could wait for ever). */
+    if (sh->pending)
+        return rc;
+    if (sh->hdr && sh->win == MPI_WIN_NULL)
         munmap(sh->hdr, sh->map_bytes);
     free(sh->leaders);
     free(sh);
-    return rc; /* communicators and window, if made, are left to MPI: a rank may be missing */
+    return rc;
 free_comm:
     sl_mpi_enter();
     MPI_Comm_free(&sh->comm);
@@ -373,10 +398,11 @@ int sluice_shared_destroy(sluice_shared_t *sh)
         if (mrc != MPI_SUCCESS)
             rc = sl_fail(SLUICE_EMPI, "shared: freeing the window failed");
     }
-    /* On a timeout the window and communicators are left to MPI. The
-     * mapping goes in every case: MPI only ever writes it from a set,
-     * and every set of this process has returned. */
-    munmap(sh->hdr, sh->map_bytes);
+    /* On a timeout the window and communicators are left to MPI, and so is
+     * the mapping: the window still exposes it, and a late rank's set may
+     * still write it. */
+    if (rc == SLUICE_OK)
+        munmap(sh->hdr, sh->map_bytes);
     free(sh->leaders);
     free(sh);
     return rc;
@@ -403,15 +429,9 @@ static int sl_shared_fop(sluice_shared_t *sh, int target, uint64_t value, MPI_Op
 
 /* One node's copy: odd version, data, even version; each step complete (flushed) before the next. */
 static int sl_shared_put_node(sluice_shared_t *sh, int target, size_t offset, const void *data,
-                              size_t bytes, uint64_t *version_p)
+                              size_t bytes, uint64_t writing)
 {
-    uint64_t v;
-    int rc = sl_shared_fop(sh, target, 0, MPI_NO_OP, &v);
-    if (rc != SLUICE_OK)
-        return rc;
-    /* Odd means a writer died part-way (the lock said OWNERDEAD): step on
-     * to the next odd value, so readers never take its half copy as new. */
-    uint64_t writing = v % 2 == 0 ? v + 1 : v + 2;
+    int rc;
     if ((rc = sl_shared_fop(sh, target, writing, MPI_REPLACE, NULL)) != SLUICE_OK)
         return rc;
     const char *p = data;
@@ -431,15 +451,15 @@ static int sl_shared_put_node(sluice_shared_t *sh, int target, size_t offset, co
         done += n;
     }
     /* The data is complete at the target (flushed) before the version says so. */
-    if ((rc = sl_shared_fop(sh, target, writing + 1, MPI_REPLACE, NULL)) != SLUICE_OK)
-        return rc;
-    *version_p = writing + 1;
-    return SLUICE_OK;
+    return sl_shared_fop(sh, target, writing + 1, MPI_REPLACE, NULL);
 }
 
 int sl_shared_lock(sluice_shared_t *sh)
 {
-    return sluice_lock_acquire(sh->lock, sh->opt.timeout_ms);
+    int rc = sluice_lock_acquire(sh->lock, sh->opt.timeout_ms);
+    /* Held already by this thread: an earlier release could not hand it on
+     * (a waiter had not linked) and kept it. Nobody else uses this lock. */
+    return rc == SLUICE_EALREADY ? SLUICE_OK : rc;
 }
 
 int sl_shared_unlock(sluice_shared_t *sh) { return sluice_lock_release(sh->lock); }
@@ -450,14 +470,45 @@ int sl_shared_put(sluice_shared_t *sh, size_t offset, const void *data, size_t b
     if (offset > sh->bytes || bytes > sh->bytes - offset)
         return sl_fail(SLUICE_ERANGE, "shared: region [%zu, +%zu) outside the %zu-byte array",
                        offset, bytes, sh->bytes);
-    uint64_t version = 0;
+    /* One version for every copy: the next odd value above the highest of
+     * them. Copies differ only after a writer died part-way (the lock then
+     * said OWNERDEAD); an odd one is such a half copy, and stepping past it
+     * keeps readers from taking it for a version. */
+    uint64_t top = 0;
     for (int i = 0; i < sh->n_leaders; i++) {
-        int rc = sl_shared_put_node(sh, sh->leaders[i], offset, data, bytes, &version);
+        uint64_t v;
+        int rc = sl_shared_fop(sh, sh->leaders[i], 0, MPI_NO_OP, &v);
+        if (rc != SLUICE_OK)
+            return rc;
+        top = v > top ? v : top;
+    }
+    uint64_t writing = top % 2 == 0 ? top + 1 : top + 2;
+    for (int i = 0; i < sh->n_leaders; i++) {
+        int rc = sl_shared_put_node(sh, sh->leaders[i], offset, data, bytes, writing);
         if (rc != SLUICE_OK)
             return rc;
     }
     if (version_p)
-        *version_p = version;
+        *version_p = writing + 1;
+    return SLUICE_OK;
+}
+
+int sl_shared_nodes_n(const sluice_shared_t *sh) { return sh->n_leaders; }
+
+int sl_shared_get(sluice_shared_t *sh, int node, size_t offset, void *buf, size_t bytes)
+{
+    if (node < 0 || node >= sh->n_leaders || offset > sh->bytes || bytes > sh->bytes - offset ||
+        bytes > (1u << 30))
+        return sl_fail(SLUICE_ERANGE, "shared: read of [%zu, +%zu) from node %d", offset, bytes,
+                       node);
+    sl_mpi_enter();
+    int mrc = MPI_Get(buf, (int)bytes, MPI_BYTE, sh->leaders[node],
+                      (MPI_Aint)(SL_SHARED_HDR + offset), (int)bytes, MPI_BYTE, sh->win);
+    if (mrc == MPI_SUCCESS)
+        mrc = MPI_Win_flush(sh->leaders[node], sh->win); /* the result is read only after it */
+    sl_mpi_leave();
+    if (mrc != MPI_SUCCESS)
+        return sl_fail(SLUICE_EMPI, "shared: MPI_Get from rank %d failed", sh->leaders[node]);
     return SLUICE_OK;
 }
 
@@ -469,15 +520,38 @@ int sluice_shared_set(sluice_shared_t *sh, size_t offset, const void *data, size
     if (offset > sh->bytes || bytes > sh->bytes - offset)
         return sl_fail(SLUICE_ERANGE, "shared: region [%zu, +%zu) outside the %zu-byte array",
                        offset, bytes, sh->bytes);
-    int rc = sl_shared_lock(sh);
-    if (rc != SLUICE_OK && rc != SLUICE_OWNERDEAD)
-        return rc;
-    rc = sl_shared_put(sh, offset, data, bytes, version_p);
+    int lrc = sl_shared_lock(sh);
+    if (lrc != SLUICE_OK && lrc != SLUICE_OWNERDEAD)
+        return lrc;
+    int rc = sl_shared_put(sh, offset, data, bytes, version_p);
     int rrc = sl_shared_unlock(sh);
-    return rc != SLUICE_OK ? rc : rrc;
+    if (rc != SLUICE_OK)
+        return rc;
+    if (rrc != SLUICE_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", sluice_last_error());
+        return sl_fail(rrc, "shared: the data is written everywhere, but the writer lock could "
+                            "not be handed on (it stays held; the next set goes on): %s", why);
+    }
+    return lrc; /* SLUICE_OWNERDEAD: written, but an earlier writer died part-way */
 }
 
 /* ------------------------------------------------------------ read */
+
+/*
+ * Over emulated RMA (osc/pt2pt) a set completes only while the target is
+ * inside MPI: a reader that polls lends its process one progress call per
+ * look (an MPI_Iprobe that never waits, skipped while another thread is in
+ * MPI). Only where the thread level lets any thread call MPI, and never
+ * after MPI_Finalize.
+ */
+static void sl_shared_poke(const sluice_shared_t *sh)
+{
+    int finalized = 1;
+    if (!sh->may_poke || MPI_Finalized(&finalized) != MPI_SUCCESS || finalized)
+        return;
+    sl_mpi_poke();
+}
 
 const void *sluice_shared_data(const sluice_shared_t *sh)
 {
@@ -512,10 +586,7 @@ int sluice_shared_read(const sluice_shared_t *sh, size_t offset, void *buf, size
     sl_backoff_init(&b, 64, 100);
     const char *src = (const char *)sh->hdr + SL_SHARED_HDR + offset;
     for (;;) {
-        /* Over emulated RMA (osc/pt2pt) a set completes only while this
-         * node's segment holder is inside MPI: every try lends it one
-         * progress call (never waits; skipped while another thread is in MPI). */
-        sl_mpi_poke();
+        sl_shared_poke(sh);
         uint64_t before = sluice_shared_version(sh);
         if (before % 2 == 0) {
             memcpy(buf, src, bytes);
@@ -542,7 +613,7 @@ int sluice_shared_wait(const sluice_shared_t *sh, uint64_t newer_than, uint32_t 
     sl_backoff_t b;
     sl_backoff_init(&b, 64, 1000);
     for (;;) {
-        sl_mpi_poke(); /* as in sluice_shared_read */
+        sl_shared_poke(sh);
         uint64_t v = sluice_shared_version(sh);
         if (v % 2 == 0 && v > newer_than) {
             if (version_p)

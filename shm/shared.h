@@ -18,4 +18,9 @@ int sl_shared_unlock(sluice_shared_t *sh);
 int sl_shared_put(sluice_shared_t *sh, size_t offset, const void *data, size_t bytes,
                   uint64_t *version_p);
 
+/* How many nodes (copies) there are, and a read of node `node`'s copy (one
+ * MPI_Get, flushed). For repairs after SLUICE_OWNERDEAD, under the lock. */
+int sl_shared_nodes_n(const sluice_shared_t *sh);
+int sl_shared_get(sluice_shared_t *sh, int node, size_t offset, void *buf, size_t bytes);
+
 #endif

@@ -7,6 +7,7 @@
 #include <sluice/shared.h>
 
 #include "../shm/shared.h"
+#include "backoff.h"
 #include "internal.h"
 
 /*
@@ -33,6 +34,7 @@ enum { ENTRIES_AT = 64 };
 struct sluice_history {
     sluice_shared_t *sh;
     uint32_t max_entries;
+    uint32_t timeout_ms;
     size_t heap_at, heap_bytes;
 };
 
@@ -55,6 +57,7 @@ int sluice_history_create(MPI_Comm comm, uint32_t max_entries, size_t heap_bytes
     sluice_shared_options_init(&o);
     if (timeout_ms)
         o.timeout_ms = timeout_ms;
+    h->timeout_ms = o.timeout_ms;
     int rc = sluice_shared_create(comm, h->heap_at + heap_bytes, &o, &h->sh);
     if (rc != SLUICE_OK) {
         free(h);
@@ -108,7 +111,10 @@ int sluice_history_lookup(const sluice_history_t *h, const uint8_t id[SLUICE_HIS
     /* A registration publishes its entry with one version step, after the
      * bytes were complete: an entry seen under an even, unchanged version is
      * whole, and stays so (append-only). */
-    for (int tries = 0;; tries++) {
+    sl_deadline_t dl = sl_deadline_in(h->timeout_ms);
+    sl_backoff_t b;
+    sl_backoff_init(&b, 64, 100);
+    for (;;) {
         uint64_t before = sluice_shared_version(h->sh);
         const sl_history_entry_t *e = before % 2 == 0 ? sl_history_find(h, id) : NULL;
         sl_history_entry_t copy;
@@ -123,15 +129,11 @@ int sluice_history_lookup(const sluice_history_t *h, const uint8_t id[SLUICE_HIS
             *bytes_p = copy.bytes;
             return SLUICE_OK;
         }
-        if (tries > 100000) {
-            /* A registration is a few flushed puts: this long means its
-             * writer died between them; wait for the copy like a reader. */
-            uint64_t v;
-            int rc = sluice_shared_wait(h->sh, before, 30000, &v);
-            if (rc != SLUICE_OK)
-                return rc;
-            tries = 0;
-        }
+        /* A registration is writing: it takes a few flushed puts. Longer
+         * than the registry's timeout means its writer died between them. */
+        if (sl_backoff_pause(&b, &dl) != SLUICE_OK)
+            return sl_fail(SLUICE_ETIMEDOUT, "history: the registry stayed under update for %u ms",
+                           h->timeout_ms);
     }
 }
 
@@ -173,6 +175,26 @@ static int sl_history_append(sluice_history_t *h, const uint8_t *id, const void 
     return rc;
 }
 
+/*
+ * After a registrar died part-way: every node has its bytes and entry (each
+ * put goes to every node before the next starts), but the count that makes
+ * them visible may have reached only some nodes. Give every node the
+ * highest header, so no node reuses a slot another already shows.
+ */
+static int sl_history_repair(sluice_history_t *h)
+{
+    sl_history_header_t top = { 0, 0 };
+    for (int i = 0; i < sl_shared_nodes_n(h->sh); i++) {
+        sl_history_header_t hd;
+        int rc = sl_shared_get(h->sh, i, 0, &hd, sizeof hd);
+        if (rc != SLUICE_OK)
+            return rc;
+        if (hd.count > top.count)
+            top = hd;
+    }
+    return sl_shared_put(h->sh, 0, &top, sizeof top, NULL);
+}
+
 int sluice_history_register(sluice_history_t *h, const uint8_t id[SLUICE_HISTORY_ID_BYTES],
                             const void *blob, size_t bytes)
 {
@@ -181,7 +203,10 @@ int sluice_history_register(sluice_history_t *h, const uint8_t id[SLUICE_HISTORY
     int rc = sl_shared_lock(h->sh);
     if (rc != SLUICE_OK && rc != SLUICE_OWNERDEAD)
         return rc;
-    rc = sl_history_append(h, id, blob, bytes);
+    if (rc == SLUICE_OWNERDEAD)
+        rc = sl_history_repair(h);
+    if (rc == SLUICE_OK)
+        rc = sl_history_append(h, id, blob, bytes);
     int urc = sl_shared_unlock(h->sh);
     return rc != SLUICE_OK ? rc : urc;
 }

@@ -20,8 +20,9 @@ extern "C" {
  * every node's copy holds it. Every rank reads its node's copy in place.
  *
  * Versions. Each copy carries a version word: even when the copy is stable,
- * odd while a set is writing it. Every set adds 2 to it on every node, so
- * all copies show the same version once a set returned. A reader that sees
+ * odd while a set is writing it. A set writes every copy to one version, 2
+ * above the highest of them, so all copies show the same version once a set
+ * returned. A reader that sees
  * the same even version before and after reading has read exactly what the
  * set that produced that version left (and every set before it): no torn
  * update. sluice_shared_read does this check for the caller.
@@ -50,20 +51,30 @@ int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_option
 /*
  * Write `bytes` bytes from `data` at `offset` into every node's copy. Not
  * collective: any rank, any time. Writers are serialised by a sluice_lock;
- * returns once every copy holds the data, with the new version in
- * `*version_p` (may be NULL). SLUICE_ERANGE if the region does not fit;
- * SLUICE_ETIMEDOUT if the lock did not come within timeout_ms (nothing
- * written); SLUICE_EMPI if MPI failed part-way (some copies then stay odd:
- * readers time out until the next set repairs them). Blocks; any thread.
+ * returns once every copy holds the data, with the new version (the same on
+ * every node) in `*version_p` (may be NULL).
+ *   SLUICE_OK         written everywhere.
+ *   SLUICE_OWNERDEAD  written everywhere, but an earlier writer died part-way:
+ *                     its region may hold half its data on some nodes (rewrite
+ *                     it if it matters); the versions are made equal again.
+ *   SLUICE_ERANGE     the region does not fit; nothing written.
+ *   SLUICE_ETIMEDOUT  the lock did not come within timeout_ms (nothing
+ *                     written), or, after writing everywhere, it could not be
+ *                     handed on (sluice_last_error() says which).
+ *   SLUICE_EMPI       MPI failed part-way: some copies stay odd, and their
+ *                     readers time out until the next set repairs them.
+ * Blocks; any thread.
  */
 int sluice_shared_set(sluice_shared_t *sh, size_t offset, const void *data, size_t bytes,
                       uint64_t *version_p);
 
 /*
  * Copy `bytes` bytes at `offset` of this node's copy into `buf`, untorn:
- * retried while a set is writing, at most timeout_ms (SLUICE_ETIMEDOUT).
- * `*version_p` (may be NULL) is the even version the copy is from. Never
- * calls MPI; any thread.
+ * retried while a set is writing, at most timeout_ms (SLUICE_ETIMEDOUT; `buf`
+ * then holds a torn copy). `*version_p` (may be NULL) is the even version the
+ * copy is from. Makes no MPI call except one non-blocking progress probe per
+ * look (MPI_Iprobe; only at MPI_THREAD_SERIALIZED or above, before
+ * MPI_Finalize), which keeps sets over osc/pt2pt going. Any thread.
  */
 int sluice_shared_read(const sluice_shared_t *sh, size_t offset, void *buf, size_t bytes,
                        uint64_t *version_p);
@@ -83,7 +94,8 @@ uint64_t sluice_shared_version(const sluice_shared_t *sh);
 /*
  * Wait, at most `timeout_ms`, until this node's copy has an even version
  * newer than `newer_than`; `*version_p` gets it. SLUICE_ETIMEDOUT otherwise.
- * Polls shared memory only (spin, yield, sleep); never calls MPI. Any thread.
+ * Polls shared memory (spin, yield, sleep), with the progress probe of
+ * sluice_shared_read. Any thread.
  */
 int sluice_shared_wait(const sluice_shared_t *sh, uint64_t newer_than, uint32_t timeout_ms,
                        uint64_t *version_p);
