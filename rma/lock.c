@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* sluice_lock: an MCS queue lock over MPI one-sided atomics, with deadlines and dead-holder recovery. */
+/* sluice_lock: an MCS queue lock over MPI one-sided atomics, with deadlines and dead-holder
+ * recovery. */
 #include <mpi.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -334,7 +335,8 @@ int sluice_lock_try(sluice_lock_t *lk)
 
 /* ------------------------------------------------------------ release */
 
-/* The successor of node `cur`, waiting for it to link if the tail moved on; NOBODY if the lock is free now. */
+/* The successor of node `cur`, waiting for it to link if the tail moved on; NOBODY if the
+ * lock is free now. */
 static int sl_lock_successor(sluice_lock_t *lk, int cur, const sl_deadline_t *dl, sl_word_t *next_p)
 {
     sl_word_t next, old;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* sluice_shared: one copy per node in POSIX shared memory, replicated by one-sided puts under a sluice_lock. */
+/* sluice_shared: one copy per node in POSIX shared memory, replicated by one-sided puts under
+ * a sluice_lock. */
 #include <errno.h>
 #include <fcntl.h>
 #include <mpi.h>
@@ -211,8 +212,9 @@ static int sl_shared_agree(sluice_shared_t *sh, int rc, const sl_deadline_t *dl)
     sh->pending = false;
     if (rc != SLUICE_OK)
         return rc;
-    return sh->verdict_all ? SLUICE_OK : sl_fail(SLUICE_ESYS, "shared: another rank could not map its node's "
-                                                  "segment");
+    if (!sh->verdict_all)
+        return sl_fail(SLUICE_ESYS, "shared: another rank could not map its node's segment");
+    return SLUICE_OK;
 }
 
 /* Steps 2-4 of create: the node communicator and the mapped segment. */
@@ -427,7 +429,8 @@ static int sl_shared_fop(sluice_shared_t *sh, int target, uint64_t value, MPI_Op
     return SLUICE_OK;
 }
 
-/* One node's copy: odd version, data, even version; each step complete (flushed) before the next. */
+/* One node's copy: odd version, data, even version; each step complete (flushed) before the
+ * next. */
 static int sl_shared_put_node(sluice_shared_t *sh, int target, size_t offset, const void *data,
                               size_t bytes, uint64_t writing)
 {

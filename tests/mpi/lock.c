@@ -169,7 +169,8 @@ static int case_fifo(void)
     }
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0) {
-        H_TRUE(board_read(B_LOG_LEN) == size, "%lld grants logged", (long long)board_read(B_LOG_LEN));
+        H_TRUE(board_read(B_LOG_LEN) == size, "%lld grants logged",
+               (long long)board_read(B_LOG_LEN));
         for (int i = 0; i < size; i++)
             H_TRUE(board_read(B_LOG + i) == i, "grant %d went to rank %lld", i,
                    (long long)board_read(B_LOG + i));
@@ -329,6 +330,7 @@ static int case_trylock(void)
 typedef struct thread_job {
     sluice_lock_t *lk;
     int k, failed;
+    char why[256];   /* the failing call's sluice_last_error(), from its own thread */
 } thread_job_t;
 
 static void *thread_incr(void *arg)
@@ -337,6 +339,7 @@ static void *thread_incr(void *arg)
     for (int i = 0; i < j->k && !j->failed; i++) {
         if (sluice_lock_acquire(j->lk, 60000) != SLUICE_OK) {
             j->failed = 1;
+            snprintf(j->why, sizeof j->why, "acquire: %s", sluice_last_error());
             break;
         }
         sluice_mpi_lock();
@@ -347,8 +350,10 @@ static void *thread_incr(void *arg)
         MPI_Put(&v, 1, MPI_INT64_T, 0, B_COUNTER, 1, MPI_INT64_T, board);
         MPI_Win_flush(0, board);
         sluice_mpi_unlock();
-        if (sluice_lock_release(j->lk) != SLUICE_OK)
+        if (sluice_lock_release(j->lk) != SLUICE_OK) {
             j->failed = 1;
+            snprintf(j->why, sizeof j->why, "release: %s", sluice_last_error());
+        }
     }
     return NULL;
 }
@@ -364,14 +369,14 @@ static int case_threads(int k)
     }
     sluice_lock_t *lk = make_lock();
     H_TRUE(lk, "no lock");
-    thread_job_t jobs[2] = { { lk, k, 0 }, { lk, k, 0 } };
+    thread_job_t jobs[2] = { { lk, k, 0, "" }, { lk, k, 0, "" } };
     pthread_t th[2];
     for (int i = 0; i < 2; i++)
         H_TRUE(pthread_create(&th[i], NULL, thread_incr, &jobs[i]) == 0, "pthread_create");
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
-    H_TRUE(!jobs[0].failed && !jobs[1].failed, "a thread's acquire or release failed: %s",
-           sluice_last_error());
+    H_TRUE(!jobs[0].failed && !jobs[1].failed, "a thread failed: %s%s", jobs[0].why,
+           jobs[1].why);
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0) {
         int64_t total = board_read(B_COUNTER);
@@ -437,7 +442,8 @@ static int case_owner_dead(void)
     board_wait(B_LOG_LEN, size - 1);
     H_TRUE(board_read(B_COUNTER) == 1, "%lld ranks were told the owner died",
            (long long)board_read(B_COUNTER));
-    H_TRUE(board_read(B_LOG) == 0, "the first grant went to rank %lld", (long long)board_read(B_LOG));
+    H_TRUE(board_read(B_LOG) == 0, "the first grant went to rank %lld",
+           (long long)board_read(B_LOG));
     /* The window is shared with the dead rank: destroy cannot agree, and
      * MPI_Finalize may wait for it (bounded by the watchdog). */
     H_STATUS(sluice_lock_destroy(lk), SLUICE_ETIMEDOUT);
