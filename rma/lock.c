@@ -471,25 +471,6 @@ static int sl_lock_options_check(const sluice_lock_options_t *user, sluice_lock_
     return SLUICE_OK;
 }
 
-/* Poll a non-blocking collective until it completes or the deadline passes. */
-static int sl_lock_wait_request(MPI_Request *req, const sl_deadline_t *dl, const char *what)
-{
-    sl_backoff_t b;
-    sl_backoff_init(&b, SPIN_POLLS, 1000);
-    for (;;) {
-        int done = 0;
-        sl_mpi_enter();
-        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
-        sl_mpi_leave();
-        if (rc != MPI_SUCCESS)
-            return sl_fail(SLUICE_EMPI, "lock: %s failed", what);
-        if (done)
-            return SLUICE_OK;
-        if (sl_backoff_pause(&b, dl) != SLUICE_OK)
-            return sl_fail(SLUICE_ETIMEDOUT, "lock: %s: not every rank arrived in time", what);
-    }
-}
-
 int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_lock_t **lock_p)
 {
     if (!lock_p || comm == MPI_COMM_NULL)
@@ -513,7 +494,7 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
         rc = sl_fail(SLUICE_EMPI, "lock: MPI_Comm_idup failed");
         goto free_lock;
     }
-    if ((rc = sl_lock_wait_request(&req, &dl, "MPI_Comm_idup")) != SLUICE_OK)
+    if ((rc = sl_mpi_wait(&req, &dl, 64, "lock: MPI_Comm_idup")) != SLUICE_OK)
         goto free_lock; /* the duplicate is left to MPI: it may still complete */
     sl_mpi_enter();
     MPI_Comm_set_errhandler(lk->comm, MPI_ERRORS_RETURN);
@@ -543,7 +524,7 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
         rc = sl_fail(SLUICE_EMPI, "lock: MPI_Iallgather failed");
         goto free_peers;
     }
-    if ((rc = sl_lock_wait_request(&req, &dl, "MPI_Iallgather of identities")) != SLUICE_OK)
+    if ((rc = sl_mpi_wait(&req, &dl, 64, "lock: MPI_Iallgather of identities")) != SLUICE_OK)
         goto leak; /* the request still owns `peers` */
 
     sl_mpi_enter();
@@ -573,8 +554,9 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     sl_mpi_enter();
     mrc = MPI_Ibarrier(lk->comm, &req);
     sl_mpi_leave();
-    if (mrc != MPI_SUCCESS || (rc = sl_lock_wait_request(&req, &dl, "MPI_Ibarrier")) != SLUICE_OK) {
-        rc = mrc != MPI_SUCCESS ? sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed") : rc;
+    rc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, &dl, 64, "lock: MPI_Ibarrier")
+                            : sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed");
+    if (rc != SLUICE_OK) {
         free(lk->peers); /* the all-gather is done; the barrier and window stay with MPI */
         goto leak;
     }
@@ -607,7 +589,7 @@ int sluice_lock_destroy(sluice_lock_t *lk)
     sl_mpi_enter();
     int mrc = MPI_Ibarrier(lk->comm, &req);
     sl_mpi_leave();
-    int rc = mrc == MPI_SUCCESS ? sl_lock_wait_request(&req, &dl, "MPI_Ibarrier of destroy")
+    int rc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, &dl, 64, "lock: MPI_Ibarrier of destroy")
                                 : sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed");
     if (rc == SLUICE_OK) {
         /* Every rank has stopped using the window: free it collectively. */

@@ -89,25 +89,6 @@ static int sl_shared_options_check(const sluice_shared_options_t *user,
     return SLUICE_OK;
 }
 
-/* Poll a non-blocking collective until it completes or the deadline passes. */
-static int sl_shared_wait_request(MPI_Request *req, const sl_deadline_t *dl, const char *what)
-{
-    sl_backoff_t b;
-    sl_backoff_init(&b, 64, 1000);
-    for (;;) {
-        int done = 0;
-        sl_mpi_enter();
-        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
-        sl_mpi_leave();
-        if (rc != MPI_SUCCESS)
-            return sl_fail(SLUICE_EMPI, "shared: %s failed", what);
-        if (done)
-            return SLUICE_OK;
-        if (sl_backoff_pause(&b, dl) != SLUICE_OK)
-            return sl_fail(SLUICE_ETIMEDOUT, "shared: %s: not every rank arrived in time", what);
-    }
-}
-
 /* ------------------------------------------------------------ the node's segment */
 
 /* The leader makes the segment: created exclusively, mode 0600, zero-filled. */
@@ -188,7 +169,7 @@ static int sl_shared_nodes(sluice_shared_t *sh, uint64_t *nodes, const sl_deadli
     if (mrc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "shared: MPI_Iallgather of node identities failed");
     sh->pending = true;
-    int rc = sl_shared_wait_request(&req, dl, "MPI_Iallgather of node identities");
+    int rc = sl_mpi_wait(&req, dl, 64, "shared: MPI_Iallgather of node identities");
     sh->pending = rc != SLUICE_OK;
     return rc;
 }
@@ -206,7 +187,7 @@ static int sl_shared_agree(sluice_shared_t *sh, int rc, const sl_deadline_t *dl)
     if (mrc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "shared: MPI_Iallreduce of the verdict failed");
     sh->pending = true;
-    int wrc = sl_shared_wait_request(&req, dl, "MPI_Iallreduce of the verdict");
+    int wrc = sl_mpi_wait(&req, dl, 64, "shared: MPI_Iallreduce of the verdict");
     if (wrc != SLUICE_OK)
         return wrc;
     sh->pending = false;
@@ -239,9 +220,9 @@ static int sl_shared_map(sluice_shared_t *sh, const uint64_t *nodes, const sl_de
     sl_mpi_enter();
     mrc = MPI_Ibcast(name, NAME_LEN, MPI_CHAR, 0, sh->node, &req);
     sl_mpi_leave();
-    int wrc = mrc == MPI_SUCCESS
-                  ? (sh->pending = true, sl_shared_wait_request(&req, dl, "MPI_Ibcast of the name"))
-                  : sl_fail(SLUICE_EMPI, "shared: MPI_Ibcast of the segment name failed");
+    sh->pending = mrc == MPI_SUCCESS;
+    int wrc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, dl, 64, "shared: MPI_Ibcast of the name")
+                                 : sl_fail(SLUICE_EMPI, "shared: MPI_Ibcast of the name failed");
     if (wrc != SLUICE_OK) {
         if (leader && name[0] == '/')
             shm_unlink(name); /* nobody else may come: leave nothing in /dev/shm */
@@ -288,7 +269,7 @@ int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_option
         free(sh);
         return sl_fail(SLUICE_EMPI, "shared: MPI_Comm_idup failed");
     }
-    if ((rc = sl_shared_wait_request(&req, &dl, "MPI_Comm_idup")) != SLUICE_OK) {
+    if ((rc = sl_mpi_wait(&req, &dl, 64, "shared: MPI_Comm_idup")) != SLUICE_OK) {
         free(sh); /* the duplicate is left to MPI: it may still complete */
         return rc;
     }
@@ -384,7 +365,7 @@ int sluice_shared_destroy(sluice_shared_t *sh)
         sl_mpi_enter();
         int mrc = MPI_Ibarrier(sh->comm, &req);
         sl_mpi_leave();
-        rc = mrc == MPI_SUCCESS ? sl_shared_wait_request(&req, &dl, "MPI_Ibarrier of destroy")
+        rc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, &dl, 64, "shared: MPI_Ibarrier of destroy")
                                 : sl_fail(SLUICE_EMPI, "shared: MPI_Ibarrier failed");
     }
     if (rc == SLUICE_OK) {

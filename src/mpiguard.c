@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "backoff.h"
 #include "internal.h"
 #include "mpiguard.h"
 
@@ -49,3 +50,21 @@ void sl_mpi_poke(void)
 
 void sluice_mpi_lock(void) { sl_mpi_enter(); }
 void sluice_mpi_unlock(void) { sl_mpi_leave(); }
+
+int sl_mpi_wait(MPI_Request *req, const sl_deadline_t *deadline, uint32_t spin, const char *what)
+{
+    sl_backoff_t b;
+    sl_backoff_init(&b, spin, 1000);
+    for (;;) {
+        int done = 0;
+        sl_mpi_enter();
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        sl_mpi_leave();
+        if (rc != MPI_SUCCESS)
+            return sl_fail(SLUICE_EMPI, "%s failed", what);
+        if (done)
+            return SLUICE_OK;
+        if (sl_backoff_pause(&b, deadline) != SLUICE_OK)
+            return sl_fail(SLUICE_ETIMEDOUT, "%s: not every rank arrived in time", what);
+    }
+}
