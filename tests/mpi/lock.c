@@ -139,6 +139,65 @@ static int case_exclusion(int k)
     return 0;
 }
 
+/* ------------------------------------------------------------ churn */
+
+/*
+ * Mutual exclusion while places are abandoned, reclaimed and passed over all
+ * the time: every rank acquires K times with a deadline of 0 to 3 ms (most
+ * time out under contention), increments the plain counter when it got the
+ * lock (every tenth time slowly, 2 ms), and sometimes sleeps past its next
+ * deadline. The counter must equal
+ * the number of successful acquires over all ranks, and some of each kind
+ * must have happened.
+ */
+static int case_churn(int k)
+{
+    sluice_lock_t *lk = make_lock();
+    H_TRUE(lk, "no lock");
+    uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(rank + 1);
+    int64_t got = 0;
+    for (int i = 0; i < k; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int rc = sluice_lock_acquire(lk, (uint32_t)(x % 4));
+        if (rc == SLUICE_ETIMEDOUT) {
+            if (x % 5 == 0)
+                sleep_ms(2); /* come back late: the place may have been passed over */
+            continue;
+        }
+        H_OK(rc);
+        int64_t v;
+        MPI_Get(&v, 1, MPI_INT64_T, 0, B_COUNTER, 1, MPI_INT64_T, board);
+        MPI_Win_flush(0, board);
+        if (i % 10 == 0)
+            sleep_ms(2); /* a long critical section: the others' short deadlines expire */
+        v += 1;
+        MPI_Put(&v, 1, MPI_INT64_T, 0, B_COUNTER, 1, MPI_INT64_T, board);
+        MPI_Win_flush(0, board);
+        got++;
+        H_OK(sluice_lock_release(lk));
+    }
+    /* A last acquire without a deadline problem, so no place stays queued. */
+    H_OK(sluice_lock_acquire(lk, 60000));
+    H_OK(sluice_lock_release(lk));
+    sluice_lock_stats_t st;
+    H_OK(sluice_lock_stats(lk, &st));
+    int64_t mine[3] = { got, (int64_t)st.timed_out, (int64_t)st.passed_over }, sum[3];
+    MPI_Allreduce(mine, sum, 3, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0) {
+        int64_t total = board_read(B_COUNTER);
+        H_TRUE(total == sum[0], "counter %lld, but %lld acquires succeeded", (long long)total,
+               (long long)sum[0]);
+        H_TRUE(sum[0] > 0 && sum[1] > 0, "%lld acquires succeeded, %lld timed out: no churn",
+               (long long)sum[0], (long long)sum[1]);
+        printf("churn: %d ranks: %lld acquired, %lld timed out, %lld places passed over, "
+               "counter exact\n", size, (long long)sum[0], (long long)sum[1], (long long)sum[2]);
+    }
+    H_OK(sluice_lock_destroy(lk));
+    return 0;
+}
+
 /* ------------------------------------------------------------ FIFO */
 
 /*
@@ -476,6 +535,8 @@ int main(int argc, char **argv)
         rc = case_exclusion(k);
     else if (strcmp(c, "fifo") == 0)
         rc = case_fifo();
+    else if (strcmp(c, "churn") == 0)
+        rc = case_churn(k);
     else if (strcmp(c, "two_locks") == 0)
         rc = case_two_locks(k);
     else if (strcmp(c, "deadline") == 0)
@@ -487,8 +548,8 @@ int main(int argc, char **argv)
     else if (strcmp(c, "owner_dead") == 0)
         rc = case_owner_dead();
     else {
-        fprintf(stderr, "usage: locktest exclusion|fifo|two_locks|deadline|trylock|threads|"
-                        "owner_dead [K]\n");
+        fprintf(stderr, "usage: locktest exclusion|churn|fifo|two_locks|deadline|trylock|"
+                        "threads|owner_dead [K]\n");
         rc = 2;
     }
     if (rc != 0 && rc != 77) {
