@@ -529,7 +529,7 @@ int sluice_shared_set(sluice_shared_t *sh, size_t offset, const void *data, size
  * MPI). Only where the thread level lets any thread call MPI, and never
  * after MPI_Finalize.
  */
-static void sl_shared_poke(const sluice_shared_t *sh)
+void sl_shared_poke(const sluice_shared_t *sh)
 {
     int finalized = 1;
     if (!sh->may_poke || MPI_Finalized(&finalized) != MPI_SUCCESS || finalized)

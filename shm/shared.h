@@ -23,4 +23,12 @@ int sl_shared_put(sluice_shared_t *sh, size_t offset, const void *data, size_t b
 int sl_shared_nodes_n(const sluice_shared_t *sh);
 int sl_shared_get(sluice_shared_t *sh, int node, size_t offset, void *buf, size_t bytes);
 
+/*
+ * One non-blocking MPI progress probe for this process, where the thread
+ * level allows and MPI is not finalized: readers that poll shared memory
+ * lend it so that one-sided operations aimed at this process complete
+ * (emulated atomics and osc/pt2pt need the target inside MPI).
+ */
+void sl_shared_poke(const sluice_shared_t *sh);
+
 #endif

@@ -115,6 +115,9 @@ int sluice_history_lookup(const sluice_history_t *h, const uint8_t id[SLUICE_HIS
     sl_backoff_t b;
     sl_backoff_init(&b, 64, 100);
     for (;;) {
+        /* A reader that polls for an id must not starve the registration it
+         * waits for, which may need this process inside MPI. */
+        sl_shared_poke(h->sh);
         uint64_t before = sluice_shared_version(h->sh);
         const sl_history_entry_t *e = before % 2 == 0 ? sl_history_find(h, id) : NULL;
         sl_history_entry_t copy;

@@ -53,10 +53,12 @@ int sluice_history_register(sluice_history_t *h, const uint8_t id[SLUICE_HISTORY
 /*
  * Resolve `id` on this node's copy: `*blob_p` points into shared memory
  * (read-only, valid until destroy), `*bytes_p` its length. SLUICE_ENOTFOUND
- * if it is not registered (yet). Makes no MPI call; while a registration is
- * writing this node's copy it retries (spin, yield, sleep), at most the
- * registry's timeout (SLUICE_ETIMEDOUT: the registrar died part-way). Any
- * thread.
+ * if it is not registered (yet). While a registration is writing this
+ * node's copy it retries (spin, yield, sleep), at most the registry's
+ * timeout (SLUICE_ETIMEDOUT: the registrar died part-way). Makes one
+ * non-blocking MPI progress probe per look, like sluice_shared_read, so a
+ * caller that polls for an id keeps the registration it waits for going.
+ * Any thread.
  */
 int sluice_history_lookup(const sluice_history_t *h, const uint8_t id[SLUICE_HISTORY_ID_BYTES],
                           const void **blob_p, size_t *bytes_p);

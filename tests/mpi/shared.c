@@ -227,6 +227,14 @@ static int case_torn(int k)
 /* Rank r's history length: one of them empty, the others of different sizes, all under 4 KiB. */
 static size_t history_len(int r) { return r == 1 ? 0 : 100 + (700 * (size_t)r) % 3900; }
 
+/* Ids of the race below: a space of their own (history_id wraps at 256). */
+static void race_id(uint8_t id[SLUICE_HISTORY_ID_BYTES], int k)
+{
+    memset(id, 0xee, SLUICE_HISTORY_ID_BYTES);
+    id[0] = (uint8_t)k;
+    id[1] = (uint8_t)(k >> 8);
+}
+
 static void history_id(uint8_t id[SLUICE_HISTORY_ID_BYTES], int who)
 {
     for (int i = 0; i < SLUICE_HISTORY_ID_BYTES; i++)
@@ -242,7 +250,7 @@ static void history_id(uint8_t id[SLUICE_HISTORY_ID_BYTES], int who)
 static int case_history(void)
 {
     sluice_history_t *h;
-    H_OK(sluice_history_create(MPI_COMM_WORLD, 64, 1 << 20, 60000, &h));
+    H_OK(sluice_history_create(MPI_COMM_WORLD, 256, 1 << 20, 60000, &h));
     char blob[4096];
     size_t n = history_len(rank);
     for (size_t i = 0; i < n; i++)
@@ -263,6 +271,38 @@ static int case_history(void)
             H_TRUE(((const char *)p)[i] == (char)('A' + (r * 31 + (int)i) % 26),
                    "history of rank %d differs at byte %zu", r, i);
     }
+    /* Lookups racing registrations: the last rank registers 100 more while
+     * the others resolve them as they come; whatever is found is whole. */
+    MPI_Barrier(MPI_COMM_WORLD);
+    enum { RACE = 100 };
+    if (rank == size - 1) {
+        for (int k = 0; k < RACE; k++) {
+            race_id(id, k);
+            size_t m = (size_t)(k * 37 % 4000);
+            for (size_t i = 0; i < m; i++)
+                blob[i] = (char)(k + (int)i);
+            H_OK(sluice_history_register(h, id, blob, m));
+        }
+    } else {
+        int found = 0, looks = 0;
+        while (found < RACE) {
+            const void *p;
+            size_t got;
+            race_id(id, found);
+            int rc = sluice_history_lookup(h, id, &p, &got);
+            looks++;
+            if (rc == SLUICE_ENOTFOUND)
+                continue;
+            H_OK(rc);
+            H_TRUE(got == (size_t)(found * 37 % 4000), "history %d: %zu bytes", found, got);
+            for (size_t i = 0; i < got; i++)
+                H_TRUE(((const char *)p)[i] == (char)(found + (int)i),
+                       "history %d differs at byte %zu", found, i);
+            found++;
+        }
+        H_TRUE(looks > found, "every lookup found its entry at once: the race was not run");
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
     history_id(id, 0);
     H_STATUS(sluice_history_register(h, id, "other", 5), SLUICE_EINVAL);
     history_id(id, size + 5);
