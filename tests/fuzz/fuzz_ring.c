@@ -17,7 +17,8 @@
  * ring's slots, or a slot other than the one its counters name, is as wrong.
  * So the whole inbox stays ASan-poisoned, and each call gets only the bytes
  * it may touch unpoisoned for its duration (peek: the head counter and the
- * slot at the tail; consume: the tail counter; the producer's room check:
+ * slot at the tail; consume: both counters, head only read, to tell whether
+ * the producer may be waiting for room; the producer's room check:
  * the consumer's tail counter; push: its slot and the head counter).
  */
 
@@ -166,11 +167,18 @@ static void fz_consumer(fz_ring_t *f, fz_input_t *in)
             fz_check(memcmp(&got, &want, SL_RECORD_HEAD_BYTES + want.aux_size) == 0,
                      "record %llu differs from its slot's bytes", (unsigned long long)tail);
             if (op == 5) {
+                uint64_t head_before = fz_peer_load64(f, f->ctrl + SL_RING_HEAD_OFF);
                 fz_show(f->mem + f->ctrl + SL_RING_TAIL_OFF, sizeof(uint64_t));
-                sl_ring_rx_consume(&rx);
+                fz_show(f->mem + f->ctrl + SL_RING_HEAD_OFF, sizeof(uint64_t));
+                bool was_full = sl_ring_rx_consume(&rx);
                 fz_hide_all(f);
                 fz_check(rx.tail == tail + 1, "consume moved the tail from %llu to %llu",
                          (unsigned long long)tail, (unsigned long long)rx.tail);
+                bool want_full = head_before - tail + SL_RING_WAKE_FREE > f->depth;
+                fz_check(was_full == want_full, "consume at head %llu, tail %llu, depth %llu "
+                         "says nearly full %d, model %d", (unsigned long long)head_before,
+                         (unsigned long long)tail, (unsigned long long)f->depth, was_full,
+                         want_full);
                 uint64_t published = fz_peer_load64(f, f->ctrl + SL_RING_TAIL_OFF);
                 fz_check(published == rx.tail, "consume published %llu, its tail is %llu",
                          (unsigned long long)published, (unsigned long long)rx.tail);
