@@ -393,6 +393,18 @@ int sluice_shared_destroy(sluice_shared_t *sh)
 
 /* ------------------------------------------------------------ set */
 
+/* Whether [offset, offset + bytes) lies inside the array (written so it cannot overflow). */
+static bool sl_shared_fits(const sluice_shared_t *sh, size_t offset, size_t bytes)
+{
+    return offset <= sh->bytes && bytes <= sh->bytes - offset;
+}
+
+static int sl_shared_out_of_range(const sluice_shared_t *sh, size_t offset, size_t bytes)
+{
+    return sl_fail(SLUICE_ERANGE, "shared: region [%zu, +%zu) outside the %zu-byte array", offset,
+                   bytes, sh->bytes);
+}
+
 static int sl_shared_fop(sluice_shared_t *sh, int target, uint64_t value, MPI_Op op,
                          uint64_t *old_p)
 {
@@ -451,9 +463,8 @@ int sl_shared_unlock(sluice_shared_t *sh) { return sluice_lock_release(sh->lock)
 int sl_shared_put(sluice_shared_t *sh, size_t offset, const void *data, size_t bytes,
                   uint64_t *version_p)
 {
-    if (offset > sh->bytes || bytes > sh->bytes - offset)
-        return sl_fail(SLUICE_ERANGE, "shared: region [%zu, +%zu) outside the %zu-byte array",
-                       offset, bytes, sh->bytes);
+    if (!sl_shared_fits(sh, offset, bytes))
+        return sl_shared_out_of_range(sh, offset, bytes);
     /* One version for every copy: the next odd value above the highest of
      * them. Copies differ only after a writer died part-way (the lock then
      * said OWNERDEAD); an odd one is such a half copy, and stepping past it
@@ -481,7 +492,7 @@ int sl_shared_nodes_n(const sluice_shared_t *sh) { return sh->n_leaders; }
 
 int sl_shared_get(sluice_shared_t *sh, int node, size_t offset, void *buf, size_t bytes)
 {
-    if (node < 0 || node >= sh->n_leaders || offset > sh->bytes || bytes > sh->bytes - offset ||
+    if (node < 0 || node >= sh->n_leaders || !sl_shared_fits(sh, offset, bytes) ||
         bytes > (1u << 30))
         return sl_fail(SLUICE_ERANGE, "shared: read of [%zu, +%zu) from node %d", offset, bytes,
                        node);
@@ -501,9 +512,8 @@ int sluice_shared_set(sluice_shared_t *sh, size_t offset, const void *data, size
 {
     if (!sh || (!data && bytes))
         return sl_fail(SLUICE_EINVAL, "shared: NULL handle or data");
-    if (offset > sh->bytes || bytes > sh->bytes - offset)
-        return sl_fail(SLUICE_ERANGE, "shared: region [%zu, +%zu) outside the %zu-byte array",
-                       offset, bytes, sh->bytes);
+    if (!sl_shared_fits(sh, offset, bytes))
+        return sl_shared_out_of_range(sh, offset, bytes);
     int lrc = sl_shared_lock(sh);
     if (lrc != SLUICE_OK && lrc != SLUICE_OWNERDEAD)
         return lrc;
@@ -562,9 +572,8 @@ int sluice_shared_read(const sluice_shared_t *sh, size_t offset, void *buf, size
 {
     if (!sh || (!buf && bytes))
         return sl_fail(SLUICE_EINVAL, "shared: NULL handle or buffer");
-    if (offset > sh->bytes || bytes > sh->bytes - offset)
-        return sl_fail(SLUICE_ERANGE, "shared: region [%zu, +%zu) outside the %zu-byte array",
-                       offset, bytes, sh->bytes);
+    if (!sl_shared_fits(sh, offset, bytes))
+        return sl_shared_out_of_range(sh, offset, bytes);
     sl_deadline_t dl = sl_deadline_in(sh->opt.timeout_ms);
     sl_backoff_t b;
     sl_backoff_init(&b, 64, 100);
