@@ -93,6 +93,8 @@ struct sluice_channel {
         _Atomic uint64_t products_sent, products_received;
         _Atomic uint64_t bytes_sent, bytes_received, discarded;
     } stats;
+
+    _Atomic bool grouped;     /* a member of a group (group.c): in one at most */
 };
 
 /* Per-wait state: back-off, deadline, and whether the peer's close was seen. */

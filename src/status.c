@@ -28,6 +28,7 @@ const char *sluice_strerror(int status)
     case SLUICE_ETYPE: return "type mismatch between sender and receiver";
     case SLUICE_ETOOBIG: return "product larger than the receiver's arena";
     case SLUICE_EFAILED: return "the peer failed this event";
+    case SLUICE_ECANCELED: return "the controller cancelled this event";
     case SLUICE_EPEERCLOSED: return "peer closed the channel";
     case SLUICE_ECORRUPT: return "corrupt shared-memory header or record";
     case SLUICE_EVERSION: return "segment layout version mismatch";

@@ -37,6 +37,7 @@ typedef enum sluice_status {
     SLUICE_ETYPE = -20,      /* sender and receiver types disagree */
     SLUICE_ETOOBIG = -21,    /* the product can never fit in the peer's arena */
     SLUICE_EFAILED = -22,    /* the peer failed this event (sluice_event_fail): see its message */
+    SLUICE_ECANCELED = -23,  /* the controller cancelled this event (sluice_group_cancel) */
 
     SLUICE_EPEERCLOSED = -40, /* the peer closed the channel */
     SLUICE_ECORRUPT = -41,   /* a header, record or offset from shared memory is invalid */

@@ -1,0 +1,640 @@
+/* SPDX-License-Identifier: MIT */
+/* Groups of channels: dispatch to several sources, items from several controllers (docs/design.md). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sluice/group.h>
+
+#include "channel.h"
+#include "internal.h"
+
+#define SL_GROUP_MAX_MEMBERS 1024u
+#define SL_GROUP_TIMEOUT_MS 30000u
+
+/* Controller: one stream of a member, as the group uses it. */
+typedef struct sl_slot {
+    bool claimed;             /* a send is under way on it */
+    bool moving;              /* its lost event is being re-dispatched */
+    uint64_t seq;             /* token seq of the event sent there; 0: none the group owes */
+    uint32_t caller;          /* the caller's stream it was sent for */
+    sluice_transition_t ev;   /* the event, kept for a re-dispatch */
+} sl_slot_t;
+
+/* One member channel, as the group keeps it. Fields under the group's lock. */
+typedef struct sl_member {
+    sluice_channel_t *ch;
+    uint32_t streams;
+    bool lost;                /* died or closed: never chosen again */
+    bool done;                /* source: end of job delivered, or the loss reported */
+    sl_slot_t *slot;          /* controller: per stream */
+    uint64_t events;
+} sl_member_t;
+
+struct sluice_group {
+    pthread_mutex_t lock;     /* the bookkeeping below; never held across a channel call */
+    sluice_role_t role;
+    sluice_dispatch_t dispatch;
+    sluice_dispatch_fn fn;
+    void *arg;
+    sluice_group_on_loss_t on_loss;
+    uint32_t timeout_ms;
+    uint32_t spin, max_sleep_us; /* back-off of the group's waits (the first member's) */
+    size_t n;
+    sl_member_t *m;
+    size_t next;              /* round-robin and tie-break rotation; source: whom to ask first */
+    /* Controller: the global transition under way, kept while a call to
+     * publish it on every member has not finished (it is resumed). */
+    pthread_mutex_t tx_lock;  /* one transition_send at a time (taken with a deadline) */
+    bool tx_open;
+    sluice_transition_t tx;
+    size_t tx_next;           /* first member that does not have it yet */
+    sluice_group_stats_t stats;
+};
+
+/* ------------------------------------------------------------ set-up */
+
+static void sl_group_free(sluice_group_t *g)
+{
+    for (size_t i = 0; g->m && i < g->n; i++) {
+        free(g->m[i].slot);
+        if (g->m[i].ch)
+            atomic_store_explicit(&g->m[i].ch->grouped, false, memory_order_release);
+    }
+    free(g->m);
+    pthread_mutex_destroy(&g->tx_lock);
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+}
+
+static int sl_group_check_desc(const sluice_group_desc_t *d)
+{
+    if (d->n_members < 1 || d->n_members > SL_GROUP_MAX_MEMBERS || !d->members)
+        return sl_fail(SLUICE_EINVAL, "a group needs 1 to %u members, got %zu",
+                       SL_GROUP_MAX_MEMBERS, d->n_members);
+    sluice_role_t role = 0;
+    for (size_t i = 0; i < d->n_members; i++) {
+        if (!d->members[i])
+            return sl_fail(SLUICE_EINVAL, "group member %zu is NULL", i);
+        if (i == 0)
+            role = d->members[i]->role;
+        else if (d->members[i]->role != role)
+            return sl_fail(SLUICE_EINVAL, "group members must have one role: member %zu differs",
+                           i);
+        for (size_t j = 0; j < i; j++)
+            if (d->members[j] == d->members[i])
+                return sl_fail(SLUICE_EINVAL, "channel \"%s\" is in the group twice",
+                               d->members[i]->name);
+    }
+    if (role == SLUICE_CONTROLLER) {
+        if (d->dispatch < SLUICE_DISPATCH_ROUND_ROBIN || d->dispatch > SLUICE_DISPATCH_CALLBACK)
+            return sl_fail(SLUICE_EINVAL, "unknown dispatch policy %d", (int)d->dispatch);
+        if (d->dispatch == SLUICE_DISPATCH_CALLBACK && !d->fn)
+            return sl_fail(SLUICE_EINVAL, "SLUICE_DISPATCH_CALLBACK needs a function");
+    }
+    if (d->on_loss != 0 && d->on_loss != SLUICE_GROUP_REDISPATCH &&
+        d->on_loss != SLUICE_GROUP_FAIL_BACK)
+        return sl_fail(SLUICE_EINVAL, "unknown on_loss mode %d", (int)d->on_loss);
+    return SLUICE_OK;
+}
+
+int sluice_group_create(const sluice_group_desc_t *desc, sluice_group_t **group_p)
+{
+    if (!desc || !group_p)
+        return sl_fail(SLUICE_EINVAL, "desc and group_p must not be NULL");
+    if (desc->size < offsetof(sluice_group_desc_t, timeout_ms))
+        return sl_fail(SLUICE_EINVAL, "sluice_group_desc_t.size %zu is too small", desc->size);
+    /* Fields past the caller's size keep their defaults (zero). */
+    sluice_group_desc_t d = { 0 };
+    memcpy(&d, desc, desc->size < sizeof d ? desc->size : sizeof d);
+    int rc = sl_group_check_desc(&d);
+    if (rc)
+        return rc;
+
+    sluice_group_t *g = calloc(1, sizeof *g);
+    if (!g)
+        return sl_fail(SLUICE_ENOMEM, "group");
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_mutex_init(&g->tx_lock, NULL);
+    g->role = d.members[0]->role;
+    g->dispatch = d.dispatch;
+    g->fn = d.fn;
+    g->arg = d.arg;
+    g->on_loss = d.on_loss ? d.on_loss : SLUICE_GROUP_REDISPATCH;
+    g->timeout_ms = d.timeout_ms ? d.timeout_ms : SL_GROUP_TIMEOUT_MS;
+    g->spin = d.members[0]->opt.spin;
+    g->max_sleep_us = d.members[0]->opt.max_sleep_us;
+    g->n = d.n_members;
+    if (!(g->m = calloc(g->n, sizeof *g->m))) {
+        sl_group_free(g);
+        return sl_fail(SLUICE_ENOMEM, "group members");
+    }
+    for (size_t i = 0; i < g->n; i++) {
+        sl_member_t *m = &g->m[i];
+        sluice_channel_t *ch = d.members[i];
+        if (atomic_exchange_explicit(&ch->grouped, true, memory_order_acq_rel)) {
+            sl_group_free(g);
+            return sl_fail(SLUICE_EBUSY, "channel \"%s\" is already in a group", ch->name);
+        }
+        m->ch = ch;
+        m->streams = ch->n_streams;
+        if (g->role == SLUICE_CONTROLLER && !(m->slot = calloc(m->streams, sizeof *m->slot))) {
+            sl_group_free(g);
+            return sl_fail(SLUICE_ENOMEM, "group member %zu", i);
+        }
+    }
+    *group_p = g;
+    return SLUICE_OK;
+}
+
+void sluice_group_destroy(sluice_group_t *group)
+{
+    if (group)
+        sl_group_free(group);
+}
+
+int sluice_group_member_of(const sluice_group_t *g, const sluice_channel_t *ch, size_t *member_p)
+{
+    if (!g || !member_p)
+        return sl_fail(SLUICE_EINVAL, "group and member_p must not be NULL");
+    for (size_t i = 0; i < g->n; i++)
+        if (g->m[i].ch == ch) {
+            *member_p = i;
+            return SLUICE_OK;
+        }
+    return sl_fail(SLUICE_ENOTFOUND, "the channel is not a member of the group");
+}
+
+void sluice_group_stats(const sluice_group_t *g, sluice_group_stats_t *stats_p,
+                        uint64_t *per_member, size_t n)
+{
+    if (!g)
+        return;
+    sluice_group_t *mg = (sluice_group_t *)g; /* the lock only */
+    pthread_mutex_lock(&mg->lock);
+    if (stats_p)
+        *stats_p = g->stats;
+    for (size_t i = 0; per_member && i < n && i < g->n; i++)
+        per_member[i] = g->m[i].events;
+    pthread_mutex_unlock(&mg->lock);
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static bool sl_is_loss(int rc) { return rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCLOSED; }
+
+/* With the lock held. */
+static void sl_member_lose(sluice_group_t *g, sl_member_t *m)
+{
+    if (!m->lost) {
+        m->lost = true;
+        g->stats.members_lost++;
+    }
+}
+
+static bool sl_same_transition(const sluice_transition_t *a, const sluice_transition_t *b)
+{
+    return a->kind == b->kind && a->run == b->run && a->lumi == b->lumi &&
+           a->event == b->event && a->timestamp == b->timestamp &&
+           memcmp(a->history, b->history, sizeof a->history) == 0 && a->aux_size == b->aux_size &&
+           a->aux_size <= SLUICE_AUX_MAX && memcmp(a->aux, b->aux, a->aux_size) == 0;
+}
+
+/* Take `mu` by `deadline` (absolute, sl_now_ns clock) without ever blocking past it. */
+static int sl_group_timedlock(sluice_group_t *g, pthread_mutex_t *mu, const sl_deadline_t *dl,
+                              unsigned flags)
+{
+    sl_backoff_t b;
+    sl_backoff_init(&b, g->spin, g->max_sleep_us);
+    while (pthread_mutex_trylock(mu) != 0) {
+        if (flags & SLUICE_NONBLOCK)
+            return sl_fail(SLUICE_EAGAIN, "group: another thread is sending a transition");
+        if (sl_backoff_pause(&b, dl) != SLUICE_OK)
+            return sl_fail(SLUICE_ETIMEDOUT, "group: another thread's transition send did not "
+                                             "end in time");
+    }
+    return SLUICE_OK;
+}
+
+/* ------------------------------------------------------------ transitions */
+
+/* With the lock held: is an event of lumi (run, lumi) sent through the group still open? */
+static bool sl_lumi_busy(const sluice_group_t *g, uint32_t run, uint32_t lumi)
+{
+    for (size_t i = 0; i < g->n; i++)
+        for (uint32_t s = 0; s < g->m[i].streams; s++) {
+            const sl_slot_t *slot = &g->m[i].slot[s];
+            if ((slot->claimed || slot->seq) && slot->ev.run == run && slot->ev.lumi == lumi &&
+                (slot->claimed || slot->moving ||
+                 atomic_load_explicit(&g->m[i].ch->streams[s].token_open, memory_order_acquire)))
+                return true;
+        }
+    return false;
+}
+
+/*
+ * A lumi ends on the members only once every event of it sent through the
+ * group is finished, so that an event re-dispatched from a lost member still
+ * finds its lumi open on the others.
+ */
+static int sl_wait_lumi_idle(sluice_group_t *g, const sluice_transition_t *t, unsigned flags,
+                             const sl_deadline_t *dl)
+{
+    sl_backoff_t b;
+    sl_backoff_init(&b, g->spin, g->max_sleep_us);
+    for (;;) {
+        pthread_mutex_lock(&g->lock);
+        bool busy = sl_lumi_busy(g, t->run, t->lumi);
+        pthread_mutex_unlock(&g->lock);
+        if (!busy)
+            return SLUICE_OK;
+        if (flags & SLUICE_NONBLOCK)
+            return sl_fail(SLUICE_EAGAIN, "group: lumi %u of run %u still has events in flight",
+                           t->lumi, t->run);
+        if (sl_backoff_pause(&b, dl) != SLUICE_OK)
+            return sl_fail(SLUICE_ETIMEDOUT, "group: lumi %u of run %u still had events in "
+                                             "flight after %u ms", t->lumi, t->run, g->timeout_ms);
+    }
+}
+
+int sluice_group_transition_send(sluice_group_t *g, const sluice_transition_t *t, unsigned flags)
+{
+    if (!g || !t)
+        return sl_fail(SLUICE_EINVAL, "group and transition must not be NULL");
+    if (g->role != SLUICE_CONTROLLER)
+        return sl_fail(SLUICE_EINVAL, "sluice_group_transition_send needs a controller group");
+    sl_deadline_t dl = sl_deadline_in(g->timeout_ms);
+    int rc = sl_group_timedlock(g, &g->tx_lock, &dl, flags);
+    if (rc)
+        return rc;
+    if (g->tx_open && !sl_same_transition(&g->tx, t)) {
+        pthread_mutex_unlock(&g->tx_lock);
+        return sl_fail(SLUICE_EBUSY, "group: finish sending the previous transition (kind %d, "
+                                     "run %u, lumi %u) first",
+                       (int)g->tx.kind, g->tx.run, g->tx.lumi);
+    }
+    if (!g->tx_open && t->kind == SLUICE_END_LUMI &&
+        (rc = sl_wait_lumi_idle(g, t, flags, &dl))) {
+        pthread_mutex_unlock(&g->tx_lock);
+        return rc;
+    }
+    if (!g->tx_open) {
+        g->tx = *t;
+        g->tx_next = 0;
+        g->tx_open = true;
+    }
+    rc = SLUICE_OK;
+    bool first = true; /* no live member has it yet: an ordering error changes nothing */
+    for (size_t i = 0; i < g->tx_next; i++)
+        first = first && g->m[i].lost;
+    for (; g->tx_next < g->n; g->tx_next++) {
+        sl_member_t *m = &g->m[g->tx_next];
+        pthread_mutex_lock(&g->lock);
+        bool lost = m->lost;
+        pthread_mutex_unlock(&g->lock);
+        if (lost)
+            continue;
+        rc = sluice_transition_send(m->ch, t, flags);
+        if (sl_is_loss(rc)) {
+            pthread_mutex_lock(&g->lock);
+            sl_member_lose(g, m);
+            pthread_mutex_unlock(&g->lock);
+            rc = SLUICE_OK;
+            continue;
+        }
+        if (rc) {
+            if (first && rc != SLUICE_EAGAIN && rc != SLUICE_ETIMEDOUT)
+                g->tx_open = false; /* refused outright: nothing to resume */
+            break;
+        }
+        first = false;
+    }
+    if (g->tx_next == g->n) {
+        g->tx_open = false;
+        pthread_mutex_lock(&g->lock);
+        bool any = false;
+        for (size_t i = 0; i < g->n; i++)
+            any = any || !g->m[i].lost;
+        pthread_mutex_unlock(&g->lock);
+        if (!any)
+            rc = sl_fail(SLUICE_EPEERDEAD, "group: every member was lost");
+    }
+    pthread_mutex_unlock(&g->tx_lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+/* With the lock held: a free stream of `m`, or UINT32_MAX. */
+static uint32_t sl_member_free_stream(const sl_member_t *m, uint32_t *n_free_p)
+{
+    uint32_t first = UINT32_MAX, n = 0;
+    for (uint32_t s = 0; s < m->streams; s++)
+        if (!m->slot[s].claimed &&
+            !atomic_load_explicit(&m->ch->streams[s].token_open, memory_order_acquire)) {
+            if (first == UINT32_MAX)
+                first = s;
+            n++;
+        }
+    if (n_free_p)
+        *n_free_p = n;
+    return first;
+}
+
+/* With the lock held: the first live member at or after `from` (cyclic), or g->n. */
+static size_t sl_next_live(const sluice_group_t *g, size_t from)
+{
+    for (size_t k = 0; k < g->n; k++) {
+        size_t i = (from + k) % g->n;
+        if (!g->m[i].lost)
+            return i;
+    }
+    return g->n;
+}
+
+/*
+ * With the lock held: the member the policy gives this event, or g->n when
+ * the policy must look again later (least-loaded with nothing free).
+ * The rotation moves on only when a stream is claimed (sl_claim), so a
+ * call that returns SLUICE_EAGAIN leaves the turn where it was.
+ */
+static int sl_choose(sluice_group_t *g, uint32_t stream, const sluice_transition_t *ev,
+                     size_t *member_p)
+{
+    size_t live = 0;
+    for (size_t i = 0; i < g->n; i++)
+        live += !g->m[i].lost;
+    if (!live)
+        return sl_fail(SLUICE_EPEERDEAD, "group: every member was lost");
+    switch (g->dispatch) {
+    case SLUICE_DISPATCH_ROUND_ROBIN:
+        *member_p = sl_next_live(g, g->next);
+        return SLUICE_OK;
+    case SLUICE_DISPATCH_STREAM_AFFINE: {
+        size_t want = stream % live;
+        for (size_t i = 0; i < g->n; i++)
+            if (!g->m[i].lost && want-- == 0)
+                *member_p = i;
+        return SLUICE_OK;
+    }
+    case SLUICE_DISPATCH_LEAST_LOADED: {
+        size_t best = g->n;
+        uint32_t best_free = 0;
+        for (size_t k = 0; k < g->n; k++) {
+            size_t i = (g->next + k) % g->n;
+            uint32_t n_free;
+            if (g->m[i].lost)
+                continue;
+            sl_member_free_stream(&g->m[i], &n_free);
+            if (n_free > best_free) {
+                best = i;
+                best_free = n_free;
+            }
+        }
+        *member_p = best;
+        return SLUICE_OK;
+    }
+    case SLUICE_DISPATCH_CALLBACK:
+        break;
+    }
+    /* The callback runs without the lock, on a snapshot of the loads. */
+    sluice_member_load_t *loads = calloc(g->n, sizeof *loads);
+    if (!loads)
+        return sl_fail(SLUICE_ENOMEM, "group: member loads");
+    for (size_t i = 0; i < g->n; i++) {
+        loads[i].streams = g->m[i].streams;
+        sl_member_free_stream(&g->m[i], &loads[i].free);
+        loads[i].alive = !g->m[i].lost;
+    }
+    pthread_mutex_unlock(&g->lock);
+    int pick = g->fn(g->arg, stream, ev, loads, g->n);
+    free(loads);
+    pthread_mutex_lock(&g->lock);
+    if (pick < 0)
+        return pick;
+    if ((size_t)pick >= g->n || g->m[pick].lost)
+        return sl_fail(SLUICE_EINVAL, "group: the dispatch callback chose member %d, which is %s",
+                       pick, (size_t)pick >= g->n ? "out of range" : "lost");
+    *member_p = (size_t)pick;
+    return SLUICE_OK;
+}
+
+/*
+ * Without the lock: has the member's peer gone? Looked at while waiting on
+ * it, so that a dead member's busy streams do not hold the group until the
+ * deadline, and before a re-dispatch. The look does not wait.
+ */
+static bool sl_member_check(sluice_group_t *g, sl_member_t *m)
+{
+    bool gone = sl_peer_gone(m->ch);
+    pthread_mutex_lock(&g->lock);
+    if (gone)
+        sl_member_lose(g, m);
+    gone = m->lost;
+    pthread_mutex_unlock(&g->lock);
+    return gone;
+}
+
+/*
+ * Pick a member by the policy and claim one of its free streams, waiting
+ * (bounded) for one. The claim keeps other threads off the stream until the
+ * send below settles.
+ */
+static int sl_claim(sluice_group_t *g, uint32_t stream, const sluice_transition_t *ev,
+                    unsigned flags, const sl_deadline_t *dl, size_t *member_p, uint32_t *s_p)
+{
+    sl_backoff_t b;
+    sl_backoff_init(&b, g->spin, g->max_sleep_us);
+    size_t target = g->n;
+    int rc = SLUICE_OK;
+    pthread_mutex_lock(&g->lock);
+    for (;;) {
+        if (target == g->n || g->m[target].lost || g->dispatch == SLUICE_DISPATCH_LEAST_LOADED) {
+            if ((rc = sl_choose(g, stream, ev, &target)))
+                break;
+        }
+        if (target < g->n) {
+            uint32_t s = sl_member_free_stream(&g->m[target], NULL);
+            if (s != UINT32_MAX) {
+                g->m[target].slot[s].claimed = true;
+                g->next = (target + 1) % g->n;
+                *member_p = target;
+                *s_p = s;
+                rc = SLUICE_OK;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&g->lock);
+        if (target < g->n)
+            sl_member_check(g, &g->m[target]);
+        if (flags & SLUICE_NONBLOCK)
+            return sl_fail(SLUICE_EAGAIN, "group: no member stream is free");
+        if (sl_backoff_pause(&b, dl) != SLUICE_OK)
+            return sl_fail(SLUICE_ETIMEDOUT, "group: no member stream came free in %u ms",
+                           g->timeout_ms);
+        pthread_mutex_lock(&g->lock);
+    }
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+static int sl_group_send(sluice_group_t *g, uint32_t stream, const sluice_transition_t *ev,
+                         unsigned flags, sluice_token_t *token_p)
+{
+    sl_deadline_t dl = sl_deadline_in(g->timeout_ms);
+    for (;;) {
+        size_t i = 0;
+        uint32_t s = 0;
+        int rc = sl_claim(g, stream, ev, flags, &dl, &i, &s);
+        if (rc)
+            return rc;
+        sl_member_t *m = &g->m[i];
+        sluice_token_t tok;
+        rc = sluice_event_send(m->ch, s, ev, flags, &tok);
+        pthread_mutex_lock(&g->lock);
+        m->slot[s].claimed = false;
+        if (rc == SLUICE_OK) {
+            m->slot[s].ev = *ev;
+            m->slot[s].seq = tok.seq;
+            m->slot[s].caller = stream;
+            m->events++;
+            g->stats.events++;
+        } else if (sl_is_loss(rc)) {
+            sl_member_lose(g, m);
+        }
+        pthread_mutex_unlock(&g->lock);
+        if (rc == SLUICE_OK)
+            *token_p = tok;
+        if (!sl_is_loss(rc))
+            return rc;
+        /* That member is gone: the event goes to another one. */
+    }
+}
+
+int sluice_group_event_send(sluice_group_t *g, uint32_t stream, const sluice_transition_t *event,
+                            unsigned flags, sluice_token_t *token_p)
+{
+    if (!g || !event || !token_p)
+        return sl_fail(SLUICE_EINVAL, "group, event and token_p must not be NULL");
+    if (g->role != SLUICE_CONTROLLER)
+        return sl_fail(SLUICE_EINVAL, "sluice_group_event_send needs a controller group");
+    if (event->kind != SLUICE_EVENT)
+        return sl_fail(SLUICE_EINVAL, "sluice_group_event_send needs an SLUICE_EVENT transition");
+    return sl_group_send(g, stream, event, flags, token_p);
+}
+
+int sluice_group_redispatch(sluice_group_t *g, const sluice_token_t *lost, unsigned flags,
+                            sluice_token_t *token_p)
+{
+    if (!g || !lost || !token_p)
+        return sl_fail(SLUICE_EINVAL, "group, lost and token_p must not be NULL");
+    size_t i;
+    int rc = sluice_group_member_of(g, lost->channel, &i);
+    if (rc || g->role != SLUICE_CONTROLLER)
+        return sl_fail(SLUICE_EINVAL, "the token does not belong to this controller group");
+    sl_member_t *m = &g->m[i];
+    if (lost->stream >= m->streams)
+        return sl_fail(SLUICE_EINVAL, "token stream %u out of range", lost->stream);
+    if (!sl_member_check(g, m))
+        return sl_fail(SLUICE_EINVAL, "group: member %zu (channel \"%s\") is alive: its event "
+                                      "is not lost", i, m->ch->name);
+    sl_slot_t *slot = &m->slot[lost->stream];
+    pthread_mutex_lock(&g->lock);
+    bool ours = slot->seq == lost->seq && lost->seq != 0 && !slot->moving;
+    sluice_transition_t ev = slot->ev;
+    uint32_t caller = slot->caller;
+    slot->moving = ours; /* one re-dispatch at a time; its lumi stays busy meanwhile */
+    pthread_mutex_unlock(&g->lock);
+    if (!ours)
+        return sl_fail(SLUICE_EINVAL, "group: the token is not an event in flight of this group "
+                                      "(already re-dispatched?)");
+    sluice_token_t t = *lost;
+    rc = sluice_event_finish(&t); /* after a loss it is finished here all the same */
+    (void)rc;
+    if (g->on_loss == SLUICE_GROUP_FAIL_BACK) {
+        pthread_mutex_lock(&g->lock);
+        g->stats.failed_back++;
+        slot->seq = 0;
+        slot->moving = false;
+        pthread_mutex_unlock(&g->lock);
+        return sl_fail(SLUICE_EPEERDEAD, "group: event %llu of lost member %zu is handed back",
+                       (unsigned long long)ev.event, i);
+    }
+    rc = sl_group_send(g, caller, &ev, flags, token_p);
+    pthread_mutex_lock(&g->lock);
+    if (rc == SLUICE_OK) {
+        g->stats.redispatched++;
+        slot->seq = 0; /* the event lives on its new member now */
+    }
+    /* Not sent: the event stays the group's to re-dispatch on a later call. */
+    slot->moving = false;
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+int sluice_group_cancel(sluice_group_t *g, sluice_token_t *token)
+{
+    if (!g || !token)
+        return sl_fail(SLUICE_EINVAL, "group and token must not be NULL");
+    size_t i;
+    if (sluice_group_member_of(g, token->channel, &i) || g->role != SLUICE_CONTROLLER)
+        return sl_fail(SLUICE_EINVAL, "the token does not belong to this controller group");
+    int rc = sluice_event_fail(token, SLUICE_ECANCELED, "cancelled by the controller");
+    if (rc == SLUICE_OK || sl_is_loss(rc)) {
+        pthread_mutex_lock(&g->lock);
+        g->stats.cancelled++;
+        pthread_mutex_unlock(&g->lock);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ source */
+
+int sluice_group_next(sluice_group_t *g, unsigned flags, sluice_item_t *item_p, size_t *member_p)
+{
+    if (!g || !item_p || !member_p)
+        return sl_fail(SLUICE_EINVAL, "group, item_p and member_p must not be NULL");
+    if (g->role != SLUICE_SOURCE)
+        return sl_fail(SLUICE_EINVAL, "sluice_group_next needs a source group");
+    sl_deadline_t dl = sl_deadline_in(g->timeout_ms);
+    sl_backoff_t b;
+    sl_backoff_init(&b, g->spin, g->max_sleep_us);
+    for (;;) {
+        bool open = false;
+        for (size_t k = 0; k < g->n; k++) {
+            size_t i = (g->next + k) % g->n;
+            sl_member_t *m = &g->m[i];
+            if (m->done)
+                continue;
+            int rc = sluice_source_next(m->ch, SLUICE_NONBLOCK, item_p);
+            if (rc == SLUICE_EAGAIN) {
+                open = true;
+                continue;
+            }
+            if (rc == SLUICE_EOF) {
+                m->done = true;
+                continue;
+            }
+            pthread_mutex_lock(&g->lock);
+            if (sl_is_loss(rc)) {
+                m->done = true;
+                sl_member_lose(g, m);
+            } else if (rc == SLUICE_OK && item_p->transition.kind == SLUICE_EVENT) {
+                m->events++;
+                g->stats.events++;
+            }
+            pthread_mutex_unlock(&g->lock);
+            g->next = (i + 1) % g->n;
+            *member_p = i;
+            return rc;
+        }
+        if (!open)
+            return SLUICE_EOF;
+        if (flags & SLUICE_NONBLOCK)
+            return sl_fail(SLUICE_EAGAIN, "group: no member has an item ready");
+        if (sl_backoff_pause(&b, &dl) != SLUICE_OK)
+            return sl_fail(SLUICE_ETIMEDOUT, "group: no member had an item in %u ms",
+                           g->timeout_ms);
+    }
+}
