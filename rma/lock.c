@@ -74,11 +74,27 @@ static void sl_lock_count(_Atomic uint64_t *c, uint64_t n)
  * value before the flush: pshmem's mistake). Operations aimed at another
  * rank are counted: that count is the scaling argument of docs/locks.md.
  */
+/*
+ * The MPI guard is waited for until `dl`; NULL marks a step of the queue
+ * protocol that must not stop half-way (a hand-over, or the grant after a
+ * claim): that step waits for the guard without a bound (src/mpiguard.h).
+ */
+static int sl_lock_enter(const sl_deadline_t *dl, const char *what)
+{
+    if (!dl) {
+        sl_mpi_enter();
+        return SLUICE_OK;
+    }
+    return sl_mpi_enter_until(dl, what);
+}
+
 static int sl_lock_fop(sluice_lock_t *lk, int target, int word, sl_word_t value, MPI_Op op,
-                       sl_word_t *old_p)
+                       sl_word_t *old_p, const sl_deadline_t *dl)
 {
     sl_word_t old = 0;
-    sl_mpi_enter();
+    int erc = sl_lock_enter(dl, "lock: MPI_Fetch_and_op");
+    if (erc != SLUICE_OK)
+        return erc; /* nothing done */
     int rc = MPI_Fetch_and_op(&value, &old, SL_MPI_WORD, target, word, op, lk->win);
     if (rc == MPI_SUCCESS)
         rc = MPI_Win_flush(target, lk->win);
@@ -94,10 +110,12 @@ static int sl_lock_fop(sluice_lock_t *lk, int target, int word, sl_word_t value,
 }
 
 static int sl_lock_cas(sluice_lock_t *lk, int target, int word, sl_word_t expect, sl_word_t value,
-                       sl_word_t *old_p)
+                       sl_word_t *old_p, const sl_deadline_t *dl)
 {
     sl_word_t old = 0;
-    sl_mpi_enter();
+    int erc = sl_lock_enter(dl, "lock: MPI_Compare_and_swap");
+    if (erc != SLUICE_OK)
+        return erc; /* nothing done */
     int rc = MPI_Compare_and_swap(&value, &expect, &old, SL_MPI_WORD, target, word, lk->win);
     if (rc == MPI_SUCCESS)
         rc = MPI_Win_flush(target, lk->win);
@@ -111,14 +129,16 @@ static int sl_lock_cas(sluice_lock_t *lk, int target, int word, sl_word_t expect
     return SLUICE_OK;
 }
 
-static int sl_lock_read(sluice_lock_t *lk, int target, int word, sl_word_t *v_p)
+static int sl_lock_read(sluice_lock_t *lk, int target, int word, sl_word_t *v_p,
+                        const sl_deadline_t *dl)
 {
-    return sl_lock_fop(lk, target, word, 0, MPI_NO_OP, v_p);
+    return sl_lock_fop(lk, target, word, 0, MPI_NO_OP, v_p, dl);
 }
 
-static int sl_lock_write(sluice_lock_t *lk, int target, int word, sl_word_t v)
+static int sl_lock_write(sluice_lock_t *lk, int target, int word, sl_word_t v,
+                         const sl_deadline_t *dl)
 {
-    return sl_lock_fop(lk, target, word, v, MPI_REPLACE, NULL);
+    return sl_lock_fop(lk, target, word, v, MPI_REPLACE, NULL, dl);
 }
 
 /* ------------------------------------------------------------ liveness */
@@ -181,13 +201,16 @@ static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
     uint64_t check_every = (uint64_t)lk->opt.liveness_ms * 100000ull; /* a tenth, in ns */
     uint64_t next_check = 0;
     for (;;) {
-        sl_word_t st;
-        int rc = sl_lock_read(lk, lk->rank, W_STATE, &st);
-        if (rc != SLUICE_OK)
+        sl_word_t st = ST_WAITING;
+        /* This node is queued: a guard that stays held (SLUICE_ETIMEDOUT)
+         * must end in giving the place up below, never in a plain return. */
+        int rc = sl_lock_read(lk, lk->rank, W_STATE, &st, dl);
+        bool stuck = rc == SLUICE_ETIMEDOUT;
+        if (rc != SLUICE_OK && !stuck)
             return rc;
-        if (st == ST_GRANTED)
+        if (st == ST_GRANTED && !stuck)
             return SLUICE_OK;
-        if (b.polls >= SPIN_POLLS && sl_now_ns() >= next_check) {
+        if (!stuck && b.polls >= SPIN_POLLS && sl_now_ns() >= next_check) {
             next_check = sl_now_ns() + check_every;
             if (sl_lock_peer_dead(lk, lk->pred)) {
                 /* `holder` names the predecessor only while it holds the
@@ -197,22 +220,26 @@ static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
                  * compare-and-swap on the home rank (alive), so only one
                  * rank can make it and the dead rank's memory is not touched. */
                 sl_word_t was;
-                if ((rc = sl_lock_cas(lk, HOME, W_HOLDER, lk->pred, lk->rank, &was)) != SLUICE_OK)
+                rc = sl_lock_cas(lk, HOME, W_HOLDER, lk->pred, lk->rank, &was, dl);
+                stuck = rc == SLUICE_ETIMEDOUT;
+                if (rc != SLUICE_OK && !stuck)
                     return rc;
-                if (was == lk->pred) {
-                    if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_GRANTED, &was)) !=
-                        SLUICE_OK)
+                if (!stuck && was == lk->pred) {
+                    /* Claimed: the grant must follow, whatever it waits. */
+                    if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_GRANTED, &was,
+                                          NULL)) != SLUICE_OK)
                         return rc;
                     /* GRANTED already: it handed the lock on just before it died. */
                     return was == ST_WAITING ? SLUICE_OWNERDEAD : SLUICE_OK;
                 }
             }
         }
-        if (sl_backoff_pause(&b, dl) != SLUICE_OK) {
-            /* Give the place up unless the grant won the race. */
+        if (stuck || sl_backoff_pause(&b, dl) != SLUICE_OK) {
+            /* Give the place up unless the grant won the race: this step
+             * waits for the guard without a bound (it must happen). */
             sl_word_t was;
-            if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_ABANDONED, &was)) !=
-                SLUICE_OK)
+            if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_ABANDONED, &was,
+                                  NULL)) != SLUICE_OK)
                 return rc;
             if (was == ST_GRANTED)
                 return SLUICE_OK;
@@ -231,7 +258,7 @@ static int sl_lock_wait_idle(sluice_lock_t *lk, sl_word_t st, const sl_deadline_
         if (sl_backoff_pause(&b, dl) != SLUICE_OK)
             return sl_fail(SLUICE_ETIMEDOUT, "lock: this rank's abandoned place is still being "
                                              "passed over");
-        int rc = sl_lock_read(lk, lk->rank, W_STATE, &st);
+        int rc = sl_lock_read(lk, lk->rank, W_STATE, &st, dl);
         if (rc != SLUICE_OK)
             return rc;
     }
@@ -242,12 +269,12 @@ static int sl_lock_wait_idle(sluice_lock_t *lk, sl_word_t st, const sl_deadline_
 static int sl_lock_enqueue_and_wait(sluice_lock_t *lk, const sl_deadline_t *dl)
 {
     sl_word_t st;
-    int rc = sl_lock_read(lk, lk->rank, W_STATE, &st);
+    int rc = sl_lock_read(lk, lk->rank, W_STATE, &st, dl);
     if (rc != SLUICE_OK)
         return rc;
     if (st == ST_ABANDONED) {
         /* Reclaim the old place unless a releaser is passing over it. */
-        if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_ABANDONED, ST_WAITING, &st)) !=
+        if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_ABANDONED, ST_WAITING, &st, dl)) !=
             SLUICE_OK)
             return rc;
         if (st == ST_ABANDONED)
@@ -257,21 +284,21 @@ static int sl_lock_enqueue_and_wait(sluice_lock_t *lk, const sl_deadline_t *dl)
         return rc;
 
     /* A fresh place: reset the node, then swap it onto the tail. */
-    if ((rc = sl_lock_write(lk, lk->rank, W_NEXT, NOBODY)) != SLUICE_OK ||
-        (rc = sl_lock_write(lk, lk->rank, W_STATE, ST_WAITING)) != SLUICE_OK)
+    if ((rc = sl_lock_write(lk, lk->rank, W_NEXT, NOBODY, dl)) != SLUICE_OK ||
+        (rc = sl_lock_write(lk, lk->rank, W_STATE, ST_WAITING, dl)) != SLUICE_OK)
         return rc;
     sl_word_t pred;
-    if ((rc = sl_lock_fop(lk, HOME, W_TAIL, lk->rank, MPI_REPLACE, &pred)) != SLUICE_OK)
+    if ((rc = sl_lock_fop(lk, HOME, W_TAIL, lk->rank, MPI_REPLACE, &pred, dl)) != SLUICE_OK)
         return rc;
     lk->pred = pred;
     if (pred == NOBODY) {
-        if ((rc = sl_lock_write(lk, lk->rank, W_STATE, ST_GRANTED)) != SLUICE_OK)
+        if ((rc = sl_lock_write(lk, lk->rank, W_STATE, ST_GRANTED, NULL)) != SLUICE_OK)
             return rc;
-        return sl_lock_write(lk, HOME, W_HOLDER, lk->rank);
+        return sl_lock_write(lk, HOME, W_HOLDER, lk->rank, NULL);
     }
     /* Link behind the predecessor, dead or alive: a releaser passing over a
      * dead abandoned node still needs its `next`. */
-    if ((rc = sl_lock_write(lk, (int)pred, W_NEXT, lk->rank)) != SLUICE_OK)
+    if ((rc = sl_lock_write(lk, (int)pred, W_NEXT, lk->rank, NULL)) != SLUICE_OK)
         return rc;
     return sl_lock_wait_granted(lk, dl);
 }
@@ -311,21 +338,23 @@ int sluice_lock_try(sluice_lock_t *lk)
     if (!atomic_compare_exchange_strong_explicit(&lk->gate, &free_, 1, memory_order_acquire,
                                                  memory_order_relaxed))
         return SLUICE_EAGAIN;
+    /* Only the first step may give up on the guard: nothing is changed yet. */
+    sl_deadline_t dl = sl_deadline_in(lk->opt.timeout_ms);
     sl_word_t st, old;
-    int rc = sl_lock_read(lk, lk->rank, W_STATE, &st);
+    int rc = sl_lock_read(lk, lk->rank, W_STATE, &st, &dl);
     if (rc == SLUICE_OK && st != ST_IDLE)
         rc = SLUICE_EAGAIN; /* an abandoned place is still queued behind a holder */
-    if (rc == SLUICE_OK && (rc = sl_lock_write(lk, lk->rank, W_NEXT, NOBODY)) == SLUICE_OK &&
-        (rc = sl_lock_write(lk, lk->rank, W_STATE, ST_GRANTED)) == SLUICE_OK &&
-        (rc = sl_lock_cas(lk, HOME, W_TAIL, NOBODY, lk->rank, &old)) == SLUICE_OK) {
+    if (rc == SLUICE_OK && (rc = sl_lock_write(lk, lk->rank, W_NEXT, NOBODY, NULL)) == SLUICE_OK &&
+        (rc = sl_lock_write(lk, lk->rank, W_STATE, ST_GRANTED, NULL)) == SLUICE_OK &&
+        (rc = sl_lock_cas(lk, HOME, W_TAIL, NOBODY, lk->rank, &old, NULL)) == SLUICE_OK) {
         if (old == NOBODY) {
             lk->pred = NOBODY;
             atomic_store_explicit(&lk->owner, sl_lock_self(), memory_order_release);
             sl_lock_count(&lk->n_acquired, 1);
             /* On failure the lock is still held: the caller's release frees it. */
-            return sl_lock_write(lk, HOME, W_HOLDER, lk->rank);
+            return sl_lock_write(lk, HOME, W_HOLDER, lk->rank, NULL);
         }
-        rc = sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE);
+        rc = sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE, NULL);
         if (rc == SLUICE_OK)
             rc = SLUICE_EAGAIN;
     }
@@ -340,11 +369,11 @@ int sluice_lock_try(sluice_lock_t *lk)
 static int sl_lock_successor(sluice_lock_t *lk, int cur, const sl_deadline_t *dl, sl_word_t *next_p)
 {
     sl_word_t next, old;
-    int rc = sl_lock_read(lk, cur, W_NEXT, &next);
+    int rc = sl_lock_read(lk, cur, W_NEXT, &next, dl);
     if (rc != SLUICE_OK)
         return rc;
     if (next == NOBODY) {
-        if ((rc = sl_lock_cas(lk, HOME, W_TAIL, cur, NOBODY, &old)) != SLUICE_OK)
+        if ((rc = sl_lock_cas(lk, HOME, W_TAIL, cur, NOBODY, &old, dl)) != SLUICE_OK)
             return rc;
         if (old == cur) {
             *next_p = NOBODY;
@@ -357,7 +386,7 @@ static int sl_lock_successor(sluice_lock_t *lk, int cur, const sl_deadline_t *dl
             if (sl_backoff_pause(&b, dl) != SLUICE_OK)
                 return sl_fail(SLUICE_ETIMEDOUT, "lock: a waiter queued behind rank %d but "
                                                  "never linked (did it die?)", cur);
-            if ((rc = sl_lock_read(lk, cur, W_NEXT, &next)) != SLUICE_OK)
+            if ((rc = sl_lock_read(lk, cur, W_NEXT, &next, dl)) != SLUICE_OK)
                 return rc;
         }
     }
@@ -386,23 +415,23 @@ static int sl_lock_hand_on(sluice_lock_t *lk, const sl_deadline_t *dl)
          * queued afresh. Lock free: clear it unless a new holder already
          * wrote itself. */
         if (next == NOBODY)
-            rc = sl_lock_cas(lk, HOME, W_HOLDER, cur, NOBODY, &was);
+            rc = sl_lock_cas(lk, HOME, W_HOLDER, cur, NOBODY, &was, NULL);
         else
-            rc = sl_lock_write(lk, HOME, W_HOLDER, next);
+            rc = sl_lock_write(lk, HOME, W_HOLDER, next, NULL);
         if (rc != SLUICE_OK)
             return rc;
         /* Done with a passed-over node: its owner may queue again. */
-        if (cur != lk->rank && (rc = sl_lock_write(lk, cur, W_STATE, ST_IDLE)) != SLUICE_OK)
+        if (cur != lk->rank && (rc = sl_lock_write(lk, cur, W_STATE, ST_IDLE, NULL)) != SLUICE_OK)
             return rc;
         if (next == NOBODY)
             return SLUICE_OK;
         for (;;) {
-            if ((rc = sl_lock_cas(lk, (int)next, W_STATE, ST_WAITING, ST_GRANTED, &was)) !=
+            if ((rc = sl_lock_cas(lk, (int)next, W_STATE, ST_WAITING, ST_GRANTED, &was, NULL)) !=
                 SLUICE_OK)
                 return rc;
             if (was != ST_ABANDONED)
                 return SLUICE_OK; /* granted (or it recovered the lock itself) */
-            if ((rc = sl_lock_cas(lk, (int)next, W_STATE, ST_ABANDONED, ST_PASSED, &was)) !=
+            if ((rc = sl_lock_cas(lk, (int)next, W_STATE, ST_ABANDONED, ST_PASSED, &was, NULL)) !=
                 SLUICE_OK)
                 return rc;
             if (was == ST_ABANDONED)
@@ -431,7 +460,7 @@ int sluice_lock_release(sluice_lock_t *lk)
         atomic_store_explicit(&lk->owner, sl_lock_self(), memory_order_release);
         return rc;
     }
-    int rc2 = sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE);
+    int rc2 = sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE, NULL);
     sl_lock_gate_leave(lk);
     return rc != SLUICE_OK ? rc : rc2;
 }
@@ -487,7 +516,8 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     lk->resume = NOBODY;
 
     MPI_Request req;
-    sl_mpi_enter();
+    if ((rc = sl_mpi_enter_until(&dl, "lock: MPI_Comm_idup")) != SLUICE_OK)
+        goto free_lock;
     int mrc = MPI_Comm_idup(comm, &lk->comm, &req);
     sl_mpi_leave();
     if (mrc != MPI_SUCCESS) {
@@ -496,7 +526,8 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     }
     if ((rc = sl_mpi_wait(&req, &dl, 64, "lock: MPI_Comm_idup")) != SLUICE_OK)
         goto free_lock; /* the duplicate is left to MPI: it may still complete */
-    sl_mpi_enter();
+    if ((rc = sl_mpi_enter_until(&dl, "lock: setting up the communicator")) != SLUICE_OK)
+        goto free_lock; /* the duplicate is left to MPI */
     MPI_Comm_set_errhandler(lk->comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(lk->comm, &lk->rank);
     MPI_Comm_size(lk->comm, &lk->size);
@@ -516,7 +547,8 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     sl_lock_peer_t *me = &lk->peers[lk->size];
     *me = (sl_lock_peer_t){ .pid = getpid(), .start = sl_proc_start_time(getpid()),
                             .node = lk->my_node };
-    sl_mpi_enter();
+    if ((rc = sl_mpi_enter_until(&dl, "lock: MPI_Iallgather of identities")) != SLUICE_OK)
+        goto free_peers;
     mrc = MPI_Iallgather(me, (int)sizeof *me, MPI_BYTE, lk->peers, (int)sizeof *me, MPI_BYTE,
                          lk->comm, &req);
     sl_mpi_leave();
@@ -527,7 +559,10 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     if ((rc = sl_mpi_wait(&req, &dl, 64, "lock: MPI_Iallgather of identities")) != SLUICE_OK)
         goto leak; /* the request still owns `peers` */
 
-    sl_mpi_enter();
+    /* Not entering means not entering the collective: the other ranks wait
+     * in it without this one (docs/design.md, "MPI threading contract"). */
+    if ((rc = sl_mpi_enter_until(&dl, "lock: MPI_Win_allocate")) != SLUICE_OK)
+        goto free_peers;
     MPI_Info info;
     MPI_Info_create(&info);
     /* Swaps, compare-and-swaps and no-op fetches mix on each word, so the
@@ -551,11 +586,12 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
         goto free_peers; /* every rank fails alike, or the window is left to MPI */
     }
     /* Nobody may operate on a page before its owner initialised it. */
-    sl_mpi_enter();
-    mrc = MPI_Ibarrier(lk->comm, &req);
-    sl_mpi_leave();
-    rc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, &dl, 64, "lock: MPI_Ibarrier")
-                            : sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed");
+    if ((rc = sl_mpi_enter_until(&dl, "lock: MPI_Ibarrier")) == SLUICE_OK) {
+        mrc = MPI_Ibarrier(lk->comm, &req);
+        sl_mpi_leave();
+        rc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, &dl, 64, "lock: MPI_Ibarrier")
+                                : sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed");
+    }
     if (rc != SLUICE_OK) {
         free(lk->peers); /* the all-gather is done; the barrier and window stay with MPI */
         goto leak;
@@ -566,9 +602,11 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
 free_peers:
     free(lk->peers);
 free_comm:
-    sl_mpi_enter();
-    MPI_Comm_free(&lk->comm);
-    sl_mpi_leave();
+    /* A guard held past the deadline leaves the communicator to MPI. */
+    if (sl_mpi_enter_until(&dl, "lock: freeing the communicator") == SLUICE_OK) {
+        MPI_Comm_free(&lk->comm);
+        sl_mpi_leave();
+    }
 free_lock:
     free(lk);
     return rc;
@@ -586,15 +624,21 @@ int sluice_lock_destroy(sluice_lock_t *lk)
         return sl_fail(SLUICE_EBUSY, "lock: destroyed while this process holds or waits for it");
     sl_deadline_t dl = sl_deadline_in(lk->opt.timeout_ms);
     MPI_Request req;
-    sl_mpi_enter();
-    int mrc = MPI_Ibarrier(lk->comm, &req);
-    sl_mpi_leave();
-    int rc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, &dl, 64, "lock: MPI_Ibarrier of destroy")
-                                : sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed");
+    int rc = sl_mpi_enter_until(&dl, "lock: MPI_Ibarrier of destroy");
     if (rc == SLUICE_OK) {
-        /* Every rank has stopped using the window: free it collectively. */
-        sl_mpi_enter();
-        mrc = MPI_Win_unlock_all(lk->win);
+        int mrc = MPI_Ibarrier(lk->comm, &req);
+        sl_mpi_leave();
+        rc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, &dl, 64, "lock: MPI_Ibarrier of destroy")
+                                : sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed");
+    }
+    /* Every rank has stopped using the window: free it collectively. The
+     * barrier may have spent the deadline: the guard gets a timeout more.
+     * A rank that still cannot enter leaves the window, and the others
+     * wait in MPI_Win_free without it. */
+    sl_deadline_t last = sl_deadline_in(lk->opt.timeout_ms);
+    if (rc == SLUICE_OK &&
+        (rc = sl_mpi_enter_until(&last, "lock: freeing the lock window")) == SLUICE_OK) {
+        int mrc = MPI_Win_unlock_all(lk->win);
         if (mrc == MPI_SUCCESS)
             mrc = MPI_Win_free(&lk->win);
         if (mrc == MPI_SUCCESS)

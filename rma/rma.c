@@ -21,8 +21,13 @@
  * receive: it polls its own memory after MPI_Win_sync.
  */
 
-/* Every MPI call runs under the library-wide guard (src/mpiguard.h). */
-#define sl_rma_enter sl_mpi_enter
+/*
+ * Every MPI call runs under the library-wide guard (src/mpiguard.h), and
+ * every wait for the guard has a deadline: the call's own where it has one
+ * (open, connect, close), else the liveness period (the data path: put,
+ * store64, get, local_sync), which bounds how long a stream thread can sit
+ * here because another thread is stuck in MPI or holds sluice_mpi_lock.
+ */
 #define sl_rma_leave sl_mpi_leave
 
 /* Tag of heartbeat messages on the pair communicator, and how many may be in flight. */
@@ -37,6 +42,7 @@ struct sl_link {
     int me, peer_rank;        /* in `pair`: the controller is rank 0 */
     struct sl_link *next_left; /* links whose window was left to MPI_Finalize */
     bool request_left;        /* an RMA request never completed: the link is never freed */
+    bool ticket_issued;       /* the close agreement's operation was issued (guard entered) */
     uint64_t ticket[2];       /* origin and result of the close agreement's operations */
     size_t chunk;             /* largest single MPI_Put/MPI_Get, in bytes */
     uint32_t liveness_ms;     /* a read not answered within this: the peer is dead */
@@ -90,7 +96,13 @@ static int sl_rma_open(const sl_link_params_t *p, sl_link_t **link_p, void **loc
     for (int i = 0; i < SL_RMA_BEATS; i++)
         l->beat_req[i] = MPI_REQUEST_NULL;
 
-    sl_rma_enter();
+    /* Not entering means not entering the collective: the peer then waits
+     * in it alone (docs/design.md, "MPI threading contract"). */
+    int rc = sl_mpi_enter_until(p->deadline, "rma: MPI_Win_allocate of the inbox");
+    if (rc != SLUICE_OK) {
+        free(l);
+        return rc;
+    }
     MPI_Comm_rank(p->pair, &l->me);
     l->peer_rank = 1 - l->me;
     MPI_Info info;
@@ -134,15 +146,35 @@ static int sl_rma_open(const sl_link_params_t *p, sl_link_t **link_p, void **loc
 static void sl_rma_progress(sl_link_t *l);
 static void sl_rma_quiet(sl_link_t *l, const sl_deadline_t *deadline);
 
-/* Wait for a request until `deadline`; the guard is taken per MPI_Test only. */
-static int sl_rma_wait(MPI_Request *req, const sl_deadline_t *deadline, const char *what)
+/* The bound of a guard wait on the data path: one liveness period. */
+static int sl_rma_enter_live(sl_link_t *l, const char *what)
+{
+    sl_deadline_t deadline = sl_deadline_in(l->liveness_ms);
+    return sl_mpi_enter_until(&deadline, what);
+}
+
+/*
+ * Wait for a request until `deadline`; the guard is taken per MPI_Test only,
+ * and waited for until the same deadline. *guard_p (when not NULL) says
+ * whether a timeout came from the guard, not from the request: then the
+ * request's fate is unknown, not the peer's.
+ */
+static int sl_rma_wait(MPI_Request *req, const sl_deadline_t *deadline, const char *what,
+                       bool *guard_p)
 {
     sl_backoff_t b;
     /* Spin long enough to cover a network round trip before sleeping. */
     sl_backoff_init(&b, 1024, 200);
+    if (guard_p)
+        *guard_p = false;
     for (;;) {
         int done = 0;
-        sl_rma_enter();
+        int rc = sl_mpi_enter_until(deadline, what);
+        if (rc != SLUICE_OK) {
+            if (guard_p)
+                *guard_p = true;
+            return rc;
+        }
         int mrc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
         sl_rma_leave();
         if (mrc != MPI_SUCCESS)
@@ -167,14 +199,17 @@ static int sl_rma_ticket(sl_link_t *l, uint64_t add, MPI_Op op, uint64_t *old_p,
      * write its result, so then the link is never freed (sl_rma_leave_window). */
     l->ticket[0] = add;
     MPI_Request req;
-    sl_rma_enter();
+    int rc = sl_mpi_enter_until(deadline, "rma close: the close agreement");
+    if (rc != SLUICE_OK)
+        return rc; /* nothing issued: this side did not take part */
+    l->ticket_issued = true;
     int mrc = MPI_Rget_accumulate(&l->ticket[0], 1, MPI_UINT64_T, &l->ticket[1], 1,
                                   MPI_UINT64_T, 0, offsetof(sl_inbox_header_t, close_ticket), 1,
                                   MPI_UINT64_T, op, l->win, &req);
     sl_rma_leave();
     if (mrc != MPI_SUCCESS)
         return sl_rma_mpi_fail(mrc, "MPI_Rget_accumulate on the close ticket");
-    int rc = sl_rma_wait(&req, deadline, "the close agreement");
+    rc = sl_rma_wait(&req, deadline, "the close agreement", NULL);
     if (rc == SLUICE_ETIMEDOUT)
         l->request_left = true;
     else if (rc == SLUICE_OK)
@@ -205,7 +240,9 @@ static int sl_rma_connect(sl_link_t *l, const sl_deadline_t *deadline, size_t *p
 {
     /* Our header was written with plain stores: make it visible to the
      * peer's gets, then poll the peer's magic, with no collective. */
-    sl_rma_enter();
+    int rc = sl_mpi_enter_until(deadline, "rma: connecting");
+    if (rc != SLUICE_OK)
+        return rc;
     MPI_Win_sync(l->win);
     sl_rma_leave();
     sl_backoff_t b;
@@ -213,13 +250,14 @@ static int sl_rma_connect(sl_link_t *l, const sl_deadline_t *deadline, size_t *p
     for (;;) {
         uint64_t magic = 0;
         MPI_Request req;
-        sl_rma_enter();
+        if ((rc = sl_mpi_enter_until(deadline, "rma: reading the peer's header")) != SLUICE_OK)
+            return rc;
         int mrc = MPI_Rget(&magic, 1, MPI_UINT64_T, l->peer_rank, 0, 1, MPI_UINT64_T, l->win,
                            &req);
         sl_rma_leave();
         if (mrc != MPI_SUCCESS)
             return sl_rma_mpi_fail(mrc, "MPI_Rget of the peer's header");
-        int rc = sl_rma_wait(&req, deadline, "reading the peer's header");
+        rc = sl_rma_wait(&req, deadline, "reading the peer's header", NULL);
         if (rc)
             return rc;
         if (magic == SL_INBOX_MAGIC)
@@ -257,7 +295,12 @@ static int sl_rma_close(sl_link_t *l, const sl_deadline_t *deadline)
     }
     uint64_t old = 0;
     bool both = false;
+    l->ticket_issued = false;
     int rc = sl_rma_ticket(l, 1, MPI_SUM, &old, deadline);
+    /* Never issued (the guard stayed held): this side did not take part,
+     * so it must not give up as the first one either (a 2 added on top of
+     * the peer's 1 would read to a waiting peer as "both came"). */
+    bool joined = l->ticket_issued;
 
     if (rc == SLUICE_OK && old == 1) {
         both = true; /* the peer is waiting for us */
@@ -275,7 +318,7 @@ static int sl_rma_close(sl_link_t *l, const sl_deadline_t *deadline)
         }
         both = rc == SLUICE_OK && now >= 2;
     }
-    if (!both && old == 0) {
+    if (!both && old == 0 && joined) {
         /* Give up, telling the peer. Bounded by one more timeout: if even
          * this does not complete, the peer is gone. */
         sl_deadline_t last = sl_deadline_in(1000);
@@ -285,10 +328,20 @@ static int sl_rma_close(sl_link_t *l, const sl_deadline_t *deadline)
     }
     if (!both) {
         sl_rma_leave_window(l);
-        return sl_fail(SLUICE_ETIMEDOUT, "rma close: the peer did not close in time; the window "
-                                         "is left to MPI_Finalize");
+        return sl_fail(SLUICE_ETIMEDOUT, "rma close: %s; the window is left to MPI_Finalize",
+                       joined ? "the peer did not close in time"
+                              : "the MPI guard stayed held by another thread until the deadline");
     }
-    sl_rma_enter();
+    /* Both agreed to free together. The agreement may have spent the
+     * deadline: the guard gets one more liveness period. A side that still
+     * cannot enter leaves the window, and its peer waits in MPI_Win_free
+     * alone (docs/design.md, "MPI threading contract"). */
+    sl_deadline_t last = sl_deadline_in(l->liveness_ms);
+    if (sl_mpi_enter_until(sl_now_ns() < deadline->at_ns ? deadline : &last,
+                           "rma close: MPI_Win_free") != SLUICE_OK) {
+        sl_rma_leave_window(l);
+        return SLUICE_ETIMEDOUT;
+    }
     MPI_Win_flush_all(l->win);
     MPI_Win_unlock_all(l->win);
     MPI_Win_free(&l->win);
@@ -319,7 +372,9 @@ static int sl_rma_put(sl_link_t *l, size_t off, const void *src, size_t len)
 {
     if (sl_rma_is_dead(l))
         return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
-    sl_rma_enter();
+    int rc = sl_rma_enter_live(l, "rma: MPI_Put");
+    if (rc != SLUICE_OK)
+        return rc; /* nothing was put */
     /* MPI_Put takes a const origin since MPI-3; the cast only shares the loop. */
     int mrc = sl_rma_chunks(l, off, (char *)(uintptr_t)src, len, true);
     sl_rma_leave();
@@ -335,7 +390,9 @@ static int sl_rma_store64(sl_link_t *l, size_t off, uint64_t value)
         return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
     /* First flush: every earlier put is complete at the target before the
      * counter that publishes it can land (the release half). */
-    sl_rma_enter();
+    int rc = sl_rma_enter_live(l, "rma: publishing a counter");
+    if (rc != SLUICE_OK)
+        return rc; /* nothing published */
     int mrc = MPI_Win_flush(l->peer_rank, l->win);
     /* The origin buffer must live until the second flush; a put of one
      * aligned 8-byte word lands whole on every provider we know of. */
@@ -365,7 +422,11 @@ static int sl_rma_get(sl_link_t *l, size_t off, void *dst, size_t len)
     for (size_t done = 0; done < len;) {
         size_t n = len - done < l->chunk ? len - done : l->chunk;
         MPI_Request req;
-        sl_rma_enter();
+        int rc = sl_mpi_enter_until(&deadline, "rma: a read of the peer's inbox");
+        if (rc != SLUICE_OK) {
+            free(bounce); /* nothing issued: this process's guard, not the peer, timed out */
+            return rc;
+        }
         int mrc = MPI_Rget(bounce + done, (int)n, MPI_BYTE, l->peer_rank, (MPI_Aint)(off + done),
                            (int)n, MPI_BYTE, l->win, &req);
         sl_rma_leave();
@@ -373,10 +434,13 @@ static int sl_rma_get(sl_link_t *l, size_t off, void *dst, size_t len)
             free(bounce);
             return sl_rma_mpi_fail(mrc, "MPI_Rget");
         }
-        int rc = sl_rma_wait(&req, &deadline, "a read of the peer's inbox");
+        bool guard;
+        rc = sl_rma_wait(&req, &deadline, "a read of the peer's inbox", &guard);
         if (rc == SLUICE_ETIMEDOUT) {
             l->request_left = true; /* `bounce` stays the request's */
-            return sl_rma_dead(l, "reading its inbox");
+            /* Only an unanswered read says the peer is dead; one whose
+             * test could not get the guard says nothing of it. */
+            return guard ? rc : sl_rma_dead(l, "reading its inbox");
         }
         if (rc) {
             free(bounce);
@@ -403,7 +467,11 @@ static int sl_rma_watch64(sl_link_t *l, size_t off, uint64_t *value_p)
         return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
     int mrc = MPI_SUCCESS, done = 0;
     bool got = false;
-    sl_rma_enter();
+    /* Never longer than a tenth of the liveness period (how often the
+     * watcher looks): a guard held longer gives no verdict this time. */
+    sl_deadline_t deadline = sl_deadline_in(l->liveness_ms / 10);
+    if (sl_mpi_enter_until(&deadline, "rma: the heartbeat receive") != SLUICE_OK)
+        return SLUICE_EBUSY;
     for (;;) {
         if (!l->watch_active) {
             mrc = MPI_Irecv(&l->watch_buf, 1, MPI_UINT64_T, l->peer_rank, SL_RMA_TAG_BEAT,
@@ -428,8 +496,12 @@ static void sl_rma_beat(sl_link_t *l, uint64_t value)
 {
     /* The guard is held around single MPI calls only, so waiting for it is
      * short; skipping beats while stream threads keep it busy made healthy
-     * peers look dead. */
-    sl_mpi_enter();
+     * peers look dead. But a thread stuck in MPI, or the application in
+     * sluice_mpi_lock, may keep it: the wait ends after one beat period
+     * (a quarter of liveness_ms), and that beat is skipped. */
+    sl_deadline_t deadline = sl_deadline_in(l->liveness_ms / 4);
+    if (sl_mpi_enter_until(&deadline, "rma: a heartbeat send") != SLUICE_OK)
+        return;
     for (int i = 0; i < SL_RMA_BEATS; i++) {
         int done = 1;
         if (l->beat_req[i] != MPI_REQUEST_NULL)
@@ -450,16 +522,19 @@ static void sl_rma_beat(sl_link_t *l, uint64_t value)
 static void sl_rma_quiet(sl_link_t *l, const sl_deadline_t *deadline)
 {
     if (l->watch_active) {
-        sl_rma_enter();
+        if (sl_mpi_enter_until(deadline, "rma close: cancelling the heartbeat receive")) {
+            l->request_left = true;
+            return;
+        }
         MPI_Cancel(&l->watch_req);
         sl_rma_leave();
-        if (sl_rma_wait(&l->watch_req, deadline, "cancelling the heartbeat receive"))
+        if (sl_rma_wait(&l->watch_req, deadline, "cancelling the heartbeat receive", NULL))
             l->request_left = true;
         l->watch_active = false;
     }
     for (int i = 0; i < SL_RMA_BEATS; i++)
         if (l->beat_req[i] != MPI_REQUEST_NULL &&
-            sl_rma_wait(&l->beat_req[i], deadline, "a heartbeat send"))
+            sl_rma_wait(&l->beat_req[i], deadline, "a heartbeat send", NULL))
             l->request_left = true;
 }
 
@@ -469,13 +544,16 @@ static int sl_rma_load64(sl_link_t *l, size_t off, uint64_t *value_p)
     return sl_rma_get(l, off, value_p, sizeof *value_p);
 }
 
-static void sl_rma_local_sync(sl_link_t *l)
+static int sl_rma_local_sync(sl_link_t *l)
 {
     /* Puts by the peer reach our memory outside the compiler's view:
      * MPI_Win_sync orders them with our following loads. */
-    sl_rma_enter();
+    int rc = sl_rma_enter_live(l, "rma: MPI_Win_sync");
+    if (rc != SLUICE_OK)
+        return rc;
     MPI_Win_sync(l->win);
     sl_rma_leave();
+    return SLUICE_OK;
 }
 
 static void sl_rma_progress(sl_link_t *l)
@@ -483,9 +561,13 @@ static void sl_rma_progress(sl_link_t *l)
     /* Emulated RMA (osc/pt2pt) moves data only when the target enters MPI. */
     /* On a communicator nothing is sent to: a probe that finds a message
      * (a heartbeat not yet received, on `pair`) returns without progress. */
+    /* Skipped while the guard is busy: its holder is inside MPI, which
+     * drives progress itself (or is the application, which a wait then
+     * learns from local_sync's bounded wait). Never waits. */
     (void)l;
     int flag;
-    sl_rma_enter();
+    if (!sl_mpi_try_enter())
+        return;
     MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
     sl_rma_leave();
 }

@@ -162,14 +162,16 @@ static int sl_shared_nodes(sluice_shared_t *sh, uint64_t *nodes, const sl_deadli
     sl_node_identity(ident, sizeof ident);
     sh->node_mine = sl_fnv1a(SL_FNV_OFFSET, ident, strlen(ident));
     MPI_Request req;
-    sl_mpi_enter();
+    int rc = sl_mpi_enter_until(dl, "shared: MPI_Iallgather of node identities");
+    if (rc != SLUICE_OK)
+        return rc;
     int mrc = MPI_Iallgather(&sh->node_mine, 1, MPI_UINT64_T, nodes, 1, MPI_UINT64_T, sh->comm,
                              &req);
     sl_mpi_leave();
     if (mrc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "shared: MPI_Iallgather of node identities failed");
     sh->pending = true;
-    int rc = sl_mpi_wait(&req, dl, 64, "shared: MPI_Iallgather of node identities");
+    rc = sl_mpi_wait(&req, dl, 64, "shared: MPI_Iallgather of node identities");
     sh->pending = rc != SLUICE_OK;
     return rc;
 }
@@ -180,7 +182,9 @@ static int sl_shared_agree(sluice_shared_t *sh, int rc, const sl_deadline_t *dl)
     sh->verdict_mine = rc == SLUICE_OK;
     sh->verdict_all = 0;
     MPI_Request req;
-    sl_mpi_enter();
+    int erc = sl_mpi_enter_until(dl, "shared: MPI_Iallreduce of the verdict");
+    if (erc != SLUICE_OK)
+        return erc;
     int mrc = MPI_Iallreduce(&sh->verdict_mine, &sh->verdict_all, 1, MPI_INT, MPI_LAND, sh->comm,
                              &req);
     sl_mpi_leave();
@@ -208,21 +212,27 @@ static int sl_shared_map(sluice_shared_t *sh, const uint64_t *nodes, const sl_de
             break;
         }
     int leader = color == sh->rank;
-    sl_mpi_enter();
+    /* Not entering means not entering the collective: the other ranks wait
+     * in it without this one (docs/design.md, "MPI threading contract"). */
+    int rc = sl_mpi_enter_until(dl, "shared: MPI_Comm_split by node");
+    if (rc != SLUICE_OK)
+        return rc;
     int mrc = MPI_Comm_split(sh->comm, color, sh->rank, &sh->node);
     sl_mpi_leave();
     if (mrc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "shared: MPI_Comm_split by node failed");
 
     char *name = sh->name;
-    int rc = leader ? sl_shared_make(sh, name) : SLUICE_OK;
+    rc = leader ? sl_shared_make(sh, name) : SLUICE_OK;
     MPI_Request req;
-    sl_mpi_enter();
-    mrc = MPI_Ibcast(name, NAME_LEN, MPI_CHAR, 0, sh->node, &req);
-    sl_mpi_leave();
-    sh->pending = mrc == MPI_SUCCESS;
-    int wrc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, dl, 64, "shared: MPI_Ibcast of the name")
+    int wrc = sl_mpi_enter_until(dl, "shared: MPI_Ibcast of the name");
+    if (wrc == SLUICE_OK) {
+        mrc = MPI_Ibcast(name, NAME_LEN, MPI_CHAR, 0, sh->node, &req);
+        sl_mpi_leave();
+        sh->pending = mrc == MPI_SUCCESS;
+        wrc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, dl, 64, "shared: MPI_Ibcast of the name")
                                  : sl_fail(SLUICE_EMPI, "shared: MPI_Ibcast of the name failed");
+    }
     if (wrc != SLUICE_OK) {
         if (leader && name[0] == '/')
             shm_unlink(name); /* nobody else may come: leave nothing in /dev/shm */
@@ -262,7 +272,10 @@ int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_option
     sl_deadline_t dl = sl_deadline_in(sh->opt.timeout_ms);
 
     MPI_Request req;
-    sl_mpi_enter();
+    if ((rc = sl_mpi_enter_until(&dl, "shared: MPI_Comm_idup")) != SLUICE_OK) {
+        free(sh);
+        return rc;
+    }
     int mrc = MPI_Comm_idup(comm, &sh->comm, &req);
     sl_mpi_leave();
     if (mrc != MPI_SUCCESS) {
@@ -273,7 +286,10 @@ int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_option
         free(sh); /* the duplicate is left to MPI: it may still complete */
         return rc;
     }
-    sl_mpi_enter();
+    if ((rc = sl_mpi_enter_until(&dl, "shared: setting up the communicator")) != SLUICE_OK) {
+        free(sh); /* the duplicate is left to MPI */
+        return rc;
+    }
     MPI_Comm_set_errhandler(sh->comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(sh->comm, &sh->rank);
     MPI_Comm_size(sh->comm, &sh->size);
@@ -311,7 +327,9 @@ int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_option
     int leader = 0;
     for (int i = 0; i < sh->n_leaders; i++)
         leader |= sh->leaders[i] == sh->rank;
-    sl_mpi_enter();
+    /* Not entering means not entering the collective (as above). */
+    if ((rc = sl_mpi_enter_until(&dl, "shared: MPI_Win_create")) != SLUICE_OK)
+        goto unmap;
     mrc = MPI_Win_create(leader ? (void *)sh->hdr : (void *)&sh->dummy,
                          leader ? (MPI_Aint)sh->map_bytes : 0, 1, MPI_INFO_NULL, sh->comm,
                          &sh->win);
@@ -345,9 +363,11 @@ unmap:
     free(sh);
     return rc;
 free_comm:
-    sl_mpi_enter();
-    MPI_Comm_free(&sh->comm);
-    sl_mpi_leave();
+    /* A guard held past the deadline leaves the communicator to MPI. */
+    if (sl_mpi_enter_until(&dl, "shared: freeing the communicator") == SLUICE_OK) {
+        MPI_Comm_free(&sh->comm);
+        sl_mpi_leave();
+    }
     free(sh);
     return rc;
 }
@@ -362,14 +382,19 @@ int sluice_shared_destroy(sluice_shared_t *sh)
         return rc; /* a set in flight on another thread: the caller's bug, nothing freed */
     if (rc == SLUICE_OK) {
         MPI_Request req;
-        sl_mpi_enter();
-        int mrc = MPI_Ibarrier(sh->comm, &req);
-        sl_mpi_leave();
-        rc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, &dl, 64, "shared: MPI_Ibarrier of destroy")
-                                : sl_fail(SLUICE_EMPI, "shared: MPI_Ibarrier failed");
+        if ((rc = sl_mpi_enter_until(&dl, "shared: MPI_Ibarrier of destroy")) == SLUICE_OK) {
+            int mrc = MPI_Ibarrier(sh->comm, &req);
+            sl_mpi_leave();
+            rc = mrc == MPI_SUCCESS ? sl_mpi_wait(&req, &dl, 64, "shared: MPI_Ibarrier of destroy")
+                                    : sl_fail(SLUICE_EMPI, "shared: MPI_Ibarrier failed");
+        }
     }
-    if (rc == SLUICE_OK) {
-        sl_mpi_enter();
+    /* The collective free; the barrier may have spent the deadline, so the
+     * guard gets a timeout more (a rank that cannot enter leaves the
+     * window, and the others wait in MPI_Win_free without it). */
+    sl_deadline_t last = sl_deadline_in(sh->opt.timeout_ms);
+    if (rc == SLUICE_OK &&
+        (rc = sl_mpi_enter_until(&last, "shared: freeing the window")) == SLUICE_OK) {
         int mrc = MPI_Win_unlock_all(sh->win);
         if (mrc == MPI_SUCCESS)
             mrc = MPI_Win_free(&sh->win);
@@ -406,10 +431,12 @@ static int sl_shared_out_of_range(const sluice_shared_t *sh, size_t offset, size
 }
 
 static int sl_shared_fop(sluice_shared_t *sh, int target, uint64_t value, MPI_Op op,
-                         uint64_t *old_p)
+                         uint64_t *old_p, const sl_deadline_t *dl)
 {
     uint64_t old = 0;
-    sl_mpi_enter();
+    int rc = sl_mpi_enter_until(dl, "shared: a version update");
+    if (rc != SLUICE_OK)
+        return rc;
     int mrc = MPI_Fetch_and_op(&value, &old, MPI_UINT64_T, target, SL_SHARED_VERSION_DISP, op,
                                sh->win);
     if (mrc == MPI_SUCCESS)
@@ -425,17 +452,20 @@ static int sl_shared_fop(sluice_shared_t *sh, int target, uint64_t value, MPI_Op
 /* One node's copy: odd version, data, even version; each step complete (flushed) before the
  * next. */
 static int sl_shared_put_node(sluice_shared_t *sh, int target, size_t offset, const void *data,
-                              size_t bytes, uint64_t writing)
+                              size_t bytes, uint64_t writing, const sl_deadline_t *dl)
 {
     int rc;
-    if ((rc = sl_shared_fop(sh, target, writing, MPI_REPLACE, NULL)) != SLUICE_OK)
+    if ((rc = sl_shared_fop(sh, target, writing, MPI_REPLACE, NULL, dl)) != SLUICE_OK)
         return rc;
     const char *p = data;
     size_t done = 0;
     while (done < bytes) {
         /* MPI counts are ints: put in pieces of at most 1 GiB. */
         size_t n = bytes - done < (1u << 30) ? bytes - done : (1u << 30);
-        sl_mpi_enter();
+        /* Given up here, the copy stays odd: a half copy, as after a
+         * writer that died, which the next set steps past. */
+        if ((rc = sl_mpi_enter_until(dl, "shared: MPI_Put of the data")) != SLUICE_OK)
+            return rc;
         int mrc = MPI_Put(p + done, (int)n, MPI_BYTE, target,
                           (MPI_Aint)(SL_SHARED_HDR + offset + done), (int)n, MPI_BYTE, sh->win);
         if (mrc == MPI_SUCCESS)
@@ -447,7 +477,7 @@ static int sl_shared_put_node(sluice_shared_t *sh, int target, size_t offset, co
         done += n;
     }
     /* The data is complete at the target (flushed) before the version says so. */
-    return sl_shared_fop(sh, target, writing + 1, MPI_REPLACE, NULL);
+    return sl_shared_fop(sh, target, writing + 1, MPI_REPLACE, NULL, dl);
 }
 
 int sl_shared_lock(sluice_shared_t *sh)
@@ -469,17 +499,19 @@ int sl_shared_put(sluice_shared_t *sh, size_t offset, const void *data, size_t b
      * them. Copies differ only after a writer died part-way (the lock then
      * said OWNERDEAD); an odd one is such a half copy, and stepping past it
      * keeps readers from taking it for a version. */
+    /* The MPI guard is waited for at most one timeout per set. */
+    sl_deadline_t dl = sl_deadline_in(sh->opt.timeout_ms);
     uint64_t top = 0;
     for (int i = 0; i < sh->n_leaders; i++) {
         uint64_t v;
-        int rc = sl_shared_fop(sh, sh->leaders[i], 0, MPI_NO_OP, &v);
+        int rc = sl_shared_fop(sh, sh->leaders[i], 0, MPI_NO_OP, &v, &dl);
         if (rc != SLUICE_OK)
             return rc;
         top = v > top ? v : top;
     }
     uint64_t writing = top % 2 == 0 ? top + 1 : top + 2;
     for (int i = 0; i < sh->n_leaders; i++) {
-        int rc = sl_shared_put_node(sh, sh->leaders[i], offset, data, bytes, writing);
+        int rc = sl_shared_put_node(sh, sh->leaders[i], offset, data, bytes, writing, &dl);
         if (rc != SLUICE_OK)
             return rc;
     }
@@ -496,7 +528,10 @@ int sl_shared_get(sluice_shared_t *sh, int node, size_t offset, void *buf, size_
         bytes > (1u << 30))
         return sl_fail(SLUICE_ERANGE, "shared: read of [%zu, +%zu) from node %d", offset, bytes,
                        node);
-    sl_mpi_enter();
+    sl_deadline_t dl = sl_deadline_in(sh->opt.timeout_ms);
+    int rc = sl_mpi_enter_until(&dl, "shared: MPI_Get");
+    if (rc != SLUICE_OK)
+        return rc;
     int mrc = MPI_Get(buf, (int)bytes, MPI_BYTE, sh->leaders[node],
                       (MPI_Aint)(SL_SHARED_HDR + offset), (int)bytes, MPI_BYTE, sh->win);
     if (mrc == MPI_SUCCESS)

@@ -190,7 +190,11 @@ static int sl_shm_get(sl_link_t *l, size_t off, void *dst, size_t len)
 }
 
 /* Same address space for loads: the atomics' orders are all that is needed. */
-static void sl_shm_local_sync(sl_link_t *l) { (void)l; }
+static int sl_shm_local_sync(sl_link_t *l)
+{
+    (void)l;
+    return SLUICE_OK;
+}
 
 /*
  * The doorbell (inbox.h): Dekker's pattern with the sleeper. We stored the

@@ -3,6 +3,7 @@
 #ifndef SL_BACKOFF_H
 #define SL_BACKOFF_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "internal.h"
@@ -43,5 +44,16 @@ static inline void sl_backoff_init(sl_backoff_t *b, uint32_t spin, uint32_t max_
  * path does not read the clock).
  */
 int sl_backoff_pause(sl_backoff_t *b, const sl_deadline_t *deadline);
+
+/*
+ * Take `m` unless it stays held until `deadline`: SLUICE_OK when taken, else
+ * SLUICE_ETIMEDOUT, with a message naming `what` and `held_by` (who holds
+ * it: "another thread inside MPI"), and `m` not taken. Never waits when `m`
+ * is free. Blocks on the mutex itself (its waiters are queued fairly),
+ * in slices of at most 100 ms of the realtime clock, which is all
+ * pthread_mutex_timedlock takes; the deadline stays monotonic.
+ */
+int sl_mutex_lock_until(pthread_mutex_t *m, const sl_deadline_t *deadline, const char *what,
+                        const char *held_by);
 
 #endif

@@ -134,14 +134,19 @@ void sl_channel_wire(sluice_channel_t *ch)
  * over the pair: entered only after the handshake agreed, by both sides,
  * with a tag both derive from the agreed attempt numbers.
  */
-static int sl_pair_comm(sluice_channel_t *ch, const sl_agreement_t *a)
+static int sl_pair_comm(sluice_channel_t *ch, const sl_agreement_t *a,
+                        const sl_deadline_t *deadline)
 {
     MPI_Group world, pair;
     int ranks[2];
     ranks[0] = ch->role == SLUICE_CONTROLLER ? ch->ctx->rank : ch->peer_rank;
     ranks[1] = ch->role == SLUICE_CONTROLLER ? ch->peer_rank : ch->ctx->rank;
     int tag = 1 + (int)((a->my_nonce ^ a->peer_nonce) % 30000u);
-    sl_mpi_enter();
+    /* Not entering means not entering the collective: the peer then waits
+     * in it alone (docs/design.md, "MPI threading contract"). */
+    int rc = sl_mpi_enter_until(deadline, "MPI_Comm_create_group of the pair");
+    if (rc != SLUICE_OK)
+        return rc;
     MPI_Comm_group(ch->ctx->comm, &world);
     MPI_Group_incl(world, 2, ranks, &pair);
     int mrc = MPI_Comm_create_group(ch->ctx->comm, pair, tag, &ch->pair);
@@ -155,11 +160,14 @@ static int sl_pair_comm(sluice_channel_t *ch, const sl_agreement_t *a)
     return SLUICE_OK;
 }
 
+/* A guard that stays held for a whole timeout leaves the communicator to MPI_Finalize. */
 static void sl_pair_free(sluice_channel_t *ch)
 {
     if (ch->pair == MPI_COMM_NULL)
         return;
-    sl_mpi_enter();
+    sl_deadline_t deadline = sl_deadline_in(ch->opt.timeout_ms);
+    if (sl_mpi_enter_until(&deadline, "freeing the pair communicator") != SLUICE_OK)
+        return;
     MPI_Comm_free(&ch->pair);
     sl_mpi_leave();
 }
@@ -262,14 +270,14 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     /* Lets the tests of one node exercise the heartbeat (both sides set it). */
     if (getenv("SLUICE_TEST_HEARTBEAT"))
         ch->peer_local = false;
-    if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && (rc = sl_pair_comm(ch, &agreed)))
+    if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && (rc = sl_pair_comm(ch, &agreed, &deadline)))
         goto free_decl;
     sl_segment_name(local_name, (int64_t)getpid(), agreed.my_nonce);
     sl_segment_name(peer_name, agreed.peer_pid, agreed.peer_nonce);
     sl_link_params_t params = { .pair = ch->pair, .bytes = ch->geo.inbox_bytes,
                                 .numa = ctx->peers[ctx->rank].numa, .local_name = local_name,
                                 .peer_name = peer_name, .liveness_ms = opt.liveness_ms,
-                                .peer_dead = &ch->peer_dead };
+                                .peer_dead = &ch->peer_dead, .deadline = &deadline };
     void *local;
     if ((rc = ch->tp->open(&params, &ch->link, &local)))
         goto free_pair;

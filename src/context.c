@@ -104,6 +104,8 @@ void sluice_context_destroy(sluice_context_t *ctx)
     if (!ctx)
         return;
     sl_hello_fini(ctx);
+    /* No deadline here, and nothing to give up: every channel is closed,
+     * so no sluice thread is in MPI; only the application may hold it. */
     sl_mpi_enter();
     MPI_Comm_free(&ctx->hello_comm);
     MPI_Comm_free(&ctx->node_comm);

@@ -43,12 +43,14 @@ int sl_hello_init(sluice_context_t *ctx)
     return SLUICE_OK;
 }
 
-/* Forget completed sends. Called with the box lock held. */
+/* Forget completed sends, as far as the MPI guard is free now (never waits). Called with the
+ * box lock held. */
 static void sl_outgoing_reap(struct sl_hello_box *b)
 {
     for (sl_outgoing_t **p = &b->out; *p;) {
         int done = 0;
-        sl_mpi_enter();
+        if (!sl_mpi_try_enter())
+            return; /* the next reap goes on */
         MPI_Test(&(*p)->req, &done, MPI_STATUS_IGNORE);
         sl_mpi_leave();
         if (!done) {
@@ -79,6 +81,9 @@ void sl_hello_fini(sluice_context_t *ctx)
         sl_outgoing_reap(b);
     for (sl_outgoing_t *o = b->out, *n; o; o = n) {
         n = o->next;
+        /* Context teardown: no deadline, and no sluice thread is in MPI any
+         * more (every channel is closed); only the application may hold
+         * the guard. */
         sl_mpi_enter();
         MPI_Request_free(&o->req); /* the send still completes; we only stop tracking it */
         sl_mpi_leave();
@@ -96,7 +101,8 @@ void sl_hello_fini(sluice_context_t *ctx)
 }
 
 /* Send `bytes` of `msg` (a copy is kept until the send completes). */
-static int sl_hello_send(sluice_context_t *ctx, int peer, const void *msg, size_t bytes)
+static int sl_hello_send(sluice_context_t *ctx, int peer, const void *msg, size_t bytes,
+                         const sl_deadline_t *deadline)
 {
     struct sl_hello_box *b = ctx->hello;
     sl_outgoing_t *o = calloc(1, sizeof *o);
@@ -108,7 +114,12 @@ static int sl_hello_send(sluice_context_t *ctx, int peer, const void *msg, size_
     }
     memcpy(buf, msg, bytes);
     o->buf = buf;
-    sl_mpi_enter();
+    int rc = sl_mpi_enter_until(deadline, "handshake send");
+    if (rc != SLUICE_OK) {
+        free(buf);
+        free(o);
+        return rc;
+    }
     int mrc = MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, SL_HELLO_TAG, ctx->hello_comm, &o->req);
     sl_mpi_leave();
     if (mrc != MPI_SUCCESS) {
@@ -129,7 +140,7 @@ static int sl_hello_send(sluice_context_t *ctx, int peer, const void *msg, size_
  * mailbox in the order MPI matched them even when several threads collect:
  * an ACK never overtakes the DECL before it.
  */
-static int sl_hello_collect(sluice_context_t *ctx)
+static int sl_hello_collect(sluice_context_t *ctx, const sl_deadline_t *deadline)
 {
     struct sl_hello_box *b = ctx->hello;
     int rc = SLUICE_OK;
@@ -138,21 +149,21 @@ static int sl_hello_collect(sluice_context_t *ctx)
         int found = 0, count = 0;
         MPI_Message m;
         MPI_Status st;
-        sl_mpi_enter();
+        if ((rc = sl_mpi_enter_until(deadline, "handshake probe")) != SLUICE_OK)
+            break;
         int mrc = MPI_Improbe(MPI_ANY_SOURCE, SL_HELLO_TAG, ctx->hello_comm, &found, &m, &st);
-        if (mrc == MPI_SUCCESS && found)
-            MPI_Get_count(&st, MPI_BYTE, &count);
-        sl_mpi_leave();
-        if (mrc != MPI_SUCCESS) {
-            rc = sl_fail(SLUICE_EMPI, "handshake probe failed");
+        if (mrc != MPI_SUCCESS || !found) {
+            sl_mpi_leave();
+            if (mrc != MPI_SUCCESS)
+                rc = sl_fail(SLUICE_EMPI, "handshake probe failed");
             break;
         }
-        if (!found)
-            break;
+        /* The matched message must be received (even when it is dropped):
+         * the guard stays entered from the probe to the receive, so there
+         * is no second wait for it that could time out in between. */
+        MPI_Get_count(&st, MPI_BYTE, &count);
         sl_mail_t *mail = calloc(1, sizeof *mail);
         void *buf = malloc(count > 0 ? (size_t)count : 1);
-        sl_mpi_enter();
-        /* The matched message must be received even when it is dropped. */
         mrc = MPI_Mrecv(buf ? buf : &found, buf ? count : 0, MPI_BYTE, &m, MPI_STATUS_IGNORE);
         sl_mpi_leave();
         if (!mail || !buf || mrc != MPI_SUCCESS || (size_t)count < sizeof(sl_hello_t) ||
@@ -202,11 +213,12 @@ static void sl_mail_free(sl_mail_t *m)
     }
 }
 
-static int sl_hello_reply(sluice_channel_t *ch, uint32_t kind, uint64_t nonce, uint64_t acked)
+static int sl_hello_reply(sluice_channel_t *ch, uint32_t kind, uint64_t nonce, uint64_t acked,
+                          const sl_deadline_t *deadline)
 {
     sl_hello_t h = { .magic = SL_DECL_MAGIC, .kind = kind, .nonce = nonce, .acked = acked };
     snprintf(h.channel, sizeof h.channel, "%s", ch->name);
-    return sl_hello_send(ch->ctx, ch->peer_rank, &h, sizeof h);
+    return sl_hello_send(ch->ctx, ch->peer_rank, &h, sizeof h, deadline);
 }
 
 int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
@@ -214,7 +226,7 @@ int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
 {
     sluice_context_t *ctx = ch->ctx;
     const uint64_t me = mine->hello.nonce;
-    int rc = sl_hello_send(ctx, ch->peer_rank, mine, bytes);
+    int rc = sl_hello_send(ctx, ch->peer_rank, mine, bytes, deadline);
     if (rc)
         return rc;
     /* The peer's current attempt: its nonce once its DECL was accepted and
@@ -228,7 +240,7 @@ int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
     sl_backoff_t bo;
     sl_backoff_init(&bo, ch->opt.spin, ch->opt.max_sleep_us);
     for (;;) {
-        if ((rc = sl_hello_collect(ctx)))
+        if ((rc = sl_hello_collect(ctx, peer ? &hard : deadline)))
             break;
         sl_mail_t *m;
         while (rc == SLUICE_OK && (m = sl_hello_take(ctx, ch->peer_rank, ch->name))) {
@@ -245,7 +257,7 @@ int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
                     agreed.peer_pid = theirs->pid;
                     agreed.peer_start = theirs->start;
                     agreed.same_node = strcmp(theirs->node, mine->node) == 0;
-                    rc = sl_hello_reply(ch, SL_HELLO_ACK, me, peer);
+                    rc = sl_hello_reply(ch, SL_HELLO_ACK, me, peer, &hard);
                 }
             } else if (h->kind == SL_HELLO_ACK && peer && h->nonce == peer && h->acked == me) {
                 acked_by_peer = true;
@@ -270,7 +282,9 @@ int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
             break;
         }
     }
-    /* Tell the peer this attempt is over, so it never acts on it. */
-    sl_hello_reply(ch, SL_HELLO_ABORT, me, 0);
+    /* Tell the peer this attempt is over, so it never acts on it; with a
+     * bound of its own, the handshake's being spent. */
+    sl_deadline_t last = sl_deadline_in(ch->opt.timeout_ms);
+    sl_hello_reply(ch, SL_HELLO_ABORT, me, 0, &last);
     return rc;
 }

@@ -25,6 +25,15 @@ void sl_mpi_enter(void)
         pthread_mutex_lock(&sl_mpi_mutex);
 }
 
+int sl_mpi_enter_until(const sl_deadline_t *deadline, const char *what)
+{
+    if (!atomic_load_explicit(&sl_mpi_serialise, memory_order_relaxed))
+        return SLUICE_OK;
+    return sl_mutex_lock_until(&sl_mpi_mutex, deadline, what,
+                               "the MPI guard stayed held by another thread (inside MPI, or in "
+                               "sluice_mpi_lock)");
+}
+
 void sl_mpi_leave(void)
 {
     if (atomic_load_explicit(&sl_mpi_serialise, memory_order_relaxed))
@@ -49,6 +58,12 @@ void sl_mpi_poke(void)
 }
 
 void sluice_mpi_lock(void) { sl_mpi_enter(); }
+
+int sluice_mpi_lock_until(uint32_t timeout_ms)
+{
+    sl_deadline_t deadline = sl_deadline_in(timeout_ms);
+    return sl_mpi_enter_until(&deadline, "sluice_mpi_lock_until");
+}
 void sluice_mpi_unlock(void) { sl_mpi_leave(); }
 
 int sl_mpi_wait(MPI_Request *req, const sl_deadline_t *deadline, uint32_t spin, const char *what)
@@ -57,8 +72,10 @@ int sl_mpi_wait(MPI_Request *req, const sl_deadline_t *deadline, uint32_t spin, 
     sl_backoff_init(&b, spin, 1000);
     for (;;) {
         int done = 0;
-        sl_mpi_enter();
-        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        int rc = sl_mpi_enter_until(deadline, what);
+        if (rc != SLUICE_OK)
+            return rc; /* the request stays with MPI, as on any timeout here */
+        rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
         sl_mpi_leave();
         if (rc != MPI_SUCCESS)
             return sl_fail(SLUICE_EMPI, "%s failed", what);

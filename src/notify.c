@@ -174,7 +174,10 @@ static int sl_progress_round(sluice_channel_t *ch)
 {
     if (ch->tp->caps & SL_CAP_NEEDS_PROGRESS) {
         ch->tp->progress(ch->link);
-        ch->tp->local_sync(ch->link);
+        /* The MPI guard stayed held for a liveness period: nothing is
+         * known to be newer, so nothing fires this round. */
+        if (ch->tp->local_sync(ch->link) != SLUICE_OK)
+            return 0;
     }
     /* A closed or dead peer makes every wait end: everything fires. */
     bool gone = atomic_load_explicit(&ch->header->peer_closed, memory_order_acquire) ||

@@ -4,6 +4,10 @@
 
 #include "channel.h"
 
+/* Who a timed wait for the channel's locks says holds them. */
+#define SL_GLOBAL_HELD "the channel's global lock stayed held (by a publish, inside MPI)"
+#define SL_SOURCE_HELD "the channel's source lock stayed held (by a reader, inside a stream)"
+
 static void sl_record_from_transition(sl_record_t *r, const sluice_transition_t *t)
 {
     memset(r, 0, sizeof *r);
@@ -177,8 +181,12 @@ static void sl_global_apply(sluice_channel_t *ch, const sluice_transition_t *t,
 static int sl_end_job(sluice_channel_t *ch, const sluice_transition_t *t, sl_record_t *r,
                       unsigned flags)
 {
-    pthread_mutex_lock(&ch->global_lock);
-    int rc = sl_global_check(ch, t, r);
+    /* Its holders publish (MPI calls on RMA): waited for until the timeout. */
+    sl_deadline_t dl = sl_deadline_in(ch->opt.timeout_ms);
+    int rc = sl_mutex_lock_until(&ch->global_lock, &dl, "end of job", SL_GLOBAL_HELD);
+    if (rc)
+        return rc;
+    rc = sl_global_check(ch, t, r);
     if (rc == SLUICE_OK)
         ch->job_ending = true;
     pthread_mutex_unlock(&ch->global_lock);
@@ -220,8 +228,12 @@ static int sl_global_publish(sluice_channel_t *ch, const sluice_transition_t *t,
     sl_record_from_transition(&ev, t);
     ev.kind = SLUICE_EVENT;
     int rc;
+    sl_deadline_t dl = sl_deadline_in(ch->opt.timeout_ms);
     for (;;) {
-        pthread_mutex_lock(&ch->global_lock);
+        /* Nothing is changed before the lock is held: giving up is clean. */
+        if ((rc = sl_mutex_lock_until(&ch->global_lock, &dl, "global transition",
+                                      SL_GLOBAL_HELD)))
+            return rc;
         rc = sl_global_check(ch, t, r);
         if (rc == SLUICE_OK)
             rc = sl_ring_tx_room(&ch->gtx, ch->tp, ch->link);
@@ -316,8 +328,10 @@ int sluice_transition_send_scoped(sluice_channel_t *ch, const sluice_transition_
 static int sl_event_claim(sluice_channel_t *ch, sl_stream_t *st, const sluice_transition_t *ev,
                           sl_record_t *r)
 {
-    int rc = SLUICE_OK;
-    pthread_mutex_lock(&ch->global_lock);
+    sl_deadline_t dl = sl_deadline_in(ch->opt.timeout_ms);
+    int rc = sl_mutex_lock_until(&ch->global_lock, &dl, "event send", SL_GLOBAL_HELD);
+    if (rc)
+        return rc;
     sl_lumi_slot_t *l = sl_find_lumi(ch, ev->run, ev->lumi);
     if (ch->job_ended || ch->job_ending)
         rc = sl_fail(SLUICE_EORDER, "event %llu: the job has ended",
@@ -341,7 +355,11 @@ static int sl_event_claim(sluice_channel_t *ch, sl_stream_t *st, const sluice_tr
     return rc;
 }
 
-/* The event is published (`ok`) or given up: its lumi stops waiting for it. */
+/*
+ * The event is published (`ok`) or given up: its lumi stops waiting for it.
+ * This must happen, so it waits for the lock without a deadline: as long as
+ * the longest holder, a publish (docs/design.md, "Threads and locks").
+ */
 static void sl_event_settle(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *r, bool ok)
 {
     pthread_mutex_lock(&ch->global_lock);
@@ -585,7 +603,9 @@ int sluice_transition_token(sluice_channel_t *ch, sluice_token_t *token_p)
     int rc = sl_source_check(ch, token_p, "transitions");
     if (rc)
         return rc;
-    pthread_mutex_lock(&ch->source_lock);
+    sl_deadline_t dl = sl_deadline_in(ch->opt.timeout_ms);
+    if ((rc = sl_mutex_lock_until(&ch->source_lock, &dl, "transition token", SL_SOURCE_HELD)))
+        return rc;
     *token_p = ch->scope_token;
     pthread_mutex_unlock(&ch->source_lock);
     return token_p->channel ? SLUICE_OK : SLUICE_ENOTFOUND;
@@ -602,14 +622,18 @@ int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsig
     sl_wait_init(ch, &w);
     sl_record_t r;
     bool gate; /* waiting on our own stream threads, not on the peer */
-    pthread_mutex_lock(&ch->source_lock);
+    sl_deadline_t dl = sl_deadline_in(ch->opt.timeout_ms);
+    if ((rc = sl_mutex_lock_until(&ch->source_lock, &dl, "next transition", SL_SOURCE_HELD)))
+        return rc;
     while ((rc = sl_global_peek(ch, &r, &gate)) == SLUICE_EAGAIN) {
         pthread_mutex_unlock(&ch->source_lock);
         rc = gate ? sl_wait_step_local(ch, &w, flags, "end of lumi waiting for its events")
                   : sl_wait_step(ch, &w, flags, "waiting for a global transition");
         if (rc)
             return rc;
-        pthread_mutex_lock(&ch->source_lock);
+        if ((rc = sl_mutex_lock_until(&ch->source_lock, &dl, "next transition",
+                                      SL_SOURCE_HELD)))
+            return rc;
     }
     if (rc == SLUICE_OK)
         rc = sl_global_take(ch, &r, t_p);
@@ -701,7 +725,9 @@ int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item
     int rc = sl_source_check(ch, item_p, "items");
     if (rc)
         return rc;
-    pthread_mutex_lock(&ch->source_lock);
+    sl_deadline_t dl = sl_deadline_in(ch->opt.timeout_ms);
+    if ((rc = sl_mutex_lock_until(&ch->source_lock, &dl, "next item", SL_SOURCE_HELD)))
+        return rc;
     rc = sl_source_next_locked(ch, flags, item_p);
     pthread_mutex_unlock(&ch->source_lock);
     return rc;

@@ -22,6 +22,7 @@ typedef struct sl_link_params {
     const char *local_name;   /* segment name for this side's inbox (segment transports) */
     const char *peer_name;    /* segment name the peer gave its inbox */
     uint32_t liveness_ms;     /* a read the peer does not answer within this means it is dead */
+    const sl_deadline_t *deadline; /* of open: MPI transports wait for the MPI guard until it */
     _Atomic bool *peer_dead;  /* the channel's sticky verdict: read and set by both layers */
 } sl_link_params_t;
 
@@ -71,7 +72,12 @@ typedef struct sl_transport_ops {
      */
     int (*close)(sl_link_t *link, const sl_deadline_t *deadline);
 
-    /* Copy `len` bytes into the peer's inbox; visible only after store64(). */
+    /*
+     * Copy `len` bytes into the peer's inbox; visible only after store64().
+     * put, store64, load64 and get of MPI transports wait for the MPI guard
+     * at most one liveness period and then return SLUICE_ETIMEDOUT having
+     * done nothing (src/mpiguard.h).
+     */
     int (*put)(sl_link_t *link, size_t off, const void *src, size_t len);
 
     /* SL_CAP_PEER_POINTER only: the peer's inbox at `off`, writable. */
@@ -91,26 +97,32 @@ typedef struct sl_transport_ops {
     /* Copy `len` bytes out of the peer's inbox (header checks at connect). */
     int (*get)(sl_link_t *link, size_t off, void *dst, size_t len);
 
-    /* Make the peer's writes to the local inbox visible to local loads. */
-    void (*local_sync)(sl_link_t *link);
+    /*
+     * Make the peer's writes to the local inbox visible to local loads.
+     * May wait for the MPI guard, at most one liveness period:
+     * SLUICE_ETIMEDOUT then, and nothing was synchronised.
+     */
+    int (*local_sync)(sl_link_t *link);
 
-    /* Drive transport progress inside poll loops; called only with SL_CAP_NEEDS_PROGRESS. */
+    /* Drive transport progress inside poll loops; called only with SL_CAP_NEEDS_PROGRESS.
+     * Never waits: skipped when it cannot run now. */
     void (*progress)(sl_link_t *link);
 
     /*
      * Read a 64-bit word of the peer's inbox without waiting: SLUICE_OK with
      * the value once a read has completed, SLUICE_EAGAIN while one is under
-     * way (the next call looks again). For the heartbeat of a peer on another
-     * node (heartbeat.h); one caller at a time. NULL where every peer is on
-     * this node.
+     * way (the next call looks again), SLUICE_EBUSY when it cannot look now
+     * (the MPI guard stayed held for a tenth of the liveness period: no
+     * verdict). For the heartbeat of a peer on another node (heartbeat.h);
+     * one caller at a time. NULL where every peer is on this node.
      */
     int (*watch64)(sl_link_t *link, size_t off, uint64_t *value_p);
 
     /*
      * Called by the heartbeat thread after it stored `value` into this
      * side's heartbeat word, for transports whose watch64 does not read
-     * that word (NULL otherwise). Never waits; may skip a beat when it
-     * cannot send one now.
+     * that word (NULL otherwise). Waits at most a quarter of the liveness
+     * period (for the MPI guard); skips the beat when it cannot send one.
      */
     void (*beat)(sl_link_t *link, uint64_t value);
 

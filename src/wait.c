@@ -18,11 +18,13 @@ static int sl_peer_heartbeat(sluice_channel_t *ch, uint64_t now, bool *dead_p)
         ch->hb_value = beat;
         ch->hb_moved_ns = now;
     }
+    /* SLUICE_EBUSY: this process's MPI guard was busy, nothing was looked
+     * at, so no verdict (the beats wait in MPI and count next time). */
     *dead_p = rc == SLUICE_EPEERDEAD ||
               ((rc == SLUICE_OK || rc == SLUICE_EAGAIN) &&
                now - ch->hb_moved_ns > ch->opt.liveness_ms * 1000000ull);
     atomic_flag_clear_explicit(&ch->hb_busy, memory_order_release);
-    return rc == SLUICE_EAGAIN || rc == SLUICE_EPEERDEAD ? SLUICE_OK : rc;
+    return rc == SLUICE_EAGAIN || rc == SLUICE_EPEERDEAD || rc == SLUICE_EBUSY ? SLUICE_OK : rc;
 }
 
 /*
@@ -78,26 +80,26 @@ int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char 
                        ch->name, what);
     /* Emulated RMA moves the peer's data only while we are in MPI: a
      * polling (non-blocking) caller must drive it too. */
+    int rc;
     if (ch->tp->caps & SL_CAP_NEEDS_PROGRESS) {
         ch->tp->progress(ch->link);
-        ch->tp->local_sync(ch->link);
+        if ((rc = ch->tp->local_sync(ch->link)))
+            return rc;
     }
     /* Acquire: pairs with the peer's release store64 at close, so the poll
      * after this one sees everything the peer published before closing. A
      * non-blocking caller learns of the close too, after that last poll. */
     if (atomic_load_explicit(&ch->header->peer_closed, memory_order_acquire)) {
         w->closed_seen = true;
-        ch->tp->local_sync(ch->link);
-        return SLUICE_OK;
+        return ch->tp->local_sync(ch->link);
     }
     /* Not closed: a peer that is gone without closing died. */
-    int rc = sl_peer_check(ch, what);
+    rc = sl_peer_check(ch, what);
     if (rc)
         return rc;
     if ((rc = sl_wait_step_local(ch, w, flags, what)))
         return rc;
-    ch->tp->local_sync(ch->link);
-    return SLUICE_OK;
+    return ch->tp->local_sync(ch->link);
 }
 
 int sl_wait_step_local(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char *what)

@@ -29,13 +29,21 @@ int sluice_version(void);
  * (SERIALIZED: osc/pt2pt needs it), only one thread may be inside MPI at a
  * time, and sluice's own calls may run on any of your threads: hold this
  * guard around your own MPI calls made while sluice may be in use. sluice
- * holds it only around single MPI calls, never across a wait, so taking it
- * never waits longer than one MPI call (the window collectives of an RMA
- * open or close, entered once both sides agreed, are the longest). At
- * MPI_THREAD_MULTIPLE both calls do nothing. Not recursive. Valid once a
- * context exists.
+ * holds it only around single MPI calls, never across a wait, but one MPI
+ * call may last: the window collectives of an RMA open or close (entered
+ * once both sides agreed), or an MPI_Win_flush towards a peer that died, on
+ * osc/pt2pt, which MPI does not bound. sluice's own waits for the guard
+ * are bounded (they fail with SLUICE_ETIMEDOUT); sluice_mpi_lock waits
+ * without a bound, sluice_mpi_lock_until at most `timeout_ms` and returns
+ * SLUICE_OK (held: release with sluice_mpi_unlock) or SLUICE_ETIMEDOUT (not
+ * held). Holding the guard for long makes sluice's calls that need MPI time
+ * out, and peers on other nodes see this process as dead after
+ * liveness_ms. At MPI_THREAD_MULTIPLE all three calls do nothing (and
+ * sluice_mpi_lock_until returns SLUICE_OK). Not recursive. Valid once a
+ * context exists. Any thread.
  */
 void sluice_mpi_lock(void);
+int sluice_mpi_lock_until(uint32_t timeout_ms);
 void sluice_mpi_unlock(void);
 
 /* ------------------------------------------------------------------ context */

@@ -55,7 +55,11 @@ static int lb_get(sl_link_t *l, size_t off, void *dst, size_t len)
     return SLUICE_OK;
 }
 
-static void lb_local_sync(sl_link_t *l) { (void)l; }
+static int lb_local_sync(sl_link_t *l)
+{
+    (void)l;
+    return SLUICE_OK;
+}
 static void lb_progress(sl_link_t *l) { (void)l; }
 
 const sl_transport_ops_t lb_ops = {
