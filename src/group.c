@@ -50,6 +50,7 @@ struct sluice_group {
     bool tx_open;
     sluice_transition_t tx;
     size_t tx_next;           /* first member that does not have it yet */
+    bool tx_taken;            /* some member took it */
     sluice_group_stats_t stats;
 };
 
@@ -184,13 +185,21 @@ void sluice_group_stats(const sluice_group_t *g, sluice_group_stats_t *stats_p,
 
 static bool sl_is_loss(int rc) { return rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCLOSED; }
 
-/* With the lock held. */
+/*
+ * With the lock held. The events the member still owes the group are those
+ * whose tokens are open now; the others were finished and are forgotten, so
+ * that only the owed ones hold their lumi's end back (sl_lumi_busy).
+ */
 static void sl_member_lose(sluice_group_t *g, sl_member_t *m)
 {
-    if (!m->lost) {
-        m->lost = true;
-        g->stats.members_lost++;
-    }
+    if (m->lost)
+        return;
+    m->lost = true;
+    g->stats.members_lost++;
+    for (uint32_t s = 0; m->slot && s < m->streams; s++)
+        if (!m->slot[s].moving &&
+            !atomic_load_explicit(&m->ch->streams[s].token_open, memory_order_acquire))
+            m->slot[s].seq = 0;
 }
 
 static bool sl_same_transition(const sluice_transition_t *a, const sluice_transition_t *b)
@@ -225,8 +234,10 @@ static bool sl_lumi_busy(const sluice_group_t *g, uint32_t run, uint32_t lumi)
     for (size_t i = 0; i < g->n; i++)
         for (uint32_t s = 0; s < g->m[i].streams; s++) {
             const sl_slot_t *slot = &g->m[i].slot[s];
+            /* An event of a lost member stays the group's until re-dispatched
+             * or handed back, even after its token was finished. */
             if ((slot->claimed || slot->seq) && slot->ev.run == run && slot->ev.lumi == lumi &&
-                (slot->claimed || slot->moving ||
+                (slot->claimed || slot->moving || g->m[i].lost ||
                  atomic_load_explicit(&g->m[i].ch->streams[s].token_open, memory_order_acquire)))
                 return true;
         }
@@ -282,12 +293,10 @@ int sluice_group_transition_send(sluice_group_t *g, const sluice_transition_t *t
     if (!g->tx_open) {
         g->tx = *t;
         g->tx_next = 0;
+        g->tx_taken = false;
         g->tx_open = true;
     }
     rc = SLUICE_OK;
-    bool first = true; /* no live member has it yet: an ordering error changes nothing */
-    for (size_t i = 0; i < g->tx_next; i++)
-        first = first && g->m[i].lost;
     for (; g->tx_next < g->n; g->tx_next++) {
         sl_member_t *m = &g->m[g->tx_next];
         pthread_mutex_lock(&g->lock);
@@ -303,12 +312,23 @@ int sluice_group_transition_send(sluice_group_t *g, const sluice_transition_t *t
             rc = SLUICE_OK;
             continue;
         }
-        if (rc) {
-            if (first && rc != SLUICE_EAGAIN && rc != SLUICE_ETIMEDOUT)
-                g->tx_open = false; /* refused outright: nothing to resume */
+        if (rc == SLUICE_EAGAIN || rc == SLUICE_ETIMEDOUT)
+            break; /* the next call resumes here */
+        if (rc && !g->tx_taken) {
+            g->tx_open = false; /* refused outright: nothing was sent, nothing to resume */
             break;
         }
-        first = false;
+        if (rc) {
+            /* Refused what the members before it took: its channel no longer
+             * matches the others (other options, or it failed), so it leaves
+             * the group rather than stop every later transition. */
+            pthread_mutex_lock(&g->lock);
+            sl_member_lose(g, m);
+            pthread_mutex_unlock(&g->lock);
+            rc = SLUICE_OK;
+            continue;
+        }
+        g->tx_taken = true;
     }
     if (g->tx_next == g->n) {
         g->tx_open = false;
@@ -450,14 +470,15 @@ static int sl_claim(sluice_group_t *g, uint32_t stream, const sluice_transition_
     int rc = SLUICE_OK;
     pthread_mutex_lock(&g->lock);
     for (;;) {
-        if (target == g->n || g->m[target].lost || g->dispatch == SLUICE_DISPATCH_LEAST_LOADED) {
-            if ((rc = sl_choose(g, stream, ev, &target)))
-                break;
-        }
+        /* Chosen afresh every round: another thread's claim moved the turn,
+         * or a member was lost, meanwhile. */
+        if ((rc = sl_choose(g, stream, ev, &target)))
+            break;
         if (target < g->n) {
             uint32_t s = sl_member_free_stream(&g->m[target], NULL);
             if (s != UINT32_MAX) {
                 g->m[target].slot[s].claimed = true;
+                g->m[target].slot[s].ev = *ev; /* its lumi is busy from now on */
                 g->next = (target + 1) % g->n;
                 *member_p = target;
                 *s_p = s;
@@ -466,8 +487,10 @@ static int sl_claim(sluice_group_t *g, uint32_t stream, const sluice_transition_
             }
         }
         pthread_mutex_unlock(&g->lock);
-        if (target < g->n)
-            sl_member_check(g, &g->m[target]);
+        /* A dead member's busy streams must not hold the wait to its deadline. */
+        for (size_t i = 0; i < g->n; i++)
+            if (target == g->n || i == target)
+                sl_member_check(g, &g->m[i]);
         if (flags & SLUICE_NONBLOCK)
             return sl_fail(SLUICE_EAGAIN, "group: no member stream is free");
         if (sl_backoff_pause(&b, dl) != SLUICE_OK)
@@ -502,6 +525,8 @@ static int sl_group_send(sluice_group_t *g, uint32_t stream, const sluice_transi
             g->stats.events++;
         } else if (sl_is_loss(rc)) {
             sl_member_lose(g, m);
+        } else if (g->dispatch == SLUICE_DISPATCH_ROUND_ROBIN && g->next == (i + 1) % g->n) {
+            g->next = i; /* not sent: the turn stays with this member */
         }
         pthread_mutex_unlock(&g->lock);
         if (rc == SLUICE_OK)
@@ -536,15 +561,17 @@ int sluice_group_redispatch(sluice_group_t *g, const sluice_token_t *lost, unsig
     sl_member_t *m = &g->m[i];
     if (lost->stream >= m->streams)
         return sl_fail(SLUICE_EINVAL, "token stream %u out of range", lost->stream);
-    if (!sl_member_check(g, m))
-        return sl_fail(SLUICE_EINVAL, "group: member %zu (channel \"%s\") is alive: its event "
-                                      "is not lost", i, m->ch->name);
     sl_slot_t *slot = &m->slot[lost->stream];
     pthread_mutex_lock(&g->lock);
     bool ours = slot->seq == lost->seq && lost->seq != 0 && !slot->moving;
     sluice_transition_t ev = slot->ev;
     uint32_t caller = slot->caller;
-    slot->moving = ours; /* one re-dispatch at a time; its lumi stays busy meanwhile */
+    if (ours) {
+        slot->moving = true; /* one re-dispatch at a time; its lumi stays busy meanwhile */
+        /* The caller saw the loss on the token (the transport's own verdict,
+         * which the channel's throttled liveness check may not show yet). */
+        sl_member_lose(g, m);
+    }
     pthread_mutex_unlock(&g->lock);
     if (!ours)
         return sl_fail(SLUICE_EINVAL, "group: the token is not an event in flight of this group "

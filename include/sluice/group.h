@@ -46,7 +46,9 @@ typedef struct sluice_member_load {
  * SLUICE_DISPATCH_CALLBACK: return the member (0 .. n_members-1) for the
  * event the caller sends on its `stream`, or a negative status, which the
  * send returns. Called without any sluice lock held, possibly from several
- * threads at once; choosing a lost member is SLUICE_EINVAL.
+ * threads at once, and again on every round while the send waits for the
+ * chosen member to have a free stream; choosing a lost member is
+ * SLUICE_EINVAL.
  */
 typedef int (*sluice_dispatch_fn)(void *arg, uint32_t stream, const sluice_transition_t *event,
                                   const sluice_member_load_t *members, size_t n_members);
@@ -74,9 +76,10 @@ void sluice_group_destroy(sluice_group_t *group);
  * before the one that could not take it have it: call again with the same
  * transition and the group goes on from there (another transition first is
  * SLUICE_EBUSY). A member found lost is skipped from then on; the call fails
- * with SLUICE_EPEERDEAD only when no member is left. Ordering errors
- * (SLUICE_EORDER, SLUICE_ELIMIT) come from the first member and change
- * nothing. An END_LUMI first waits (bounded; SLUICE_EAGAIN with
+ * with SLUICE_EPEERDEAD only when no member is left. An error from the
+ * first member that takes part (SLUICE_EORDER, SLUICE_ELIMIT, ...) changes
+ * nothing and is returned; a member that refuses what the members before it
+ * took no longer matches them and leaves the group (counted as lost). An END_LUMI first waits (bounded; SLUICE_EAGAIN with
  * SLUICE_NONBLOCK) until every event of its lumi sent through the group is
  * finished, cancelled or handed back, so that an event re-dispatched from a
  * lost member still finds its lumi open on the others. Calls are serialised.
@@ -105,7 +108,8 @@ int sluice_group_event_send(sluice_group_t *group, uint32_t stream,
  * event's products again on it. With SLUICE_GROUP_FAIL_BACK, returns
  * SLUICE_EPEERDEAD: the event is the caller's to run. Either way the event
  * is counted (sluice_group_stats). SLUICE_EINVAL for a token the group did
- * not hand out or whose member is alive.
+ * not hand out, or whose event was already re-dispatched. Until then the
+ * event's lumi cannot end (sluice_group_transition_send).
  */
 int sluice_group_redispatch(sluice_group_t *group, const sluice_token_t *lost, unsigned flags,
                             sluice_token_t *token_p);

@@ -286,6 +286,7 @@ static int controller(sluice_context_t *ctx, const plan_t *p)
     sluice_transition_t tr = { .kind = SLUICE_BEGIN_RUN, .run = 1 };
     OK(sluice_group_transition_send(g, &tr, 0));
     uint32_t lumi = 0, ended = 0; /* lumis begun, lumis ended */
+    uint64_t held_back = 0;       /* END_LUMIs the group held back */
     uint64_t next = 1;
     while (t.done + t.cancelled < p->events) {
         bool moved = false;
@@ -294,10 +295,17 @@ static int controller(sluice_context_t *ctx, const plan_t *p)
         while (ended + 1 < lumi) {
             tr = (sluice_transition_t){ .kind = SLUICE_END_LUMI, .run = 1, .lumi = ended + 1 };
             int rc = sluice_group_transition_send(g, &tr, SLUICE_NONBLOCK);
-            if (rc == SLUICE_EAGAIN)
+            if (rc == SLUICE_EAGAIN) {
+                held_back++;
                 break;
+            }
             OK(rc);
             ended++;
+            /* Held back until then: none of the lumi's events is in flight. */
+            for (uint32_t k = 0; k < p->window; k++)
+                CHECK(!slot[k].busy || (slot[k].ev - 1) / EVENTS_PER_LUMI + 1 != ended,
+                      "lumi %u ended while its event %llu is in flight", ended,
+                      (unsigned long long)slot[k].ev);
         }
         for (uint32_t k = 0; k < p->window && next <= p->events; k++) {
             slot_t *sl = &slot[k];
@@ -388,15 +396,23 @@ static int controller(sluice_context_t *ctx, const plan_t *p)
           (unsigned long long)t.redispatched, (unsigned long long)t.local);
     CHECK(gs.events == p->events + t.redispatched, "group sent %llu events",
           (unsigned long long)gs.events);
-    printf("[controller %d] %s: done %llu cancelled %llu re-dispatched %llu local %llu; per source:",
+    printf("[controller %d] %s: done %llu cancelled %llu re-dispatched %llu local %llu, "
+           "END_LUMI held back %llu times; per source:",
            me, case_name, (unsigned long long)t.done, (unsigned long long)t.cancelled,
-           (unsigned long long)t.redispatched, (unsigned long long)t.local);
+           (unsigned long long)t.redispatched, (unsigned long long)t.local,
+           (unsigned long long)held_back);
     for (int s = 0; s < n_src; s++)
         printf(" %llu", (unsigned long long)per[s]);
     printf("\n");
-    if (p->slow >= 0)
-        CHECK(per[p->slow] * 3 <= gs.events, "the slow source got %llu of %llu events",
+    if (p->slow >= 0) {
+        /* Round-robin would give it exactly a third. */
+        CHECK(per[p->slow] * 3 < gs.events, "the 4x slower source got %llu of %llu events",
               (unsigned long long)per[p->slow], (unsigned long long)gs.events);
+        for (int s = 0; s < n_src; s++)
+            CHECK(s == p->slow || 2 * per[s] > 3 * per[p->slow],
+                  "source %d got %llu events, the slow one %llu", s,
+                  (unsigned long long)per[s], (unsigned long long)per[p->slow]);
+    }
     if (p->victim >= 0) {
         CHECK(gs.members_lost == 1, "%u members lost", gs.members_lost);
         CHECK(t.redispatched + t.local > 0, "no event of the killed source was re-run");
