@@ -19,6 +19,7 @@ typedef struct sl_slot {
     bool moving;              /* its lost event is being re-dispatched */
     uint64_t seq;             /* token seq of the event sent there; 0: none the group owes */
     uint32_t caller;          /* the caller's stream it was sent for */
+    uint64_t sent_ns;         /* when (sl_now_ns), for the per-event deadline */
     sluice_transition_t ev;   /* the event, kept for a re-dispatch */
 } sl_slot_t;
 
@@ -40,6 +41,7 @@ struct sluice_group {
     void *arg;
     sluice_group_on_loss_t on_loss;
     uint32_t timeout_ms;
+    uint32_t event_timeout_ms; /* 0: events have no deadline */
     uint32_t spin, max_sleep_us; /* back-off of the group's waits (the first member's) */
     size_t n;
     sl_member_t *m;
@@ -89,7 +91,7 @@ static int sl_group_check_desc(const sluice_group_desc_t *d)
                                d->members[i]->name);
     }
     if (role == SLUICE_CONTROLLER) {
-        if (d->dispatch < SLUICE_DISPATCH_ROUND_ROBIN || d->dispatch > SLUICE_DISPATCH_CALLBACK)
+        if (d->dispatch < SLUICE_DISPATCH_ROUND_ROBIN || d->dispatch > SLUICE_DISPATCH_BY_ROLE)
             return sl_fail(SLUICE_EINVAL, "unknown dispatch policy %d", (int)d->dispatch);
         if (d->dispatch == SLUICE_DISPATCH_CALLBACK && !d->fn)
             return sl_fail(SLUICE_EINVAL, "SLUICE_DISPATCH_CALLBACK needs a function");
@@ -124,6 +126,7 @@ int sluice_group_create(const sluice_group_desc_t *desc, sluice_group_t **group_
     g->arg = d.arg;
     g->on_loss = d.on_loss ? d.on_loss : SLUICE_GROUP_REDISPATCH;
     g->timeout_ms = d.timeout_ms ? d.timeout_ms : SL_GROUP_TIMEOUT_MS;
+    g->event_timeout_ms = d.event_timeout_ms;
     g->spin = d.members[0]->opt.spin;
     g->max_sleep_us = d.members[0]->opt.max_sleep_us;
     g->n = d.n_members;
@@ -351,7 +354,7 @@ static uint32_t sl_member_free_stream(const sl_member_t *m, uint32_t *n_free_p)
 {
     uint32_t first = UINT32_MAX, n = 0;
     for (uint32_t s = 0; s < m->streams; s++)
-        if (!m->slot[s].claimed &&
+        if (!m->slot[s].claimed && !m->slot[s].moving &&
             !atomic_load_explicit(&m->ch->streams[s].token_open, memory_order_acquire)) {
             if (first == UINT32_MAX)
                 first = s;
@@ -415,6 +418,9 @@ static int sl_choose(sluice_group_t *g, uint32_t stream, const sluice_transition
         *member_p = best;
         return SLUICE_OK;
     }
+    case SLUICE_DISPATCH_BY_ROLE:
+        return sl_fail(SLUICE_EINVAL, "a by-role group sends each event to every member: "
+                                      "sluice_group_event_send_roles");
     case SLUICE_DISPATCH_CALLBACK:
         break;
     }
@@ -521,6 +527,7 @@ static int sl_group_send(sluice_group_t *g, uint32_t stream, const sluice_transi
             m->slot[s].ev = *ev;
             m->slot[s].seq = tok.seq;
             m->slot[s].caller = stream;
+            m->slot[s].sent_ns = sl_now_ns();
             m->events++;
             g->stats.events++;
         } else if (sl_is_loss(rc)) {
@@ -537,6 +544,126 @@ static int sl_group_send(sluice_group_t *g, uint32_t stream, const sluice_transi
     }
 }
 
+/*
+ * By role: the event goes to every live member at once. A free stream is
+ * claimed on each first (waiting, bounded), so that either every live
+ * member gets the event or none does.
+ */
+int sluice_group_event_send_roles(sluice_group_t *g, uint32_t stream,
+                                  const sluice_transition_t *event, unsigned flags,
+                                  sluice_token_t *tokens)
+{
+    if (!g || !event || !tokens)
+        return sl_fail(SLUICE_EINVAL, "group, event and tokens must not be NULL");
+    if (g->role != SLUICE_CONTROLLER || g->dispatch != SLUICE_DISPATCH_BY_ROLE)
+        return sl_fail(SLUICE_EINVAL, "sluice_group_event_send_roles needs a by-role "
+                                      "controller group");
+    if (event->kind != SLUICE_EVENT)
+        return sl_fail(SLUICE_EINVAL, "sluice_group_event_send_roles needs an SLUICE_EVENT");
+    uint32_t *claim = calloc(g->n, sizeof *claim);
+    if (!claim)
+        return sl_fail(SLUICE_ENOMEM, "group: claims");
+    sl_deadline_t dl = sl_deadline_in(g->timeout_ms);
+    sl_backoff_t b;
+    sl_backoff_init(&b, g->spin, g->max_sleep_us);
+    int rc = SLUICE_OK;
+    for (;;) {
+        pthread_mutex_lock(&g->lock);
+        bool all = true, any = false;
+        for (size_t i = 0; i < g->n; i++) {
+            claim[i] = UINT32_MAX;
+            if (g->m[i].lost)
+                continue;
+            any = true;
+            if ((claim[i] = sl_member_free_stream(&g->m[i], NULL)) == UINT32_MAX)
+                all = false;
+        }
+        if (all && any)
+            for (size_t i = 0; i < g->n; i++)
+                if (claim[i] != UINT32_MAX) {
+                    g->m[i].slot[claim[i]].claimed = true;
+                    g->m[i].slot[claim[i]].ev = *event;
+                }
+        pthread_mutex_unlock(&g->lock);
+        if (!any) {
+            rc = sl_fail(SLUICE_EPEERDEAD, "group: every member was lost");
+            break;
+        }
+        if (all)
+            break;
+        for (size_t i = 0; i < g->n; i++)
+            sl_member_check(g, &g->m[i]);
+        if (flags & SLUICE_NONBLOCK) {
+            rc = sl_fail(SLUICE_EAGAIN, "group: not every member has a free stream");
+            break;
+        }
+        if (sl_backoff_pause(&b, &dl) != SLUICE_OK) {
+            rc = sl_fail(SLUICE_ETIMEDOUT, "group: not every member had a free stream in %u ms",
+                         g->timeout_ms);
+            break;
+        }
+    }
+    if (rc) {
+        free(claim);
+        return rc;
+    }
+    size_t sent = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        tokens[i] = (sluice_token_t){ 0 };
+        if (claim[i] == UINT32_MAX)
+            continue;
+        sl_member_t *m = &g->m[i];
+        uint32_t s = claim[i];
+        int src = rc ? SLUICE_ECANCELED : sluice_event_send(m->ch, s, event, flags, &tokens[i]);
+        pthread_mutex_lock(&g->lock);
+        m->slot[s].claimed = false;
+        if (src == SLUICE_OK) {
+            m->slot[s].seq = tokens[i].seq;
+            m->slot[s].caller = stream;
+            m->slot[s].sent_ns = sl_now_ns();
+            m->events++;
+            sent++;
+        } else if (sl_is_loss(src)) {
+            sl_member_lose(g, m);
+        } else if (!rc) {
+            rc = src; /* the others sent so far are cancelled below */
+        }
+        pthread_mutex_unlock(&g->lock);
+        if (src != SLUICE_OK)
+            tokens[i] = (sluice_token_t){ 0 };
+    }
+    if (rc) {
+        for (size_t i = 0; i < g->n; i++)
+            if (tokens[i].channel)
+                (void)sluice_event_fail(&tokens[i], SLUICE_ECANCELED,
+                                        "the event could not reach every role");
+    } else if (!sent) {
+        rc = sl_fail(SLUICE_EPEERDEAD, "group: every member was lost");
+    } else {
+        pthread_mutex_lock(&g->lock);
+        g->stats.events++;
+        pthread_mutex_unlock(&g->lock);
+    }
+    free(claim);
+    return rc;
+}
+
+sluice_token_t *sluice_group_token_for(const sluice_group_t *g, sluice_token_t *tokens,
+                                       uint32_t instance)
+{
+    if (!g || !tokens)
+        return NULL;
+    for (size_t i = 0; i < g->n; i++) {
+        const sluice_channel_t *ch = g->m[i].ch;
+        if (tokens[i].channel != ch)
+            continue;
+        for (size_t e = 0; e < ch->n_endpoints; e++)
+            if (ch->endpoints[e].instance == instance)
+                return &tokens[i];
+    }
+    return NULL;
+}
+
 int sluice_group_event_send(sluice_group_t *g, uint32_t stream, const sluice_transition_t *event,
                             unsigned flags, sluice_token_t *token_p)
 {
@@ -549,55 +676,102 @@ int sluice_group_event_send(sluice_group_t *g, uint32_t stream, const sluice_tra
     return sl_group_send(g, stream, event, flags, token_p);
 }
 
-int sluice_group_redispatch(sluice_group_t *g, const sluice_token_t *lost, unsigned flags,
-                            sluice_token_t *token_p)
+/*
+ * Take the event of `tok` off its member and send it to another (or hand it
+ * back): `stuck` for an overdue event of a live member (failed there with
+ * SLUICE_ETIMEDOUT; the member stays), otherwise for a lost member.
+ */
+static int sl_move(sluice_group_t *g, const sluice_token_t *tok, bool stuck, unsigned flags,
+                   sluice_token_t *token_p)
 {
-    if (!g || !lost || !token_p)
-        return sl_fail(SLUICE_EINVAL, "group, lost and token_p must not be NULL");
+    if (!g || !tok || !token_p)
+        return sl_fail(SLUICE_EINVAL, "group, token and token_p must not be NULL");
     size_t i;
-    int rc = sluice_group_member_of(g, lost->channel, &i);
-    if (rc || g->role != SLUICE_CONTROLLER)
+    if (sluice_group_member_of(g, tok->channel, &i) || g->role != SLUICE_CONTROLLER)
         return sl_fail(SLUICE_EINVAL, "the token does not belong to this controller group");
     sl_member_t *m = &g->m[i];
-    if (lost->stream >= m->streams)
-        return sl_fail(SLUICE_EINVAL, "token stream %u out of range", lost->stream);
-    sl_slot_t *slot = &m->slot[lost->stream];
+    if (tok->stream >= m->streams)
+        return sl_fail(SLUICE_EINVAL, "token stream %u out of range", tok->stream);
+    sl_slot_t *slot = &m->slot[tok->stream];
     pthread_mutex_lock(&g->lock);
-    bool ours = slot->seq == lost->seq && lost->seq != 0 && !slot->moving;
+    bool ours = slot->seq == tok->seq && tok->seq != 0 && !slot->moving;
+    bool overdue = ours && g->event_timeout_ms &&
+                   sl_now_ns() - slot->sent_ns >= (uint64_t)g->event_timeout_ms * 1000000u;
     sluice_transition_t ev = slot->ev;
     uint32_t caller = slot->caller;
-    if (ours) {
-        slot->moving = true; /* one re-dispatch at a time; its lumi stays busy meanwhile */
+    if (ours && (!stuck || overdue)) {
+        /* One move at a time; the stream is not reused and the lumi stays busy meanwhile. */
+        slot->moving = true;
         /* The caller saw the loss on the token (the transport's own verdict,
          * which the channel's throttled liveness check may not show yet). */
-        sl_member_lose(g, m);
+        if (!stuck)
+            sl_member_lose(g, m);
     }
     pthread_mutex_unlock(&g->lock);
     if (!ours)
         return sl_fail(SLUICE_EINVAL, "group: the token is not an event in flight of this group "
-                                      "(already re-dispatched?)");
-    sluice_token_t t = *lost;
-    rc = sluice_event_finish(&t); /* after a loss it is finished here all the same */
-    (void)rc;
-    if (g->on_loss == SLUICE_GROUP_FAIL_BACK) {
-        pthread_mutex_lock(&g->lock);
+                                      "(already moved?)");
+    if (stuck && !overdue)
+        return sl_fail(SLUICE_EINVAL, "group: event %llu is not overdue (event_timeout_ms %u)",
+                       (unsigned long long)ev.event, g->event_timeout_ms);
+    sluice_token_t t = *tok;
+    if (stuck) /* the source sees it on its next call for the event */
+        (void)sluice_event_fail(&t, SLUICE_ECANCELED,
+                                "the controller gave up on this event (overdue)");
+    else /* after a loss it is finished here all the same */
+        (void)sluice_event_finish(&t);
+    int rc;
+    pthread_mutex_lock(&g->lock);
+    if (stuck)
+        g->stats.given_up++;
+    /* By role, no other member serves the lost one's endpoints. */
+    if (g->on_loss == SLUICE_GROUP_FAIL_BACK || g->dispatch == SLUICE_DISPATCH_BY_ROLE) {
         g->stats.failed_back++;
         slot->seq = 0;
         slot->moving = false;
         pthread_mutex_unlock(&g->lock);
-        return sl_fail(SLUICE_EPEERDEAD, "group: event %llu of lost member %zu is handed back",
-                       (unsigned long long)ev.event, i);
+        return sl_fail(stuck ? SLUICE_ETIMEDOUT : SLUICE_EPEERDEAD,
+                       "group: event %llu of member %zu is handed back", (unsigned long long)ev.event,
+                       i);
     }
+    pthread_mutex_unlock(&g->lock);
     rc = sl_group_send(g, caller, &ev, flags, token_p);
     pthread_mutex_lock(&g->lock);
     if (rc == SLUICE_OK) {
         g->stats.redispatched++;
         slot->seq = 0; /* the event lives on its new member now */
     }
-    /* Not sent: the event stays the group's to re-dispatch on a later call. */
+    /* Not sent: the event stays the group's to move on a later call. */
     slot->moving = false;
     pthread_mutex_unlock(&g->lock);
     return rc;
+}
+
+int sluice_group_redispatch(sluice_group_t *g, const sluice_token_t *lost, unsigned flags,
+                            sluice_token_t *token_p)
+{
+    return sl_move(g, lost, false, flags, token_p);
+}
+
+int sluice_group_give_up(sluice_group_t *g, const sluice_token_t *stuck, unsigned flags,
+                         sluice_token_t *token_p)
+{
+    return sl_move(g, stuck, true, flags, token_p);
+}
+
+int sluice_group_overdue(const sluice_group_t *g, const sluice_token_t *token)
+{
+    size_t i;
+    if (!g || !token || sluice_group_member_of(g, token->channel, &i) ||
+        g->role != SLUICE_CONTROLLER || token->stream >= g->m[i].streams)
+        return sl_fail(SLUICE_EINVAL, "the token does not belong to this controller group");
+    sluice_group_t *mg = (sluice_group_t *)g; /* the lock only */
+    const sl_slot_t *slot = &g->m[i].slot[token->stream];
+    pthread_mutex_lock(&mg->lock);
+    int overdue = g->event_timeout_ms && slot->seq == token->seq && token->seq != 0 &&
+                  sl_now_ns() - slot->sent_ns >= (uint64_t)g->event_timeout_ms * 1000000u;
+    pthread_mutex_unlock(&mg->lock);
+    return overdue;
 }
 
 int sluice_group_cancel(sluice_group_t *g, sluice_token_t *token)

@@ -5,13 +5,19 @@
  * sends it back; the controller checks every result. Then the same work runs
  * over plain two-sided MPI for comparison.
  *
- * The source is one thread asking sluice_source_next what comes next, the
- * way a framework's InputSource does. The controller's stream threads do not
- * spin while the source works: each arms a notification for its result and
- * sleeps until the channel's progress thread says it is there.
+ * The source is one thread asking what comes next, the way a framework's
+ * InputSource does. The controller's stream threads do not spin while the
+ * source works: each arms a notification for its result and sleeps until
+ * the channel's progress thread says it is there.
+ *
+ * With several sources (--sources N) each controller drives one channel per
+ * source through a group that picks a source per event (--dispatch); with
+ * several controllers (--controllers M) each source serves all of them
+ * through a source group. Controllers are ranks 0 .. M-1, sources the rest.
  *
  *   mpiexec -n 1 sluice-demo controller : -n 1 sluice-demo source
- *   options (both sides): --events N --streams S --raw-kib K --lumi-events L
+ *   options (every process): --events N --streams S --raw-kib K --lumi-events L
+ *                            --sources N --controllers M --dispatch rr|affine|least
  */
 #include <errno.h>
 #include <pthread.h>
@@ -22,16 +28,21 @@
 #include <string.h>
 #include <time.h>
 
+#include <sluice/group.h>
 #include <sluice/sluice.h>
 
 typedef struct demo_cfg {
     int is_ctrl;
     uint32_t events, streams, raw_words, lumi_events;
     int mpi_threads;     /* thread level to ask MPI for */
+    uint32_t sources, controllers;
+    sluice_dispatch_t dispatch;
+    int me;              /* index among the controllers, or among the sources */
 } demo_cfg_t;
 
 /* 256 KiB of RAW per event */
-static demo_cfg_t cfg = { 0, 2000, 4, 64 * 1024, 250, MPI_THREAD_MULTIPLE };
+static demo_cfg_t cfg = { 0, 2000, 4, 64 * 1024, 250, MPI_THREAD_MULTIPLE, 1, 1,
+                          SLUICE_DISPATCH_LEAST_LOADED, 0 };
 static const sluice_type_t *T_RAW, *T_CLUSTERS;
 
 #define WORDS_PER_CLUSTER 64u
@@ -81,7 +92,7 @@ static void reconstruct(const uint32_t *w, uint32_t n, float *energy, float *pos
 }
 
 typedef struct stream_ctx {
-    sluice_channel_t *ch;
+    sluice_group_t *group;
     uint32_t stream;
     double *latency;     /* per event handled by this stream, seconds */
     uint64_t n, bytes;
@@ -147,8 +158,8 @@ static int ctrl_event(stream_ctx_t *s, uint64_t ev, uint32_t *expect_buf, float 
     t.lumi = batch_lumi;
     t.event = ev;
     double t0 = now_s();
-    sluice_token_t tok;
-    DEMO_CHECK(sluice_event_send(s->ch, s->stream, &t, 0, &tok));
+    sluice_token_t tok; /* on the channel of the source the group chose */
+    DEMO_CHECK(sluice_group_event_send(s->group, s->stream, &t, 0, &tok));
     sluice_reservation_t res; /* fill the RAW buffer in place: zero copy */
     DEMO_CHECK(sluice_product_reserve(&tok, I_RAW, cfg.raw_words * 4u, cfg.raw_words, 0, &res));
     make_raw(res.data, cfg.raw_words, ev);
@@ -172,7 +183,7 @@ static int ctrl_event(stream_ctx_t *s, uint64_t ev, uint32_t *expect_buf, float 
         fprintf(stderr, "controller: result of event %llu is wrong\n", (unsigned long long)ev);
         return 1;
     }
-    DEMO_CHECK(sluice_view_release(s->ch, &v));
+    DEMO_CHECK(sluice_view_release(tok.channel, &v));
     DEMO_CHECK(sluice_event_finish(&tok));
     return 0;
 }
@@ -220,20 +231,22 @@ static int src_event(sluice_channel_t *ch, sluice_token_t *tok, uint64_t *bytes_
     return 0;
 }
 
-/* Source: the InputSource loop, one thread for every stream. */
-static int src_run(sluice_channel_t *ch, demo_result_t *r)
+/* Source: the InputSource loop, one thread for every stream of every controller. */
+static int src_run(sluice_group_t *g, demo_result_t *r, uint64_t *per_ctrl)
 {
     for (;;) {
         sluice_item_t it;
-        int rc = sluice_source_next(ch, 0, &it);
+        size_t c;
+        int rc = sluice_group_next(g, 0, &it, &c);
         if (rc == SLUICE_EOF)
             return 0;
         DEMO_CHECK(rc);
         if (it.transition.kind != SLUICE_EVENT)
             continue; /* runs and lumis: nothing to do in this demo */
-        if (src_event(ch, &it.token, &r->bytes))
+        if (src_event(it.token.channel, &it.token, &r->bytes))
             return 1;
         r->events++;
+        per_ctrl[c]++;
     }
 }
 
@@ -251,7 +264,7 @@ static void summarise(double *lat, uint64_t n, demo_result_t *r)
     r->p99 = n ? lat[n * 99 / 100] * 1e6 : 0;
 }
 
-static int global(sluice_channel_t *ch, sluice_transition_kind_t k, uint32_t run, uint32_t lumi)
+static int global(sluice_group_t *g, sluice_transition_kind_t k, uint32_t run, uint32_t lumi)
 {
     sluice_transition_t t;
     memset(&t, 0, sizeof t);
@@ -259,11 +272,12 @@ static int global(sluice_channel_t *ch, sluice_transition_kind_t k, uint32_t run
     t.run = run;
     t.lumi = lumi;
     t.timestamp = (uint64_t)(now_s() * 1e9);
-    DEMO_CHECK(sluice_transition_send(ch, &t, 0));
+    DEMO_CHECK(sluice_group_transition_send(g, &t, 0)); /* to every source */
     return 0;
 }
 
-static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
+/* One channel per peer: controller i to every source, source j to every controller. */
+static int open_channels(sluice_context_t *ctx, sluice_channel_t **ch, uint32_t n)
 {
     sluice_endpoint_t eps[2] = {
         { I_RAW, cfg.is_ctrl ? SLUICE_SEND : SLUICE_RECEIVE, T_RAW },
@@ -273,25 +287,42 @@ static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
     sluice_options_init(&o);
     o.arena_bytes = arena_for((uint64_t)cfg.raw_words * 4u);
     DEMO_CHECK(sluice_options_from_env(&o));
-    sluice_channel_desc_t d = { .size = sizeof d, .name = "demo",
-                                .role = cfg.is_ctrl ? SLUICE_CONTROLLER : SLUICE_SOURCE,
-                                .peer = cfg.is_ctrl ? "source" : "controller",
-                                .streams = cfg.streams, .endpoints = eps, .n_endpoints = 2,
-                                .options = &o };
-    sluice_channel_t *ch;
-    DEMO_CHECK(sluice_channel_open(ctx, &d, &ch));
-    if (cfg.is_ctrl) {
-        char host[MPI_MAX_PROCESSOR_NAME];
-        int n;
-        MPI_Get_processor_name(host, &n);
-        printf("  controller on %s; channel transport: %s\n", host, sluice_channel_transport(ch));
-    } else {
-        char host[MPI_MAX_PROCESSOR_NAME];
-        int n;
-        MPI_Get_processor_name(host, &n);
-        printf("  source on %s\n", host);
+    for (uint32_t k = 0; k < n; k++) {
+        /* Both sides open in increasing peer order, so no two wait on each other. */
+        int c = cfg.is_ctrl ? cfg.me : (int)k, s = cfg.is_ctrl ? (int)k : cfg.me;
+        char name[64], peer[32];
+        snprintf(name, sizeof name, "demo-c%d-s%d", c, s);
+        snprintf(peer, sizeof peer, cfg.is_ctrl ? "source-%d" : "controller-%d",
+                 cfg.is_ctrl ? s : c);
+        sluice_channel_desc_t d = { .size = sizeof d, .name = name,
+                                    .role = cfg.is_ctrl ? SLUICE_CONTROLLER : SLUICE_SOURCE,
+                                    .peer = peer, .streams = cfg.streams, .endpoints = eps,
+                                    .n_endpoints = 2, .options = &o };
+        DEMO_CHECK(sluice_channel_open(ctx, &d, &ch[k]));
     }
+    return 0;
+}
+
+static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
+{
+    uint32_t n_ch = cfg.is_ctrl ? cfg.sources : cfg.controllers;
+    sluice_channel_t **ch = calloc(n_ch, sizeof *ch);
+    if (open_channels(ctx, ch, n_ch))
+        return 1;
+    sluice_group_desc_t gd = { .size = sizeof gd, .members = ch, .n_members = n_ch,
+                               .dispatch = cfg.dispatch };
+    sluice_group_t *g;
+    DEMO_CHECK(sluice_group_create(&gd, &g));
+    char host[MPI_MAX_PROCESSOR_NAME];
+    int hn;
+    MPI_Get_processor_name(host, &hn);
+    if (cfg.is_ctrl)
+        printf("  controller-%d on %s; channel transport: %s\n", cfg.me, host,
+               sluice_channel_transport(ch[0]));
+    else
+        printf("  source-%d on %s\n", cfg.me, host);
     fflush(stdout);
+    uint64_t *per = calloc(n_ch, sizeof *per);
     stream_ctx_t *s = calloc(cfg.streams, sizeof *s);
     pthread_t *th = calloc(cfg.streams, sizeof *th);
     double *lat = calloc(cfg.events, sizeof *lat);
@@ -299,18 +330,19 @@ static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
     double t0 = now_s();
     if (cfg.is_ctrl) {
         for (uint32_t i = 0; i < cfg.streams; i++) {
-            s[i] = (stream_ctx_t){ .ch = ch, .stream = i,
+            s[i] = (stream_ctx_t){ .group = g, .stream = i,
                                    .latency = calloc(cfg.events, sizeof(double)) };
             sem_init(&s[i].result, 0, 0);
         }
-        DEMO_CHECK(sluice_progress_start(ch));
-        failed |= global(ch, SLUICE_BEGIN_RUN, 1, 0);
+        for (uint32_t k = 0; k < n_ch; k++)
+            DEMO_CHECK(sluice_progress_start(ch[k]));
+        failed |= global(g, SLUICE_BEGIN_RUN, 1, 0);
         uint64_t ev = 0;
         for (uint32_t lumi = 1; ev < cfg.events && !failed; lumi++) {
             batch_lumi = lumi;
             batch_end = ev + cfg.lumi_events < cfg.events ? ev + cfg.lumi_events : cfg.events;
             atomic_store(&next_event, ev);
-            failed |= global(ch, SLUICE_BEGIN_LUMI, 1, lumi);
+            failed |= global(g, SLUICE_BEGIN_LUMI, 1, lumi);
             for (uint32_t i = 0; i < cfg.streams; i++)
                 pthread_create(&th[i], NULL, ctrl_stream, &s[i]);
             for (uint32_t i = 0; i < cfg.streams; i++) {
@@ -318,14 +350,16 @@ static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
                 failed |= s[i].failed;
             }
             ev = atomic_load(&done_events);
-            failed |= global(ch, SLUICE_END_LUMI, 1, lumi);
+            failed |= global(g, SLUICE_END_LUMI, 1, lumi);
             printf("  sluice   %6llu / %u events  %8.0f events/s\n", (unsigned long long)ev,
                    cfg.events, (double)ev / (now_s() - t0));
             fflush(stdout);
         }
-        failed |= global(ch, SLUICE_END_RUN, 1, 0);
-        failed |= global(ch, SLUICE_END_JOB, 0, 0);
-        failed |= sluice_progress_stop(ch) != SLUICE_OK;
+        failed |= global(g, SLUICE_END_RUN, 1, 0);
+        failed |= global(g, SLUICE_END_JOB, 0, 0);
+        for (uint32_t k = 0; k < n_ch; k++)
+            failed |= sluice_progress_stop(ch[k]) != SLUICE_OK;
+        sluice_group_stats(g, NULL, per, n_ch);
         for (uint32_t i = 0; i < cfg.streams; i++) {
             memcpy(lat + r->events, s[i].latency, s[i].n * sizeof(double));
             r->events += s[i].n;
@@ -334,14 +368,26 @@ static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
             sem_destroy(&s[i].result);
         }
     } else {
-        failed |= src_run(ch, r);
+        failed |= src_run(g, r, per);
     }
     r->seconds = now_s() - t0;
-    summarise(lat, r->events, r);
+    summarise(lat, cfg.is_ctrl ? r->events : 0, r); /* latencies are the controller's */
+    if (n_ch > 1) {
+        printf("  %s-%d: events per %s:", cfg.is_ctrl ? "controller" : "source", cfg.me,
+               cfg.is_ctrl ? "source" : "controller");
+        for (uint32_t k = 0; k < n_ch; k++)
+            printf(" %llu", (unsigned long long)per[k]);
+        printf("\n");
+        fflush(stdout);
+    }
+    free(per);
     free(lat);
     free(s);
     free(th);
-    failed |= sluice_channel_close(ch) != SLUICE_OK;
+    sluice_group_destroy(g);
+    for (uint32_t k = 0; k < n_ch; k++)
+        failed |= sluice_channel_close(ch[k]) != SLUICE_OK;
+    free(ch);
     return failed;
 }
 
@@ -437,7 +483,7 @@ static int run_two_sided(sluice_context_t *ctx, demo_result_t *r)
     sluice_context_peer(ctx, sluice_context_rank(ctx), &me);
     for (int i = 0; i < sluice_context_size(ctx); i++) {
         sluice_context_peer(ctx, i, &peer);
-        if (strcmp(peer.name, cfg.is_ctrl ? "source" : "controller") == 0)
+        if (strcmp(peer.name, cfg.is_ctrl ? "source-0" : "controller-0") == 0)
             break;
     }
     MPI_Comm comm;
@@ -484,6 +530,16 @@ static int parse(int argc, char **argv)
                 return -1;
             continue;
         }
+        if (!strcmp(argv[i], "--dispatch")) {
+            const char *d = argv[i + 1];
+            cfg.dispatch = !strcmp(d, "rr")       ? SLUICE_DISPATCH_ROUND_ROBIN
+                           : !strcmp(d, "affine") ? SLUICE_DISPATCH_STREAM_AFFINE
+                           : !strcmp(d, "least")  ? SLUICE_DISPATCH_LEAST_LOADED
+                                                  : 0;
+            if (!cfg.dispatch)
+                return -1;
+            continue;
+        }
         long v = atol(argv[i + 1]);
         if (v <= 0)
             return -1;
@@ -495,6 +551,10 @@ static int parse(int argc, char **argv)
             cfg.raw_words = (uint32_t)v * 256u;
         else if (!strcmp(argv[i], "--lumi-events"))
             cfg.lumi_events = (uint32_t)v;
+        else if (!strcmp(argv[i], "--sources") && v <= 64)
+            cfg.sources = (uint32_t)v;
+        else if (!strcmp(argv[i], "--controllers") && v <= 64)
+            cfg.controllers = (uint32_t)v;
         else
             return -1;
     }
@@ -503,7 +563,7 @@ static int parse(int argc, char **argv)
 
 static void print_row(const char *name, const demo_result_t *r)
 {
-    printf("  %-10s %8llu %8u %10.0f %9.1f %9.1f %9.1f %10.1f\n", name,
+    printf("  %-12s %8llu %8u %10.0f %9.1f %9.1f %9.1f %10.1f\n", name,
            (unsigned long long)r->events, cfg.streams, (double)r->events / r->seconds, r->p50,
            r->p90, r->p99, (double)r->bytes / (1 << 20));
 }
@@ -515,12 +575,27 @@ int main(int argc, char **argv)
     MPI_Init_thread(&argc, &argv, cfg.mpi_threads, &provided);
     if (bad_args) {
         fprintf(stderr, "usage: sluice-demo controller|source [--events N] [--streams S] "
-                        "[--raw-kib K] [--lumi-events L] [--mpi-threads multiple|serialized]\n");
+                        "[--raw-kib K] [--lumi-events L] [--sources N] [--controllers M] "
+                        "[--dispatch rr|affine|least] [--mpi-threads multiple|serialized]\n");
         MPI_Finalize();
         return 2;
     }
-    /* The two-sided comparison runs one MPI-calling thread per stream. */
-    int compare = provided >= MPI_THREAD_MULTIPLE;
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    cfg.me = cfg.is_ctrl ? rank : rank - (int)cfg.controllers;
+    if ((uint32_t)size != cfg.controllers + cfg.sources || cfg.me < 0 ||
+        (cfg.is_ctrl && cfg.me >= (int)cfg.controllers)) {
+        fprintf(stderr, "sluice-demo: the job needs --controllers (%u) controllers first, then "
+                        "--sources (%u) sources; it has %d ranks\n",
+                cfg.controllers, cfg.sources, size);
+        MPI_Finalize();
+        return 2;
+    }
+    char name[32];
+    snprintf(name, sizeof name, "%s-%d", argv[1], cfg.me);
+    /* The two-sided comparison runs one MPI-calling thread per stream, one pair. */
+    int compare = provided >= MPI_THREAD_MULTIPLE && size == 2;
     sluice_context_t *ctx;
     sluice_registry_t *reg;
     static const sluice_column_t clusters[] = { { "energy", 4, 64 }, { "position", 4, 64 },
@@ -529,15 +604,16 @@ int main(int argc, char **argv)
                                .layout = SLUICE_LAYOUT_BLOCK, .elem_size = 4, .align = 4 };
     sluice_type_desc_t soa = { .size = sizeof soa, .name = "demo::ClusterSoA",
                                .layout = SLUICE_LAYOUT_SOA, .columns = clusters, .n_columns = 3 };
-    if (sluice_context_create(MPI_COMM_WORLD, argv[1], &ctx) || sluice_registry_create(&reg) ||
+    if (sluice_context_create(MPI_COMM_WORLD, name, &ctx) || sluice_registry_create(&reg) ||
         sluice_registry_add(reg, &raw, &T_RAW) || sluice_registry_add(reg, &soa, &T_CLUSTERS)) {
         fprintf(stderr, "%s: set-up failed: %s\n", argv[1], sluice_last_error());
         MPI_Finalize();
         return 1;
     }
-    if (cfg.is_ctrl)
-        printf("sluice demo: controller and source, %u events of %u KiB RAW on %u streams\n",
-               cfg.events, cfg.raw_words / 256u, cfg.streams);
+    if (cfg.is_ctrl && cfg.me == 0)
+        printf("sluice demo: %u controller(s) and %u source(s), %u events per controller of "
+               "%u KiB RAW on %u streams\n",
+               cfg.controllers, cfg.sources, cfg.events, cfg.raw_words / 256u, cfg.streams);
     demo_result_t rs = { 0 }, rm = { 0 };
     int failed = run_sluice(ctx, &rs);
     MPI_Barrier(MPI_COMM_WORLD);
@@ -545,16 +621,30 @@ int main(int argc, char **argv)
         if (cfg.is_ctrl)
             printf("  two-sided MPI, the same work ...\n");
         failed |= run_two_sided(ctx, &rm);
-    } else if (!failed && cfg.is_ctrl) {
-        printf("  two-sided comparison skipped: it needs MPI_THREAD_MULTIPLE, MPI gave level %d\n",
-               provided);
+    } else if (!failed && cfg.is_ctrl && cfg.me == 0) {
+        if (size == 2)
+            printf("  two-sided comparison skipped: it needs MPI_THREAD_MULTIPLE, MPI gave "
+                   "level %d\n", provided);
+        else
+            printf("  two-sided comparison skipped: it runs with one controller and one "
+                   "source\n");
     }
     int any = 0;
     MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD);
-    if (cfg.is_ctrl) {
-        printf("\n  %-10s %8s %8s %10s %9s %9s %9s %10s\n", "transport", "events", "streams",
+    /* One table, a row per controller, printed in turn. */
+    if (cfg.is_ctrl && cfg.me == 0)
+        printf("\n  %-12s %8s %8s %10s %9s %9s %9s %10s\n", "transport", "events", "streams",
                "events/s", "p50 us", "p90 us", "p99 us", "MiB moved");
-        print_row("sluice", &rs);
+    for (uint32_t c = 0; c < cfg.controllers; c++) {
+        if (cfg.is_ctrl && cfg.me == (int)c) {
+            char row[32];
+            snprintf(row, sizeof row, cfg.controllers > 1 ? "sluice c%u" : "sluice", c);
+            print_row(row, &rs);
+            fflush(stdout);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
+    if (cfg.is_ctrl && cfg.me == 0) {
         if (compare) {
             print_row("two-sided", &rm);
             printf("  sluice/two-sided: %.2fx the event rate, p50 latency %.2fx\n",

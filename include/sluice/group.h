@@ -27,6 +27,7 @@ typedef enum sluice_dispatch {
     SLUICE_DISPATCH_STREAM_AFFINE = 2, /* caller's stream k to live member k mod n_live */
     SLUICE_DISPATCH_LEAST_LOADED = 3,  /* the member with the most free streams */
     SLUICE_DISPATCH_CALLBACK = 4,      /* the application's function decides */
+    SLUICE_DISPATCH_BY_ROLE = 5,       /* every event to every member, each for its endpoints */
 } sluice_dispatch_t;
 
 /* What to do with the events of a member that died or closed. */
@@ -62,6 +63,8 @@ typedef struct sluice_group_desc {
     void *arg;                /* passed to fn */
     sluice_group_on_loss_t on_loss; /* 0: SLUICE_GROUP_REDISPATCH */
     uint32_t timeout_ms;      /* deadline of the group's own waits; 0: 30000 */
+    uint32_t event_timeout_ms; /* controller: an event older than this is overdue
+                                  (sluice_group_give_up); 0: never */
 } sluice_group_desc_t;
 
 /* Create a group; copies `desc` and the member list. Not collective. */
@@ -101,6 +104,27 @@ int sluice_group_event_send(sluice_group_t *group, uint32_t stream,
                             sluice_token_t *token_p);
 
 /*
+ * Controller, SLUICE_DISPATCH_BY_ROLE: the members serve different parts of
+ * an event (one the calorimeter products, another the pixel tracks: each
+ * channel declares its own endpoints). Sends `event` to every live member
+ * on a free stream of each, waiting (bounded) until every one has one, and
+ * fills `tokens` (n_members entries, in member order; a lost member's entry
+ * has channel NULL): all live members get the event or none does. Send and
+ * receive each product on the token of the member that declared its
+ * instance (sluice_group_token_for); finish every token. A lost member's
+ * events cannot move to another (no other serves its endpoints):
+ * sluice_group_redispatch hands them back.
+ */
+int sluice_group_event_send_roles(sluice_group_t *group, uint32_t stream,
+                                  const sluice_transition_t *event, unsigned flags,
+                                  sluice_token_t *tokens);
+
+/* Of the tokens sluice_group_event_send_roles filled, the one whose member
+ * declared `instance`; NULL if none. */
+sluice_token_t *sluice_group_token_for(const sluice_group_t *group, sluice_token_t *tokens,
+                                       uint32_t instance);
+
+/*
  * Controller: the event of `lost` cannot complete on its member (a call on
  * it returned SLUICE_EPEERDEAD or SLUICE_EPEERCLOSED). Finishes `lost` and
  * marks its member lost. With SLUICE_GROUP_REDISPATCH, sends the same event
@@ -113,6 +137,25 @@ int sluice_group_event_send(sluice_group_t *group, uint32_t stream,
  */
 int sluice_group_redispatch(sluice_group_t *group, const sluice_token_t *lost, unsigned flags,
                             sluice_token_t *token_p);
+
+/*
+ * Controller, with event_timeout_ms set: 1 if the event of `token` was sent
+ * longer ago than that (its source, alive, has not answered: a stuck kernel,
+ * a busy loop), 0 if not, or a negative status. Any thread.
+ */
+int sluice_group_overdue(const sluice_group_t *group, const sluice_token_t *token);
+
+/*
+ * Controller: give up on an overdue event, as if its member were lost for
+ * it alone: the event is cancelled on its source (SLUICE_ECANCELED on the
+ * source's next call for it; the member stays in the group), then, as
+ * sluice_group_redispatch does, goes to another member (new token in
+ * `token_p`, counted in `redispatched` and `given_up`) or is handed back
+ * (SLUICE_ETIMEDOUT, counted in `failed_back` and `given_up`). SLUICE_EINVAL
+ * if the event is not overdue or not the group's.
+ */
+int sluice_group_give_up(sluice_group_t *group, const sluice_token_t *stuck, unsigned flags,
+                         sluice_token_t *token_p);
 
 /*
  * Controller: cancel an event in flight (a local filter rejected it, say).
@@ -145,6 +188,7 @@ typedef struct sluice_group_stats {
     uint64_t failed_back;     /* events handed back to the caller */
     uint64_t cancelled;
     uint32_t members_lost;
+    uint64_t given_up;        /* overdue events taken off their member (sluice_group_give_up) */
 } sluice_group_stats_t;
 
 /*

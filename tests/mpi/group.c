@@ -15,6 +15,7 @@
  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,12 +67,24 @@ typedef struct plan {
     unsigned cancel_pct;      /* events cancelled, in percent */
     int victim;               /* source killed after `victim_after` events, or -1 */
     uint32_t victim_after;
+    int victim_ctrl;          /* controller killed after `victim_after` events, or -1 */
+    uint32_t threads;         /* controller sends from this many threads, blocking */
+    int resume;               /* a transition is refused part-way and resumed */
+    int stuck;                /* source that stops for 3 s on its 10th event, or -1 */
+    uint32_t event_timeout_ms; /* the group's per-event deadline */
+    int roles;                /* by role: source s serves instances 1 + 2s (in) and 2 + 2s (out) */
 } plan_t;
+
+static uint32_t in_of(const plan_t *p, int s) { return p->roles ? IN + 2u * (uint32_t)s : IN; }
+static uint32_t out_of(const plan_t *p, int s) { return p->roles ? OUT + 2u * (uint32_t)s : OUT; }
+
+/* Some rank of the job dies: no collective at the end. */
+static int someone_dies(const plan_t *p) { return p->victim >= 0 || p->victim_ctrl >= 0; }
 
 static int plan_for(const char *name, plan_t *p)
 {
     *p = (plan_t){ .dispatch = SLUICE_DISPATCH_ROUND_ROBIN, .events = 240, .window = 8,
-                   .src_streams = 4, .slow = -1, .victim = -1 };
+                   .src_streams = 4, .slow = -1, .victim = -1, .victim_ctrl = -1, .stuck = -1 };
     if (!strcmp(name, "round_robin") || !strcmp(name, "topology"))
         return 0;
     if (!strcmp(name, "stream_affine")) {
@@ -95,6 +108,34 @@ static int plan_for(const char *name, plan_t *p)
         p->src_streams = 2;
         return 0;
     }
+    if (!strcmp(name, "threads")) { /* 4 threads, blocking, fewer member streams than them */
+        p->dispatch = SLUICE_DISPATCH_LEAST_LOADED;
+        p->threads = 4;
+        p->src_streams = 1;
+        return 0;
+    }
+    if (!strcmp(name, "controller_lost")) {
+        p->victim_ctrl = n_ctrl - 1;
+        p->victim_after = 30;
+        return 0;
+    }
+    if (!strcmp(name, "stuck")) {
+        p->dispatch = SLUICE_DISPATCH_LEAST_LOADED;
+        p->stuck = 1;
+        p->event_timeout_ms = 1000;
+        return 0;
+    }
+    if (!strcmp(name, "by_role")) {
+        p->dispatch = SLUICE_DISPATCH_BY_ROLE;
+        p->roles = 1;
+        p->events = 120;
+        return 0;
+    }
+    if (!strcmp(name, "resume")) {
+        p->resume = 1;
+        p->events = 0;
+        return 0;
+    }
     if (!strcmp(name, "cancel")) {
         p->cancel_pct = 10;
         p->events = 400;
@@ -116,11 +157,11 @@ static uint64_t answer(int c, uint64_t ev) { return (ev * 2654435761u) ^ ((uint6
 static int open_channel(sluice_context_t *ctx, int c, int s, const plan_t *p,
                         sluice_channel_t **ch_p)
 {
-    static sluice_endpoint_t ctrl_eps[2], src_eps[2];
-    ctrl_eps[0] = (sluice_endpoint_t){ IN, SLUICE_SEND, T };
-    ctrl_eps[1] = (sluice_endpoint_t){ OUT, SLUICE_RECEIVE, T };
-    src_eps[0] = (sluice_endpoint_t){ IN, SLUICE_RECEIVE, T };
-    src_eps[1] = (sluice_endpoint_t){ OUT, SLUICE_SEND, T };
+    sluice_endpoint_t ctrl_eps[2], src_eps[2];
+    ctrl_eps[0] = (sluice_endpoint_t){ in_of(p, s), SLUICE_SEND, T };
+    ctrl_eps[1] = (sluice_endpoint_t){ out_of(p, s), SLUICE_RECEIVE, T };
+    src_eps[0] = (sluice_endpoint_t){ in_of(p, s), SLUICE_RECEIVE, T };
+    src_eps[1] = (sluice_endpoint_t){ out_of(p, s), SLUICE_SEND, T };
     char name[64], ctrl[32], src[32];
     snprintf(name, sizeof name, "group-c%d-s%d", c, s);
     snprintf(ctrl, sizeof ctrl, "controller-%d", c);
@@ -132,6 +173,8 @@ static int open_channel(sluice_context_t *ctx, int c, int s, const plan_t *p,
     o.max_sleep_us = 100;
     if (sluice_options_from_env(&o) != SLUICE_OK)
         FAIL("bad SLUICE_* environment: %s", sluice_last_error());
+    if (p->resume && s == 1)
+        o.global_depth = 4; /* fills up first: the transition stops part-way */
     const char *mixed = getenv("SLUICE_TEST_MIXED");
     if (mixed && *mixed == '1')
         o.transport = s == 0 ? SLUICE_TRANSPORT_SHM : SLUICE_TRANSPORT_RMA;
@@ -188,7 +231,7 @@ typedef struct slot {
 typedef struct tally {
     uint32_t *answers;        /* per event: answers received */
     int *by;                  /* per event: the member that answered */
-    uint64_t done, cancelled, local, redispatched;
+    uint64_t done, cancelled, local, redispatched, given_up;
 } tally_t;
 
 static int send_input(sluice_token_t *tok, uint64_t ev)
@@ -224,6 +267,16 @@ static int take_answer(sluice_group_t *g, slot_t *sl, const plan_t *p, tally_t *
 {
     sluice_view_t v;
     int rc = sluice_product_receive(&sl->tok, OUT, SLUICE_NONBLOCK, &v);
+    if (rc == SLUICE_EAGAIN && p->event_timeout_ms && sluice_group_overdue(g, &sl->tok) == 1) {
+        /* Its source is alive but stuck on it: run it elsewhere. */
+        sluice_token_t fresh;
+        OK(sluice_group_give_up(g, &sl->tok, 0, &fresh));
+        t->given_up++;
+        sl->tok = fresh;
+        OK(send_input(&sl->tok, sl->ev));
+        *moved = true;
+        return 0;
+    }
     if (rc == SLUICE_EAGAIN)
         return 0;
     *moved = true;
@@ -274,7 +327,8 @@ static int controller(sluice_context_t *ctx, const plan_t *p)
             return 1;
     sluice_group_desc_t d = { .size = sizeof d, .members = ch, .n_members = (size_t)n_src,
                               .dispatch = p->dispatch, .fn = pick_last_free,
-                              .on_loss = p->on_loss, .timeout_ms = 20000 };
+                              .on_loss = p->on_loss, .timeout_ms = 20000,
+                              .event_timeout_ms = p->event_timeout_ms };
     sluice_group_t *g;
     OK(sluice_group_create(&d, &g));
     CHECK(sluice_group_create(&d, &g) == SLUICE_EBUSY, "a channel joined two groups");
@@ -339,6 +393,8 @@ static int controller(sluice_context_t *ctx, const plan_t *p)
                 t.cancelled++;
                 continue;
             }
+            if (me == p->victim_ctrl && sl->ev == p->victim_after)
+                raise(SIGKILL);
             rc = send_input(&sl->tok, sl->ev);
             if (rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCLOSED) {
                 if (lost_event(g, sl, p, &t))
@@ -388,13 +444,13 @@ static int controller(sluice_context_t *ctx, const plan_t *p)
     CHECK(answered == t.done && t.done + t.cancelled == p->events,
           "answered %llu, done %llu, cancelled %llu of %u", (unsigned long long)answered,
           (unsigned long long)t.done, (unsigned long long)t.cancelled, p->events);
-    CHECK(gs.cancelled == t.cancelled && gs.redispatched == t.redispatched &&
-              gs.failed_back == t.local,
+    CHECK(gs.cancelled == t.cancelled && gs.redispatched == t.redispatched + t.given_up &&
+              gs.failed_back == t.local && gs.given_up == t.given_up,
           "group counts cancelled %llu redispatched %llu failed back %llu, ours %llu %llu %llu",
           (unsigned long long)gs.cancelled, (unsigned long long)gs.redispatched,
           (unsigned long long)gs.failed_back, (unsigned long long)t.cancelled,
           (unsigned long long)t.redispatched, (unsigned long long)t.local);
-    CHECK(gs.events == p->events + t.redispatched, "group sent %llu events",
+    CHECK(gs.events == p->events + t.redispatched + t.given_up, "group sent %llu events",
           (unsigned long long)gs.events);
     printf("[controller %d] %s: done %llu cancelled %llu re-dispatched %llu local %llu, "
            "END_LUMI held back %llu times; per source:",
@@ -423,9 +479,12 @@ static int controller(sluice_context_t *ctx, const plan_t *p)
         CHECK(by_victim < p->victim_after, "the killed source answered %llu events",
               (unsigned long long)by_victim);
     }
+    if (p->stuck >= 0)
+        CHECK(t.given_up > 0, "the stuck source's event was never given up");
+    /* An event given up is cancelled on its first source. */
     uint64_t v[N_COUNTS] = { [SENT] = gs.events, [READ] = t.done - t.local,
-                             [CANCELLED] = t.cancelled };
-    if (p->victim < 0 && cross_check(v))
+                             [CANCELLED] = t.cancelled + t.given_up };
+    if (!someone_dies(p) && cross_check(v))
         return 1;
     sluice_group_destroy(g);
     for (int s = 0; s < n_src; s++) {
@@ -442,12 +501,219 @@ static int controller(sluice_context_t *ctx, const plan_t *p)
     return 0;
 }
 
+/* Open the channels to every source and make the controller group. */
+static int ctrl_setup(sluice_context_t *ctx, const plan_t *p, sluice_channel_t ***ch_p,
+                      sluice_group_t **g_p)
+{
+    sluice_channel_t **ch = calloc((size_t)n_src, sizeof *ch);
+    for (int s = 0; s < n_src; s++)
+        if (open_channel(ctx, me, s, p, &ch[s]))
+            return 1;
+    sluice_group_desc_t d = { .size = sizeof d, .members = ch, .n_members = (size_t)n_src,
+                              .dispatch = p->dispatch, .timeout_ms = 20000 };
+    OK(sluice_group_create(&d, g_p));
+    *ch_p = ch;
+    return 0;
+}
+
+static int ctrl_global(sluice_group_t *g, sluice_transition_kind_t k, uint32_t run, uint32_t lumi,
+                       unsigned flags)
+{
+    sluice_transition_t t = { .kind = k, .run = run, .lumi = lumi };
+    return sluice_group_transition_send(g, &t, flags);
+}
+
+/* End of job, then the job-wide count check (the sources make it after their end of job). */
+static int ctrl_teardown(sluice_group_t *g, sluice_channel_t **ch, uint64_t v[N_COUNTS])
+{
+    OK(ctrl_global(g, SLUICE_END_JOB, 0, 0, 0));
+    if (cross_check(v))
+        return 1;
+    sluice_group_destroy(g);
+    for (int s = 0; s < n_src; s++)
+        OK(sluice_channel_close(ch[s]));
+    free(ch);
+    printf("[controller %d] %s: ok\n", me, case_name);
+    return 0;
+}
+
+/* Several threads send at once, blocking, on more caller streams than member streams. */
+typedef struct sender {
+    sluice_group_t *g;
+    uint32_t id;
+    _Atomic uint64_t *next;
+    uint64_t last;
+    _Atomic uint32_t *answers;
+    int failed;
+} sender_t;
+
+static int send_events(sender_t *t)
+{
+    for (;;) {
+        uint64_t ev = atomic_fetch_add(t->next, 1);
+        if (ev > t->last)
+            return 0;
+        sluice_transition_t e = { .kind = SLUICE_EVENT, .run = 1, .lumi = 1, .event = ev };
+        sluice_token_t tok;
+        OK(sluice_group_event_send(t->g, t->id, &e, 0, &tok)); /* waits for a free stream */
+        OK(send_input(&tok, ev));
+        sluice_view_t v;
+        OK(sluice_product_receive(&tok, OUT, 0, &v));
+        uint64_t got[3];
+        CHECK(v.bytes == sizeof got, "answer of %zu bytes", v.bytes);
+        memcpy(got, v.data, sizeof got);
+        size_t member;
+        OK(sluice_group_member_of(t->g, tok.channel, &member));
+        CHECK(got[0] == ev && got[1] == answer(me, ev) && got[2] == member,
+              "event %llu: answer is not ours", (unsigned long long)ev);
+        OK(sluice_view_release(tok.channel, &v));
+        OK(sluice_event_finish(&tok));
+        atomic_fetch_add(&t->answers[ev], 1);
+    }
+}
+
+static void *sender_main(void *arg)
+{
+    sender_t *t = arg;
+    t->failed = send_events(t);
+    return NULL;
+}
+
+static int controller_threads(sluice_context_t *ctx, const plan_t *p)
+{
+    sluice_channel_t **ch;
+    sluice_group_t *g;
+    if (ctrl_setup(ctx, p, &ch, &g))
+        return 1;
+    OK(ctrl_global(g, SLUICE_BEGIN_RUN, 1, 0, 0));
+    OK(ctrl_global(g, SLUICE_BEGIN_LUMI, 1, 1, 0));
+    _Atomic uint64_t next = 1;
+    _Atomic uint32_t *answers = calloc(p->events + 1, sizeof *answers);
+    sender_t t[16];
+    pthread_t th[16];
+    for (uint32_t i = 0; i < p->threads; i++) {
+        t[i] = (sender_t){ .g = g, .id = i, .next = &next, .last = p->events, .answers = answers };
+        pthread_create(&th[i], NULL, sender_main, &t[i]);
+    }
+    int failed = 0;
+    for (uint32_t i = 0; i < p->threads; i++) {
+        pthread_join(th[i], NULL);
+        failed |= t[i].failed;
+    }
+    CHECK(!failed, "a sending thread failed");
+    for (uint64_t ev = 1; ev <= p->events; ev++)
+        CHECK(answers[ev] == 1, "event %llu answered %u times", (unsigned long long)ev,
+              (unsigned)answers[ev]);
+    free(answers);
+    OK(ctrl_global(g, SLUICE_END_LUMI, 1, 1, 0));
+    OK(ctrl_global(g, SLUICE_END_RUN, 1, 0, 0));
+    sluice_group_stats_t gs;
+    sluice_group_stats(g, &gs, NULL, 0);
+    CHECK(gs.events == p->events, "group sent %llu events", (unsigned long long)gs.events);
+    uint64_t v[N_COUNTS] = { [SENT] = p->events, [READ] = p->events };
+    return ctrl_teardown(g, ch, v);
+}
+
+/*
+ * A transition stopped part-way: the channel to source 1 has a global ring
+ * of 4 and no source reads yet, so a lumi's begin or end is taken by source
+ * 0 and refused by source 1. Another transition is then SLUICE_EBUSY; the
+ * same one, once the sources read, goes on from source 1. The sources check
+ * that each saw every transition once, in order.
+ */
+static int controller_resume(sluice_context_t *ctx, const plan_t *p)
+{
+    sluice_channel_t **ch;
+    sluice_group_t *g;
+    if (ctrl_setup(ctx, p, &ch, &g))
+        return 1;
+    OK(ctrl_global(g, SLUICE_BEGIN_RUN, 1, 0, 0));
+    uint32_t lumi = 1;
+    sluice_transition_kind_t k = SLUICE_BEGIN_LUMI;
+    int rc;
+    for (;;) {
+        rc = ctrl_global(g, k, 1, lumi, SLUICE_NONBLOCK);
+        if (rc != SLUICE_OK)
+            break;
+        if (k == SLUICE_END_LUMI)
+            lumi++;
+        k = k == SLUICE_BEGIN_LUMI ? SLUICE_END_LUMI : SLUICE_BEGIN_LUMI;
+        CHECK(lumi < 100, "the small ring never filled up");
+    }
+    CHECK(rc == SLUICE_EAGAIN, "stuck with %s, not SLUICE_EAGAIN", sluice_strerror(rc));
+    CHECK(ctrl_global(g, SLUICE_END_RUN, 1, 0, SLUICE_NONBLOCK) == SLUICE_EBUSY,
+          "another transition was accepted while one is half sent");
+    MPI_Barrier(MPI_COMM_WORLD); /* the sources may read now */
+    OK(ctrl_global(g, k, 1, lumi, 0)); /* the same one again: resumed */
+    if (k == SLUICE_BEGIN_LUMI)
+        OK(ctrl_global(g, SLUICE_END_LUMI, 1, lumi, 0));
+    OK(ctrl_global(g, SLUICE_END_RUN, 1, 0, 0));
+    sluice_group_stats_t gs;
+    sluice_group_stats(g, &gs, NULL, 0);
+    CHECK(gs.members_lost == 0, "a member was dropped");
+    printf("[controller %d] resume: stopped part-way at %s of lumi %u\n", me,
+           k == SLUICE_BEGIN_LUMI ? "the begin" : "the end", lumi);
+    uint64_t v[N_COUNTS] = { 0 };
+    return ctrl_teardown(g, ch, v);
+}
+
+/*
+ * By role: every event goes to every source, each for its own instances;
+ * the answers of all of them make the event.
+ */
+static int controller_roles(sluice_context_t *ctx, const plan_t *p)
+{
+    sluice_channel_t **ch;
+    sluice_group_t *g;
+    if (ctrl_setup(ctx, p, &ch, &g))
+        return 1;
+    sluice_transition_t e = { .kind = SLUICE_EVENT, .run = 1, .lumi = 1 };
+    sluice_token_t tok;
+    CHECK(sluice_group_event_send(g, 0, &e, 0, &tok) == SLUICE_EINVAL,
+          "a by-role group sent an event to one member");
+    OK(ctrl_global(g, SLUICE_BEGIN_RUN, 1, 0, 0));
+    OK(ctrl_global(g, SLUICE_BEGIN_LUMI, 1, 1, 0));
+    sluice_token_t *tokens = calloc((size_t)n_src, sizeof *tokens);
+    for (uint64_t ev = 1; ev <= p->events; ev++) {
+        e.event = ev;
+        OK(sluice_group_event_send_roles(g, (uint32_t)ev, &e, 0, tokens));
+        for (int s = 0; s < n_src; s++) {
+            sluice_token_t *t = sluice_group_token_for(g, tokens, in_of(p, s));
+            CHECK(t && t->channel == ch[s], "no token for source %d's input", s);
+            OK(sluice_product_send(t, in_of(p, s), &ev, sizeof ev, sizeof ev, 0));
+        }
+        for (int s = 0; s < n_src; s++) {
+            sluice_token_t *t = sluice_group_token_for(g, tokens, out_of(p, s));
+            sluice_view_t v;
+            OK(sluice_product_receive(t, out_of(p, s), 0, &v));
+            uint64_t got[3];
+            CHECK(v.bytes == sizeof got, "answer of %zu bytes", v.bytes);
+            memcpy(got, v.data, sizeof got);
+            CHECK(got[0] == ev && got[1] == answer(me, ev) && got[2] == (uint64_t)s,
+                  "event %llu: source %d's part is not its own", (unsigned long long)ev, s);
+            OK(sluice_view_release(t->channel, &v));
+            OK(sluice_event_finish(t));
+        }
+    }
+    free(tokens);
+    OK(ctrl_global(g, SLUICE_END_LUMI, 1, 1, 0));
+    OK(ctrl_global(g, SLUICE_END_RUN, 1, 0, 0));
+    uint64_t per[8] = { 0 };
+    sluice_group_stats(g, NULL, per, 8);
+    for (int s = 0; s < n_src && s < 8; s++)
+        CHECK(per[s] == p->events, "source %d got %llu events", s, (unsigned long long)per[s]);
+    uint64_t n = (uint64_t)p->events * (uint64_t)n_src;
+    uint64_t v[N_COUNTS] = { [SENT] = n, [READ] = n };
+    return ctrl_teardown(g, ch, v);
+}
+
 /* ------------------------------------------------------------ source */
 
 /* One controller's transitions as a source saw them; lumis (ended, begun] are open. */
 typedef struct order {
     int state;                /* 0 none, 1 run open, 3 run ended, 4 job ended */
     uint32_t begun, ended;
+    int lost;                 /* the group reported this controller lost */
 } order_t;
 
 static int source(sluice_context_t *ctx, const plan_t *p)
@@ -461,6 +727,8 @@ static int source(sluice_context_t *ctx, const plan_t *p)
     OK(sluice_group_create(&d, &g));
     order_t *ord = calloc((size_t)n_ctrl, sizeof *ord);
     uint64_t taken = 0, answered = 0, cancelled = 0;
+    if (p->resume)
+        MPI_Barrier(MPI_COMM_WORLD); /* read nothing until the controller got stuck */
     useconds_t work = me == p->slow ? 800 : 200;
     for (;;) {
         sluice_item_t it;
@@ -468,6 +736,11 @@ static int source(sluice_context_t *ctx, const plan_t *p)
         int rc = sluice_group_next(g, 0, &it, &c);
         if (rc == SLUICE_EOF)
             break;
+        if ((rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCLOSED) && (int)c == p->victim_ctrl) {
+            CHECK(!ord[c].lost, "controller %zu reported lost twice", c);
+            ord[c].lost = 1;
+            continue;
+        }
         OK(rc);
         order_t *o = &ord[c];
         const sluice_transition_t *tr = &it.transition;
@@ -505,7 +778,7 @@ static int source(sluice_context_t *ctx, const plan_t *p)
             if (me == p->victim && taken == p->victim_after)
                 raise(SIGKILL);
             sluice_view_t v;
-            rc = sluice_product_receive(&it.token, IN, 0, &v);
+            rc = sluice_product_receive(&it.token, in_of(p, me), 0, &v);
             if (rc == SLUICE_OK) {
                 uint64_t ev;
                 CHECK(v.bytes == sizeof ev, "input of %zu bytes", v.bytes);
@@ -514,33 +787,44 @@ static int source(sluice_context_t *ctx, const plan_t *p)
                 CHECK(ev == tr->event, "input %llu for event %llu", (unsigned long long)ev,
                       (unsigned long long)tr->event);
                 usleep(work);
+                if (me == p->stuck && taken == 10)
+                    sleep(3); /* alive, but stuck: the controller gives up on it */
                 uint64_t out[3] = { ev, answer((int)c, ev), (uint64_t)me };
-                rc = sluice_product_send(&it.token, OUT, out, sizeof out, sizeof out, 0);
+                rc = sluice_product_send(&it.token, out_of(p, me), out, sizeof out, sizeof out, 0);
             }
             if (rc == SLUICE_ECANCELED)
                 cancelled++;
             else if (rc == SLUICE_OK)
                 answered++;
+            else if ((rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCLOSED) &&
+                     (int)c == p->victim_ctrl)
+                ; /* its controller died while we worked on it */
             else
                 FAIL("event %llu: %s: %s", (unsigned long long)tr->event, sluice_strerror(rc),
                      sluice_last_error());
             rc = sluice_event_finish(&it.token);
-            CHECK(rc == SLUICE_OK || rc == SLUICE_EALREADY, "finish: %s", sluice_strerror(rc));
+            CHECK(rc == SLUICE_OK || rc == SLUICE_EALREADY ||
+                      ((int)c == p->victim_ctrl && (rc == SLUICE_EPEERDEAD)),
+                  "finish: %s", sluice_strerror(rc));
             break;
         }
         }
     }
     for (int c = 0; c < n_ctrl; c++)
-        CHECK(ord[c].state == 4, "controller %d ended in state %d", c, ord[c].state);
+        CHECK(c == p->victim_ctrl ? ord[c].lost && ord[c].state != 4 : ord[c].state == 4,
+              "controller %d ended in state %d (reported lost: %d)", c, ord[c].state,
+              ord[c].lost);
     printf("[source %d] %s: took %llu, answered %llu, saw %llu cancelled\n", me, case_name,
            (unsigned long long)taken, (unsigned long long)answered,
            (unsigned long long)cancelled);
     uint64_t v[N_COUNTS] = { [TAKEN] = taken, [ANSWERED] = answered, [SEEN_CANCELLED] = cancelled };
-    if (p->victim < 0 && cross_check(v))
+    if (!someone_dies(p) && cross_check(v))
         return 1;
     sluice_group_destroy(g);
-    for (int c = 0; c < n_ctrl; c++)
-        OK(sluice_channel_close(ch[c]));
+    for (int c = 0; c < n_ctrl; c++) {
+        int rc = sluice_channel_close(ch[c]);
+        CHECK(rc == SLUICE_OK || c == p->victim_ctrl, "close: %s", sluice_strerror(rc));
+    }
     free(ord);
     free(ch);
     printf("[source %d] %s: ok\n", me, case_name);
@@ -612,13 +896,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "[%s] context: %s\n", name, sluice_last_error());
     } else {
         if (register_type(&reg) == 0)
-            rc = is_ctrl ? controller(ctx, &p) : source(ctx, &p);
+            rc = !is_ctrl   ? source(ctx, &p)
+                 : p.threads ? controller_threads(ctx, &p)
+                 : p.resume  ? controller_resume(ctx, &p)
+                 : p.roles   ? controller_roles(ctx, &p)
+                             : controller(ctx, &p);
         sluice_registry_destroy(reg);
         sluice_context_destroy(ctx);
     }
     if (rc)
         MPI_Abort(MPI_COMM_WORLD, 1);
-    if (p.victim >= 0)
+    if (someone_dies(&p))
         finalize_watchdog();
     MPI_Finalize();
     return rc;
