@@ -45,7 +45,8 @@ struct sluice_group {
     uint32_t spin, max_sleep_us; /* back-off of the group's waits (the first member's) */
     size_t n;
     sl_member_t *m;
-    size_t next;              /* round-robin and tie-break rotation; source: whom to ask first */
+    size_t next;              /* round-robin turn; source: whom to ask first */
+    size_t last;              /* controller: the member chosen last (least-loaded ties go there) */
     /* Controller: the global transition under way, kept while a call to
      * publish it on every member has not finished (it is resumed). */
     pthread_mutex_t tx_lock;  /* one transition_send at a time (taken with a deadline) */
@@ -404,8 +405,11 @@ static int sl_choose(sluice_group_t *g, uint32_t stream, const sluice_transition
     case SLUICE_DISPATCH_LEAST_LOADED: {
         size_t best = g->n;
         uint32_t best_free = 0;
+        /* Ties go to the member chosen last: with few events in flight the
+         * same source stays busy (and awake) instead of each one in turn
+         * falling asleep between its events. */
         for (size_t k = 0; k < g->n; k++) {
-            size_t i = (g->next + k) % g->n;
+            size_t i = (g->last + k) % g->n;
             uint32_t n_free;
             if (g->m[i].lost)
                 continue;
@@ -486,6 +490,7 @@ static int sl_claim(sluice_group_t *g, uint32_t stream, const sluice_transition_
                 g->m[target].slot[s].claimed = true;
                 g->m[target].slot[s].ev = *ev; /* its lumi is busy from now on */
                 g->next = (target + 1) % g->n;
+                g->last = target;
                 *member_p = target;
                 *s_p = s;
                 rc = SLUICE_OK;
