@@ -16,8 +16,10 @@
 /* Controller: one stream of a member, as the group uses it. */
 typedef struct sl_slot {
     bool claimed;             /* a send is under way on it */
-    bool moving;              /* its lost event is being re-dispatched */
-    uint64_t seq;             /* token seq of the event sent there; 0: none the group owes */
+    bool moving;              /* its event is being moved to another member (sl_move) */
+    bool owed;                /* its event did not complete here and has not moved yet: the
+                                 member was lost with it open, or it was given up on */
+    uint64_t seq;             /* token seq of the event sent there (0: none) */
     uint32_t caller;          /* the caller's stream it was sent for */
     uint64_t sent_ns;         /* when (sl_now_ns), for the per-event deadline */
     sluice_transition_t ev;   /* the event, kept for a re-dispatch */
@@ -190,20 +192,22 @@ void sluice_group_stats(const sluice_group_t *g, sluice_group_stats_t *stats_p,
 static bool sl_is_loss(int rc) { return rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCLOSED; }
 
 /*
- * With the lock held. The events the member still owes the group are those
- * whose tokens are open now; the others were finished and are forgotten, so
- * that only the owed ones hold their lumi's end back (sl_lumi_busy).
+ * With the lock held. `dead`: the member's process died or closed, so the
+ * events whose tokens are open now will not complete there; they are owed
+ * (they hold their lumi's end back, sl_lumi_busy) until re-dispatched or
+ * handed back. A member dropped for refusing a transition is alive: its
+ * open events complete as usual.
  */
-static void sl_member_lose(sluice_group_t *g, sl_member_t *m)
+static void sl_member_lose(sluice_group_t *g, sl_member_t *m, bool dead)
 {
-    if (m->lost)
-        return;
-    m->lost = true;
-    g->stats.members_lost++;
-    for (uint32_t s = 0; m->slot && s < m->streams; s++)
-        if (!m->slot[s].moving &&
-            !atomic_load_explicit(&m->ch->streams[s].token_open, memory_order_acquire))
-            m->slot[s].seq = 0;
+    if (!m->lost) {
+        m->lost = true;
+        g->stats.members_lost++;
+    }
+    for (uint32_t s = 0; dead && m->slot && s < m->streams; s++)
+        if (m->slot[s].seq &&
+            atomic_load_explicit(&m->ch->streams[s].token_open, memory_order_acquire))
+            m->slot[s].owed = true;
 }
 
 static bool sl_same_transition(const sluice_transition_t *a, const sluice_transition_t *b)
@@ -238,10 +242,10 @@ static bool sl_lumi_busy(const sluice_group_t *g, uint32_t run, uint32_t lumi)
     for (size_t i = 0; i < g->n; i++)
         for (uint32_t s = 0; s < g->m[i].streams; s++) {
             const sl_slot_t *slot = &g->m[i].slot[s];
-            /* An event of a lost member stays the group's until re-dispatched
-             * or handed back, even after its token was finished. */
+            /* An owed event stays the group's until it moved or was handed
+             * back, even after its token was finished. */
             if ((slot->claimed || slot->seq) && slot->ev.run == run && slot->ev.lumi == lumi &&
-                (slot->claimed || slot->moving || g->m[i].lost ||
+                (slot->claimed || slot->moving || slot->owed ||
                  atomic_load_explicit(&g->m[i].ch->streams[s].token_open, memory_order_acquire)))
                 return true;
         }
@@ -311,7 +315,7 @@ int sluice_group_transition_send(sluice_group_t *g, const sluice_transition_t *t
         rc = sluice_transition_send(m->ch, t, flags);
         if (sl_is_loss(rc)) {
             pthread_mutex_lock(&g->lock);
-            sl_member_lose(g, m);
+            sl_member_lose(g, m, true);
             pthread_mutex_unlock(&g->lock);
             rc = SLUICE_OK;
             continue;
@@ -327,7 +331,7 @@ int sluice_group_transition_send(sluice_group_t *g, const sluice_transition_t *t
              * matches the others (other options, or it failed), so it leaves
              * the group rather than stop every later transition. */
             pthread_mutex_lock(&g->lock);
-            sl_member_lose(g, m);
+            sl_member_lose(g, m, false);
             pthread_mutex_unlock(&g->lock);
             rc = SLUICE_OK;
             continue;
@@ -355,7 +359,7 @@ static uint32_t sl_member_free_stream(const sl_member_t *m, uint32_t *n_free_p)
 {
     uint32_t first = UINT32_MAX, n = 0;
     for (uint32_t s = 0; s < m->streams; s++)
-        if (!m->slot[s].claimed && !m->slot[s].moving &&
+        if (!m->slot[s].claimed && !m->slot[s].moving && !m->slot[s].owed &&
             !atomic_load_explicit(&m->ch->streams[s].token_open, memory_order_acquire)) {
             if (first == UINT32_MAX)
                 first = s;
@@ -366,12 +370,18 @@ static uint32_t sl_member_free_stream(const sl_member_t *m, uint32_t *n_free_p)
     return first;
 }
 
-/* With the lock held: the first live member at or after `from` (cyclic), or g->n. */
-static size_t sl_next_live(const sluice_group_t *g, size_t from)
+/* With the lock held: may member `i` get an event (alive, and not the one a move comes from)? */
+static bool sl_eligible(const sluice_group_t *g, size_t i, size_t exclude)
+{
+    return !g->m[i].lost && i != exclude;
+}
+
+/* With the lock held: the first eligible member at or after `from` (cyclic), or g->n. */
+static size_t sl_next_live(const sluice_group_t *g, size_t from, size_t exclude)
 {
     for (size_t k = 0; k < g->n; k++) {
         size_t i = (from + k) % g->n;
-        if (!g->m[i].lost)
+        if (sl_eligible(g, i, exclude))
             return i;
     }
     return g->n;
@@ -384,21 +394,22 @@ static size_t sl_next_live(const sluice_group_t *g, size_t from)
  * call that returns SLUICE_EAGAIN leaves the turn where it was.
  */
 static int sl_choose(sluice_group_t *g, uint32_t stream, const sluice_transition_t *ev,
-                     size_t *member_p)
+                     size_t exclude, size_t *member_p)
 {
     size_t live = 0;
     for (size_t i = 0; i < g->n; i++)
-        live += !g->m[i].lost;
+        live += sl_eligible(g, i, exclude);
     if (!live)
-        return sl_fail(SLUICE_EPEERDEAD, "group: every member was lost");
+        return sl_fail(SLUICE_EPEERDEAD, exclude < g->n ? "group: no other member is left"
+                                                        : "group: every member was lost");
     switch (g->dispatch) {
     case SLUICE_DISPATCH_ROUND_ROBIN:
-        *member_p = sl_next_live(g, g->next);
+        *member_p = sl_next_live(g, g->next, exclude);
         return SLUICE_OK;
     case SLUICE_DISPATCH_STREAM_AFFINE: {
         size_t want = stream % live;
         for (size_t i = 0; i < g->n; i++)
-            if (!g->m[i].lost && want-- == 0)
+            if (sl_eligible(g, i, exclude) && want-- == 0)
                 *member_p = i;
         return SLUICE_OK;
     }
@@ -411,7 +422,7 @@ static int sl_choose(sluice_group_t *g, uint32_t stream, const sluice_transition
         for (size_t k = 0; k < g->n; k++) {
             size_t i = (g->last + k) % g->n;
             uint32_t n_free;
-            if (g->m[i].lost)
+            if (!sl_eligible(g, i, exclude))
                 continue;
             sl_member_free_stream(&g->m[i], &n_free);
             if (n_free > best_free) {
@@ -435,7 +446,7 @@ static int sl_choose(sluice_group_t *g, uint32_t stream, const sluice_transition
     for (size_t i = 0; i < g->n; i++) {
         loads[i].streams = g->m[i].streams;
         sl_member_free_stream(&g->m[i], &loads[i].free);
-        loads[i].alive = !g->m[i].lost;
+        loads[i].alive = sl_eligible(g, i, exclude);
     }
     pthread_mutex_unlock(&g->lock);
     int pick = g->fn(g->arg, stream, ev, loads, g->n);
@@ -443,9 +454,10 @@ static int sl_choose(sluice_group_t *g, uint32_t stream, const sluice_transition
     pthread_mutex_lock(&g->lock);
     if (pick < 0)
         return pick;
-    if ((size_t)pick >= g->n || g->m[pick].lost)
+    if ((size_t)pick >= g->n || !sl_eligible(g, (size_t)pick, exclude))
         return sl_fail(SLUICE_EINVAL, "group: the dispatch callback chose member %d, which is %s",
-                       pick, (size_t)pick >= g->n ? "out of range" : "lost");
+                       pick, (size_t)pick >= g->n ? "out of range" : "not alive (or the one "
+                                                                    "the event moves from)");
     *member_p = (size_t)pick;
     return SLUICE_OK;
 }
@@ -460,7 +472,7 @@ static bool sl_member_check(sluice_group_t *g, sl_member_t *m)
     bool gone = sl_peer_gone(m->ch);
     pthread_mutex_lock(&g->lock);
     if (gone)
-        sl_member_lose(g, m);
+        sl_member_lose(g, m, true);
     gone = m->lost;
     pthread_mutex_unlock(&g->lock);
     return gone;
@@ -472,7 +484,8 @@ static bool sl_member_check(sluice_group_t *g, sl_member_t *m)
  * send below settles.
  */
 static int sl_claim(sluice_group_t *g, uint32_t stream, const sluice_transition_t *ev,
-                    unsigned flags, const sl_deadline_t *dl, size_t *member_p, uint32_t *s_p)
+                    size_t exclude, unsigned flags, const sl_deadline_t *dl, size_t *member_p,
+                    uint32_t *s_p)
 {
     sl_backoff_t b;
     sl_backoff_init(&b, g->spin, g->max_sleep_us);
@@ -482,7 +495,7 @@ static int sl_claim(sluice_group_t *g, uint32_t stream, const sluice_transition_
     for (;;) {
         /* Chosen afresh every round: another thread's claim moved the turn,
          * or a member was lost, meanwhile. */
-        if ((rc = sl_choose(g, stream, ev, &target)))
+        if ((rc = sl_choose(g, stream, ev, exclude, &target)))
             break;
         if (target < g->n) {
             uint32_t s = sl_member_free_stream(&g->m[target], NULL);
@@ -513,14 +526,15 @@ static int sl_claim(sluice_group_t *g, uint32_t stream, const sluice_transition_
     return rc;
 }
 
+/* Send `ev` to a member the policy chooses, never to `exclude` (g->n: any). */
 static int sl_group_send(sluice_group_t *g, uint32_t stream, const sluice_transition_t *ev,
-                         unsigned flags, sluice_token_t *token_p)
+                         size_t exclude, unsigned flags, sluice_token_t *token_p)
 {
     sl_deadline_t dl = sl_deadline_in(g->timeout_ms);
     for (;;) {
         size_t i = 0;
         uint32_t s = 0;
-        int rc = sl_claim(g, stream, ev, flags, &dl, &i, &s);
+        int rc = sl_claim(g, stream, ev, exclude, flags, &dl, &i, &s);
         if (rc)
             return rc;
         sl_member_t *m = &g->m[i];
@@ -536,7 +550,7 @@ static int sl_group_send(sluice_group_t *g, uint32_t stream, const sluice_transi
             m->events++;
             g->stats.events++;
         } else if (sl_is_loss(rc)) {
-            sl_member_lose(g, m);
+            sl_member_lose(g, m, true);
         } else if (g->dispatch == SLUICE_DISPATCH_ROUND_ROBIN && g->next == (i + 1) % g->n) {
             g->next = i; /* not sent: the turn stays with this member */
         }
@@ -629,7 +643,7 @@ int sluice_group_event_send_roles(sluice_group_t *g, uint32_t stream,
             m->events++;
             sent++;
         } else if (sl_is_loss(src)) {
-            sl_member_lose(g, m);
+            sl_member_lose(g, m, true);
         } else if (!rc) {
             rc = src; /* the others sent so far are cancelled below */
         }
@@ -638,10 +652,19 @@ int sluice_group_event_send_roles(sluice_group_t *g, uint32_t stream,
             tokens[i] = (sluice_token_t){ 0 };
     }
     if (rc) {
-        for (size_t i = 0; i < g->n; i++)
-            if (tokens[i].channel)
-                (void)sluice_event_fail(&tokens[i], SLUICE_ECANCELED,
-                                        "the event could not reach every role");
+        /* Take back what went out: all or none. An entry left with its
+         * channel is one that could not be cancelled; the caller finishes it. */
+        for (size_t i = 0; i < g->n; i++) {
+            if (!tokens[i].channel ||
+                sluice_event_fail(&tokens[i], SLUICE_ECANCELED,
+                                  "the event could not reach every role") != SLUICE_OK)
+                continue;
+            pthread_mutex_lock(&g->lock);
+            g->m[i].events--;
+            g->m[i].slot[tokens[i].stream].seq = 0;
+            pthread_mutex_unlock(&g->lock);
+            tokens[i] = (sluice_token_t){ 0 };
+        }
     } else if (!sent) {
         rc = sl_fail(SLUICE_EPEERDEAD, "group: every member was lost");
     } else {
@@ -678,13 +701,16 @@ int sluice_group_event_send(sluice_group_t *g, uint32_t stream, const sluice_tra
         return sl_fail(SLUICE_EINVAL, "sluice_group_event_send needs a controller group");
     if (event->kind != SLUICE_EVENT)
         return sl_fail(SLUICE_EINVAL, "sluice_group_event_send needs an SLUICE_EVENT transition");
-    return sl_group_send(g, stream, event, flags, token_p);
+    return sl_group_send(g, stream, event, g->n, flags, token_p);
 }
 
 /*
  * Take the event of `tok` off its member and send it to another (or hand it
- * back): `stuck` for an overdue event of a live member (failed there with
- * SLUICE_ETIMEDOUT; the member stays), otherwise for a lost member.
+ * back). `stuck`: an overdue event of a live member, cancelled there first
+ * (the member stays); otherwise the member was lost. Until the event has
+ * moved or was handed back it is owed: its stream is not reused and its
+ * lumi cannot end, so a move that fails (no stream free yet) can simply be
+ * called again.
  */
 static int sl_move(sluice_group_t *g, const sluice_token_t *tok, bool stuck, unsigned flags,
                    sluice_token_t *token_p)
@@ -699,56 +725,72 @@ static int sl_move(sluice_group_t *g, const sluice_token_t *tok, bool stuck, uns
         return sl_fail(SLUICE_EINVAL, "token stream %u out of range", tok->stream);
     sl_slot_t *slot = &m->slot[tok->stream];
     pthread_mutex_lock(&g->lock);
-    bool ours = slot->seq == tok->seq && tok->seq != 0 && !slot->moving;
+    bool open = atomic_load_explicit(&m->ch->streams[tok->stream].token_open,
+                                     memory_order_acquire);
+    /* The group's event on that stream, not finished there, or owed already. */
+    bool ours = slot->seq == tok->seq && tok->seq != 0 && !slot->moving && (open || slot->owed);
     bool overdue = ours && g->event_timeout_ms &&
                    sl_now_ns() - slot->sent_ns >= (uint64_t)g->event_timeout_ms * 1000000u;
     sluice_transition_t ev = slot->ev;
     uint32_t caller = slot->caller;
-    if (ours && (!stuck || overdue)) {
-        /* One move at a time; the stream is not reused and the lumi stays busy meanwhile. */
-        slot->moving = true;
+    bool was_owed = slot->owed;
+    if (ours && (!stuck || overdue || was_owed)) {
+        slot->moving = true; /* one move at a time */
         /* The caller saw the loss on the token (the transport's own verdict,
          * which the channel's throttled liveness check may not show yet). */
         if (!stuck)
-            sl_member_lose(g, m);
+            sl_member_lose(g, m, true);
     }
     pthread_mutex_unlock(&g->lock);
     if (!ours)
         return sl_fail(SLUICE_EINVAL, "group: the token is not an event in flight of this group "
-                                      "(already moved?)");
-    if (stuck && !overdue)
+                                      "(finished, cancelled or already moved)");
+    if (stuck && !overdue && !was_owed)
         return sl_fail(SLUICE_EINVAL, "group: event %llu is not overdue (event_timeout_ms %u)",
                        (unsigned long long)ev.event, g->event_timeout_ms);
-    sluice_token_t t = *tok;
-    if (stuck) /* the source sees it on its next call for the event */
-        (void)sluice_event_fail(&t, SLUICE_ECANCELED,
-                                "the controller gave up on this event (overdue)");
-    else /* after a loss it is finished here all the same */
-        (void)sluice_event_finish(&t);
-    int rc;
+    int rc = SLUICE_OK;
+    if (open) {
+        sluice_token_t t = *tok;
+        if (stuck && !was_owed) /* the source sees it on its next call for the event */
+            rc = sluice_event_fail(&t, SLUICE_ECANCELED,
+                                   "the controller gave up on this event (overdue)");
+        else /* after a loss it is finished here all the same */
+            (void)sluice_event_finish(&t);
+    }
     pthread_mutex_lock(&g->lock);
-    if (stuck)
-        g->stats.given_up++;
-    /* By role, no other member serves the lost one's endpoints. */
-    if (g->on_loss == SLUICE_GROUP_FAIL_BACK || g->dispatch == SLUICE_DISPATCH_BY_ROLE) {
-        g->stats.failed_back++;
-        slot->seq = 0;
+    if (rc) {
+        /* Not given up: finished by its owner meanwhile (SLUICE_EALREADY), or
+         * the cancellation could not be published yet. Nothing changed. */
         slot->moving = false;
         pthread_mutex_unlock(&g->lock);
-        return sl_fail(stuck ? SLUICE_ETIMEDOUT : SLUICE_EPEERDEAD,
-                       "group: event %llu of member %zu is handed back", (unsigned long long)ev.event,
-                       i);
+        return rc;
     }
+    slot->owed = true;
+    bool hand_back = g->on_loss == SLUICE_GROUP_FAIL_BACK || g->dispatch == SLUICE_DISPATCH_BY_ROLE;
     pthread_mutex_unlock(&g->lock);
-    rc = sl_group_send(g, caller, &ev, flags, token_p);
+    /* By role, no other member serves this one's endpoints. A stuck event
+     * goes to another member, never back to the one stuck on it. */
+    if (!hand_back) {
+        rc = sl_group_send(g, caller, &ev, stuck ? i : g->n, flags, token_p);
+        if (rc == SLUICE_EPEERDEAD)
+            hand_back = true; /* no member left to take it */
+    }
     pthread_mutex_lock(&g->lock);
-    if (rc == SLUICE_OK) {
-        g->stats.redispatched++;
-        slot->seq = 0; /* the event lives on its new member now */
+    if (hand_back || rc == SLUICE_OK) {
+        if (hand_back)
+            g->stats.failed_back++;
+        else
+            g->stats.redispatched++;
+        g->stats.given_up += stuck;
+        slot->owed = false;
+        slot->seq = 0; /* the event lives elsewhere now */
     }
-    /* Not sent: the event stays the group's to move on a later call. */
-    slot->moving = false;
+    slot->moving = false; /* not sent: still owed, call again */
     pthread_mutex_unlock(&g->lock);
+    if (hand_back)
+        return sl_fail(stuck ? SLUICE_ECANCELED : SLUICE_EPEERDEAD,
+                       "group: event %llu of member %zu is handed back: run it here",
+                       (unsigned long long)ev.event, i);
     return rc;
 }
 
@@ -774,6 +816,9 @@ int sluice_group_overdue(const sluice_group_t *g, const sluice_token_t *token)
     const sl_slot_t *slot = &g->m[i].slot[token->stream];
     pthread_mutex_lock(&mg->lock);
     int overdue = g->event_timeout_ms && slot->seq == token->seq && token->seq != 0 &&
+                  !slot->moving && !slot->owed &&
+                  atomic_load_explicit(&g->m[i].ch->streams[token->stream].token_open,
+                                       memory_order_acquire) &&
                   sl_now_ns() - slot->sent_ns >= (uint64_t)g->event_timeout_ms * 1000000u;
     pthread_mutex_unlock(&mg->lock);
     return overdue;
@@ -825,7 +870,7 @@ int sluice_group_next(sluice_group_t *g, unsigned flags, sluice_item_t *item_p, 
             pthread_mutex_lock(&g->lock);
             if (sl_is_loss(rc)) {
                 m->done = true;
-                sl_member_lose(g, m);
+                sl_member_lose(g, m, true);
             } else if (rc == SLUICE_OK && item_p->transition.kind == SLUICE_EVENT) {
                 m->events++;
                 g->stats.events++;

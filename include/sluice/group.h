@@ -109,7 +109,9 @@ int sluice_group_event_send(sluice_group_t *group, uint32_t stream,
  * channel declares its own endpoints). Sends `event` to every live member
  * on a free stream of each, waiting (bounded) until every one has one, and
  * fills `tokens` (n_members entries, in member order; a lost member's entry
- * has channel NULL): all live members get the event or none does. Send and
+ * has channel NULL, also for one found dead during this call): all live
+ * members get the event or none does (on failure an entry that still has a
+ * channel is one that could not be taken back: finish it). Send and
  * receive each product on the token of the member that declared its
  * instance (sluice_group_token_for); finish every token. A lost member's
  * events cannot move to another (no other serves its endpoints):
@@ -130,10 +132,12 @@ sluice_token_t *sluice_group_token_for(const sluice_group_t *group, sluice_token
  * marks its member lost. With SLUICE_GROUP_REDISPATCH, sends the same event
  * to another live member and returns its token in `token_p`: send the
  * event's products again on it. With SLUICE_GROUP_FAIL_BACK, returns
- * SLUICE_EPEERDEAD: the event is the caller's to run. Either way the event
- * is counted (sluice_group_stats). SLUICE_EINVAL for a token the group did
- * not hand out, or whose event was already re-dispatched. Until then the
- * event's lumi cannot end (sluice_group_transition_send).
+ * SLUICE_EPEERDEAD: the event is the caller's to run (also when no member
+ * is left). Either way the event is counted (sluice_group_stats).
+ * SLUICE_EINVAL for a token the group did not hand out, or whose event was
+ * finished or already moved. If no member stream is free yet (SLUICE_EAGAIN,
+ * SLUICE_ETIMEDOUT) call again with the same token. Until the event has
+ * moved, its lumi cannot end (sluice_group_transition_send).
  */
 int sluice_group_redispatch(sluice_group_t *group, const sluice_token_t *lost, unsigned flags,
                             sluice_token_t *token_p);
@@ -150,9 +154,13 @@ int sluice_group_overdue(const sluice_group_t *group, const sluice_token_t *toke
  * it alone: the event is cancelled on its source (SLUICE_ECANCELED on the
  * source's next call for it; the member stays in the group), then, as
  * sluice_group_redispatch does, goes to another member (new token in
- * `token_p`, counted in `redispatched` and `given_up`) or is handed back
- * (SLUICE_ETIMEDOUT, counted in `failed_back` and `given_up`). SLUICE_EINVAL
- * if the event is not overdue or not the group's.
+ * `token_p`, counted in `redispatched` and `given_up`; never the member
+ * that was stuck on it) or is handed back (SLUICE_ECANCELED, counted in
+ * `failed_back` and `given_up`; also when no other member is left).
+ * SLUICE_EALREADY if the event was finished meanwhile (nothing changes);
+ * SLUICE_EINVAL if it is not overdue or not the group's. If no member
+ * stream is free yet (SLUICE_EAGAIN, SLUICE_ETIMEDOUT) the event stays
+ * cancelled on its source and owed: call again with the same token.
  */
 int sluice_group_give_up(sluice_group_t *group, const sluice_token_t *stuck, unsigned flags,
                          sluice_token_t *token_p);

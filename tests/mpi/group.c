@@ -270,7 +270,15 @@ static int take_answer(sluice_group_t *g, slot_t *sl, const plan_t *p, tally_t *
     if (rc == SLUICE_EAGAIN && p->event_timeout_ms && sluice_group_overdue(g, &sl->tok) == 1) {
         /* Its source is alive but stuck on it: run it elsewhere. */
         sluice_token_t fresh;
+        size_t stuck_on;
+        OK(sluice_group_member_of(g, sl->tok.channel, &stuck_on));
         OK(sluice_group_give_up(g, &sl->tok, 0, &fresh));
+        size_t now_on;
+        OK(sluice_group_member_of(g, fresh.channel, &now_on));
+        CHECK(now_on != stuck_on, "event %llu given up on member %zu went back to it",
+              (unsigned long long)sl->ev, stuck_on);
+        CHECK(sluice_group_give_up(g, &sl->tok, 0, &fresh) == SLUICE_EINVAL,
+              "the old token of a moved event was given up twice");
         t->given_up++;
         sl->tok = fresh;
         OK(send_input(&sl->tok, sl->ev));
