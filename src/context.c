@@ -7,6 +7,7 @@
 
 #include "context.h"
 #include "handshake.h"
+#include "liveness.h"
 #include "mpiguard.h"
 
 /* NUMA node of the CPU this process last ran on, or -1 when hwloc cannot tell. */
@@ -46,22 +47,37 @@ int sluice_context_create(MPI_Comm comm, const char *name, sluice_context_t **ct
     MPI_Comm_set_errhandler(ctx->comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(ctx->comm, &ctx->rank);
     MPI_Comm_size(ctx->comm, &ctx->size);
-    if (MPI_Comm_split_type(ctx->comm, MPI_COMM_TYPE_SHARED, ctx->rank, MPI_INFO_NULL,
-                            &ctx->node_comm) != MPI_SUCCESS) {
-        rc = sl_fail(SLUICE_EMPI, "MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) failed");
-        goto free_comm;
-    }
-    MPI_Comm_set_errhandler(ctx->node_comm, MPI_ERRORS_RETURN);
-
-    /* The node number is the context rank of the node's lowest rank. */
-    int node = ctx->rank;
-    MPI_Bcast(&node, 1, MPI_INT, 0, ctx->node_comm);
-
+    /*
+     * Which ranks share a node: by host name and boot id (sl_node_identity),
+     * not by MPI_COMM_TYPE_SHARED, which between separately launched jobs
+     * puts every process on a node of its own (../shared/PLATFORM.md) while
+     * sluice's own segments work there all the same. The node number is the
+     * lowest context rank with the same identity.
+     */
+    enum { ID_LEN = 160 };
+    char *ids = calloc((size_t)ctx->size, ID_LEN);
+    char mine[ID_LEN] = { 0 };
     ctx->peers = calloc((size_t)ctx->size, sizeof *ctx->peers);
-    if (!ctx->peers) {
+    if (!ctx->peers || !ids) {
+        free(ids);
         rc = sl_fail(SLUICE_ENOMEM, "cannot allocate the table of %d peers", ctx->size);
-        goto free_node;
+        goto free_peers;
     }
+    sl_node_identity(mine, sizeof mine);
+    if (MPI_Allgather(mine, ID_LEN, MPI_CHAR, ids, ID_LEN, MPI_CHAR, ctx->comm) != MPI_SUCCESS) {
+        free(ids);
+        rc = sl_fail(SLUICE_EMPI, "MPI_Allgather of node identities failed");
+        goto free_peers;
+    }
+    int node = ctx->rank;
+    for (int r = 0; r < ctx->rank; r++) {
+        ids[(size_t)r * ID_LEN + ID_LEN - 1] = '\0'; /* bytes another process wrote */
+        if (strcmp(ids + (size_t)r * ID_LEN, mine) == 0) {
+            node = r;
+            break;
+        }
+    }
+    free(ids);
     sluice_peer_info_t me = { .rank = ctx->rank, .node = node, .numa = sl_numa_of_self(),
                               .pid = (int)getpid() };
     strcpy(me.name, name);
@@ -90,9 +106,6 @@ free_hello:
     MPI_Comm_free(&ctx->hello_comm);
 free_peers:
     free(ctx->peers);
-free_node:
-    MPI_Comm_free(&ctx->node_comm);
-free_comm:
     MPI_Comm_free(&ctx->comm);
 free_ctx:
     free(ctx);
@@ -108,7 +121,6 @@ void sluice_context_destroy(sluice_context_t *ctx)
      * so no sluice thread is in MPI; only the application may hold it. */
     sl_mpi_enter();
     MPI_Comm_free(&ctx->hello_comm);
-    MPI_Comm_free(&ctx->node_comm);
     MPI_Comm_free(&ctx->comm);
     sl_mpi_leave();
     free(ctx->peers);

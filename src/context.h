@@ -7,7 +7,6 @@
 
 struct sluice_context {
     MPI_Comm comm;          /* duplicate of the user's, MPI_ERRORS_RETURN */
-    MPI_Comm node_comm;     /* ranks of this node */
     MPI_Comm hello_comm;    /* handshake messages only (handshake.c) */
     struct sl_hello_box *hello; /* their mailbox and the sends in flight */
     int rank, size;

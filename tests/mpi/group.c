@@ -467,6 +467,9 @@ static int controller(sluice_context_t *ctx, const plan_t *p)
            (unsigned long long)held_back);
     for (int s = 0; s < n_src; s++)
         printf(" %llu", (unsigned long long)per[s]);
+    printf("; transports:");
+    for (int s = 0; s < n_src; s++)
+        printf(" %s", sluice_channel_transport(ch[s]));
     printf("\n");
     if (p->slow >= 0) {
         /* Round-robin would give it exactly a third. */
