@@ -76,14 +76,18 @@ static void sl_group_free(sluice_group_t *g)
 
 static int sl_group_check_desc(const sluice_group_desc_t *d)
 {
-    if (d->n_members < 1 || d->n_members > SL_GROUP_MAX_MEMBERS || !d->members)
-        return sl_fail(SLUICE_EINVAL, "a group needs 1 to %u members, got %zu",
+    size_t least = d->role == SLUICE_SOURCE ? 0 : 1;
+    if (d->n_members < least || d->n_members > SL_GROUP_MAX_MEMBERS ||
+        (d->n_members && !d->members))
+        return sl_fail(SLUICE_EINVAL, "a group needs %zu to %u members, got %zu", least,
                        SL_GROUP_MAX_MEMBERS, d->n_members);
-    sluice_role_t role = 0;
+    if (d->role != 0 && d->role != SLUICE_SOURCE && d->role != SLUICE_CONTROLLER)
+        return sl_fail(SLUICE_EINVAL, "unknown group role %d", (int)d->role);
+    sluice_role_t role = d->role;
     for (size_t i = 0; i < d->n_members; i++) {
         if (!d->members[i])
             return sl_fail(SLUICE_EINVAL, "group member %zu is NULL", i);
-        if (i == 0)
+        if (role == 0)
             role = d->members[i]->role;
         else if (d->members[i]->role != role)
             return sl_fail(SLUICE_EINVAL, "group members must have one role: member %zu differs",
@@ -123,17 +127,20 @@ int sluice_group_create(const sluice_group_desc_t *desc, sluice_group_t **group_
         return sl_fail(SLUICE_ENOMEM, "group");
     pthread_mutex_init(&g->lock, NULL);
     pthread_mutex_init(&g->tx_lock, NULL);
-    g->role = d.members[0]->role;
+    g->role = d.role ? d.role : d.members[0]->role;
     g->dispatch = d.dispatch;
     g->fn = d.fn;
     g->arg = d.arg;
     g->on_loss = d.on_loss ? d.on_loss : SLUICE_GROUP_REDISPATCH;
     g->timeout_ms = d.timeout_ms ? d.timeout_ms : SL_GROUP_TIMEOUT_MS;
     g->event_timeout_ms = d.event_timeout_ms;
-    g->spin = d.members[0]->opt.spin;
-    g->max_sleep_us = d.members[0]->opt.max_sleep_us;
+    sluice_options_t o;
+    sluice_options_init(&o);
+    sluice_options_from_env(&o); /* a bad override fails every channel open: not ours to say */
+    g->spin = d.n_members ? d.members[0]->opt.spin : o.spin;
+    g->max_sleep_us = d.n_members ? d.members[0]->opt.max_sleep_us : o.max_sleep_us;
     g->n = d.n_members;
-    if (!(g->m = calloc(g->n, sizeof *g->m))) {
+    if (g->n && !(g->m = calloc(g->n, sizeof *g->m))) {
         sl_group_free(g);
         return sl_fail(SLUICE_ENOMEM, "group members");
     }
@@ -161,11 +168,61 @@ void sluice_group_destroy(sluice_group_t *group)
         sl_group_free(group);
 }
 
+int sluice_group_add(sluice_group_t *g, sluice_channel_t *ch, size_t *member_p)
+{
+    if (!g || !ch)
+        return sl_fail(SLUICE_EINVAL, "group and channel must not be NULL");
+    if (g->role != SLUICE_SOURCE)
+        return sl_fail(SLUICE_ENOTSUP, "only source groups take members after creation");
+    if (ch->role != SLUICE_SOURCE)
+        return sl_fail(SLUICE_EINVAL, "channel \"%s\" is not a source channel", ch->name);
+    size_t i = 0;
+    while (i < g->n && g->m[i].ch)
+        i++;
+    if (i == g->n && g->n == SL_GROUP_MAX_MEMBERS)
+        return sl_fail(SLUICE_ELIMIT, "a group has at most %u members", SL_GROUP_MAX_MEMBERS);
+    if (atomic_exchange_explicit(&ch->grouped, true, memory_order_acq_rel))
+        return sl_fail(SLUICE_EBUSY, "channel \"%s\" is already in a group", ch->name);
+    pthread_mutex_lock(&g->lock);
+    if (i == g->n) {
+        sl_member_t *m = realloc(g->m, (g->n + 1) * sizeof *m);
+        if (!m) {
+            pthread_mutex_unlock(&g->lock);
+            atomic_store_explicit(&ch->grouped, false, memory_order_release);
+            return sl_fail(SLUICE_ENOMEM, "group member %zu", i);
+        }
+        g->m = m;
+        g->n++;
+    }
+    g->m[i] = (sl_member_t){ .ch = ch, .streams = ch->n_streams };
+    pthread_mutex_unlock(&g->lock);
+    if (member_p)
+        *member_p = i;
+    return SLUICE_OK;
+}
+
+int sluice_group_remove(sluice_group_t *g, sluice_channel_t *ch)
+{
+    if (!g || !ch)
+        return sl_fail(SLUICE_EINVAL, "group and channel must not be NULL");
+    if (g->role != SLUICE_SOURCE)
+        return sl_fail(SLUICE_ENOTSUP, "only source groups let members go");
+    size_t i;
+    int rc = sluice_group_member_of(g, ch, &i);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&g->lock);
+    g->m[i] = (sl_member_t){ .done = true }; /* no channel: skipped, free for the next add */
+    pthread_mutex_unlock(&g->lock);
+    atomic_store_explicit(&ch->grouped, false, memory_order_release);
+    return SLUICE_OK;
+}
+
 int sluice_group_member_of(const sluice_group_t *g, const sluice_channel_t *ch, size_t *member_p)
 {
     if (!g || !member_p)
         return sl_fail(SLUICE_EINVAL, "group and member_p must not be NULL");
-    for (size_t i = 0; i < g->n; i++)
+    for (size_t i = 0; ch && i < g->n; i++)
         if (g->m[i].ch == ch) {
             *member_p = i;
             return SLUICE_OK;

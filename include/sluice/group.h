@@ -65,10 +65,27 @@ typedef struct sluice_group_desc {
     uint32_t timeout_ms;      /* deadline of the group's own waits; 0: 30000 */
     uint32_t event_timeout_ms; /* controller: an event older than this is overdue
                                   (sluice_group_give_up); 0: never */
+    sluice_role_t role;       /* 0: the members'; SLUICE_SOURCE lets a source group start
+                                 empty (n_members 0) and take members later */
 } sluice_group_desc_t;
 
 /* Create a group; copies `desc` and the member list. Not collective. */
 int sluice_group_create(const sluice_group_desc_t *desc, sluice_group_t **group_p);
+
+/*
+ * Source groups: members join and leave while the group serves the others
+ * (a service accepts controllers over time, sluice/service.h). Add an open
+ * source channel that is in no group; `*member_p` (may be NULL) is its
+ * index, which stays its own until it is removed and may then be reused.
+ * Remove a member before closing its channel (after sluice_group_next
+ * reported it closed or dead, or to stop serving it); its open events are
+ * the application's to finish. Call them from the thread that calls
+ * sluice_group_next, never during it. SLUICE_ENOTSUP for a controller
+ * group, SLUICE_ELIMIT past 1024 members, SLUICE_ENOTFOUND to remove a
+ * channel that is not a member.
+ */
+int sluice_group_add(sluice_group_t *group, sluice_channel_t *ch, size_t *member_p);
+int sluice_group_remove(sluice_group_t *group, sluice_channel_t *ch);
 
 /* Destroy the group (not its channels). After every other call on it returned. */
 void sluice_group_destroy(sluice_group_t *group);
