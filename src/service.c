@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,107 +342,6 @@ fail:
     return rc;
 }
 
-/*
- * MPI_Comm_accept, bounded. At MPI_THREAD_MULTIPLE a watchdog thread ends
- * an accept that outlives its deadline (the controller died after it
- * knocked) by connecting to the port itself; the accept then returns that
- * connection, which is dropped. Below MULTIPLE no second thread may enter
- * MPI, and the accept, entered only after a knock, waits for its
- * controller (docs/service.md, "Deadlines").
- */
-typedef struct sl_watchdog {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done, fired;
-    const char *port;
-    sl_deadline_t deadline;
-    MPI_Comm self;
-} sl_watchdog_t;
-
-static void *sl_watchdog_run(void *arg)
-{
-    sl_watchdog_t *w = arg;
-    pthread_mutex_lock(&w->mu);
-    while (!w->done && !sl_deadline_passed(&w->deadline)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-    }
-    w->fired = !w->done;
-    pthread_mutex_unlock(&w->mu);
-    if (w->fired)
-        MPI_Comm_connect(w->port, MPI_INFO_NULL, 0, MPI_COMM_SELF, &w->self);
-    return NULL;
-}
-
-static bool sl_is_self(MPI_Comm inter)
-{
-    MPI_Group remote, self;
-    int same = MPI_UNEQUAL;
-    MPI_Comm_remote_group(inter, &remote);
-    MPI_Comm_group(MPI_COMM_SELF, &self);
-    MPI_Group_compare(remote, self, &same);
-    MPI_Group_free(&remote);
-    MPI_Group_free(&self);
-    return same == MPI_IDENT;
-}
-
-static int sl_accept_bounded(sluice_service_t *s, const sl_deadline_t *dl, MPI_Comm *inter_p)
-{
-    int level = MPI_THREAD_SINGLE;
-    MPI_Query_thread(&level);
-    sl_watchdog_t w = { .port = s->mpi_port, .deadline = *dl, .self = MPI_COMM_NULL };
-    pthread_t th;
-    bool watched = false;
-    if (level == MPI_THREAD_MULTIPLE) {
-        pthread_mutex_init(&w.mu, NULL);
-        pthread_cond_init(&w.cv, NULL);
-        watched = pthread_create(&th, NULL, sl_watchdog_run, &w) == 0;
-    }
-    sl_mpi_enter();
-    int err = MPI_Comm_accept(s->mpi_port, MPI_INFO_NULL, 0, MPI_COMM_SELF, inter_p);
-    sl_mpi_leave();
-    if (!watched)
-        return err == MPI_SUCCESS ? SLUICE_OK
-                                  : sl_fail(SLUICE_EMPI, "service: MPI_Comm_accept failed");
-    pthread_mutex_lock(&w.mu);
-    w.done = true;
-    pthread_cond_signal(&w.cv);
-    bool fired = w.fired;
-    pthread_mutex_unlock(&w.mu);
-    int rc = err == MPI_SUCCESS ? SLUICE_OK : sl_fail(SLUICE_EMPI, "service: MPI_Comm_accept failed");
-    if (fired) {
-        if (err == MPI_SUCCESS && sl_is_self(*inter_p)) {
-            MPI_Comm_free(inter_p);
-            rc = sl_fail(SLUICE_ETIMEDOUT, "service: the controller that knocked did not "
-                                           "connect in time (dead?)");
-        } else {
-            /* The controller came as the watchdog fired: take the watchdog's connection too. */
-            MPI_Comm extra;
-            if (MPI_Comm_accept(s->mpi_port, MPI_INFO_NULL, 0, MPI_COMM_SELF, &extra) ==
-                MPI_SUCCESS)
-                MPI_Comm_free(&extra);
-        }
-    }
-    pthread_join(th, NULL);
-    if (w.self != MPI_COMM_NULL)
-        MPI_Comm_free(&w.self);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
-    if (fired && rc == SLUICE_ETIMEDOUT) {
-        /* A controller that only was slow must not connect to a port nobody
-         * accepts on any more: give it a closed port, and open a new one. */
-        MPI_Close_port(s->mpi_port);
-        s->port_open = MPI_Open_port(MPI_INFO_NULL, s->mpi_port) == MPI_SUCCESS;
-    }
-    return rc;
-}
-
 /* Merge the two-process intercommunicator (controller low) and make a context. */
 static int sl_context_of(MPI_Comm *inter, bool high, const char *proc_name,
                          sluice_context_t **ctx_p)
@@ -467,8 +365,6 @@ int sluice_service_accept(sluice_service_t *s, const char *proc_name, uint32_t t
 {
     if (!s || !proc_name || !ctx_p)
         return sl_fail(SLUICE_EINVAL, "svc, proc_name and ctx_p must not be NULL");
-    if (!s->port_open)
-        return sl_fail(SLUICE_EMPI, "service \"%s\" lost its MPI port", s->name);
     sl_deadline_t wait = sl_deadline_in(timeout_ms);
     for (;;) {
         int fd;
@@ -499,13 +395,20 @@ int sluice_service_accept(sluice_service_t *s, const char *proc_name, uint32_t t
             close(fd);
             continue;
         }
-        MPI_Comm inter;
-        rc = sl_accept_bounded(s, &dl, &inter);
+        /* Enter the accept only once the controller says it is entering its
+         * connect: a knock that read the port and went away is dropped here,
+         * since nothing can end an MPI_Comm_accept that nobody answers. */
+        char go[sizeof h.magic];
+        rc = sl_knock_read(fd, go, sizeof go, &dl);
         close(fd);
-        if (rc == SLUICE_ETIMEDOUT)
+        if (rc || memcmp(go, SL_KNOCK_MAGIC, sizeof go) != 0)
             continue; /* that controller is gone; the caller's wait goes on */
-        if (rc)
-            return rc;
+        MPI_Comm inter;
+        sl_mpi_enter();
+        int err = MPI_Comm_accept(s->mpi_port, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter);
+        sl_mpi_leave();
+        if (err != MPI_SUCCESS)
+            return sl_fail(SLUICE_EMPI, "service \"%s\": MPI_Comm_accept failed", s->name);
         return sl_context_of(&inter, true, proc_name, ctx_p);
     }
 }
@@ -535,6 +438,7 @@ static int sl_knock_at(const sl_record_t *r, const sl_deadline_t *dl, char *port
     if ((rc = sl_knock_read(fd, port, n, dl)))
         goto out;
     port[n - 1] = '\0';
+    rc = sl_knock_write(fd, h.magic, sizeof h.magic, dl); /* "connecting now" */
 out:
     close(fd);
     return rc;
