@@ -97,11 +97,17 @@ int sluice_context_create(MPI_Comm comm, const char *name, sluice_context_t **ct
         goto free_peers;
     }
     MPI_Comm_set_errhandler(ctx->hello_comm, MPI_ERRORS_RETURN);
-    if ((rc = sl_hello_init(ctx)))
+    if (MPI_Comm_dup(comm, &ctx->app_comm) != MPI_SUCCESS) {
+        rc = sl_fail(SLUICE_EMPI, "MPI_Comm_dup for the application failed");
         goto free_hello;
+    }
+    if ((rc = sl_hello_init(ctx)))
+        goto free_app;
     *ctx_p = ctx;
     return SLUICE_OK;
 
+free_app:
+    MPI_Comm_free(&ctx->app_comm);
 free_hello:
     MPI_Comm_free(&ctx->hello_comm);
 free_peers:
@@ -120,6 +126,7 @@ void sluice_context_destroy(sluice_context_t *ctx)
     /* No deadline here, and nothing to give up: every channel is closed,
      * so no sluice thread is in MPI; only the application may hold it. */
     sl_mpi_enter();
+    MPI_Comm_free(&ctx->app_comm);
     MPI_Comm_free(&ctx->hello_comm);
     MPI_Comm_free(&ctx->comm);
     sl_mpi_leave();
@@ -129,6 +136,7 @@ void sluice_context_destroy(sluice_context_t *ctx)
 
 int sluice_context_size(const sluice_context_t *ctx) { return ctx->size; }
 int sluice_context_rank(const sluice_context_t *ctx) { return ctx->rank; }
+MPI_Comm sluice_context_comm(const sluice_context_t *ctx) { return ctx->app_comm; }
 
 int sluice_context_peer(const sluice_context_t *ctx, int rank, sluice_peer_info_t *info_p)
 {

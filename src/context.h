@@ -8,6 +8,7 @@
 struct sluice_context {
     MPI_Comm comm;          /* duplicate of the user's, MPI_ERRORS_RETURN */
     MPI_Comm hello_comm;    /* handshake messages only (handshake.c) */
+    MPI_Comm app_comm;      /* the application's (sluice_context_comm); sluice never uses it */
     struct sl_hello_box *hello; /* their mailbox and the sends in flight */
     int rank, size;
     sluice_peer_info_t *peers; /* indexed by rank */

@@ -23,9 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sluice/sluice.h>
+#include <sluice/service.h>
 
 static int is_ctrl, peer, quick, only_waiting;
+static MPI_Comm comm = MPI_COMM_NULL; /* the two processes: one job's world, or a service's */
+static const char *service;           /* --serve / --connect NAME: two separate jobs */
 static const sluice_type_t *T_BYTES;
 
 static double now_us(void)
@@ -64,14 +66,14 @@ static double raw_pingpong(void)
     MPI_Aint sz;
     int disp;
     void *base, *pbase;
-    if (MPI_Win_allocate_shared(4096, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win) !=
+    if (MPI_Win_allocate_shared(4096, 1, MPI_INFO_NULL, comm, &base, &win) !=
         MPI_SUCCESS)
         return -1;
     MPI_Win_shared_query(win, peer, &sz, &disp, &pbase);
     mine = base;   /* each side spins on its own line; the peer writes it */
     theirs = pbase;
     atomic_store(mine, 0);
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(comm);
     int n = quick ? 20000 : 200000;
     double t0 = 0;
     for (int i = 1; i <= n + 1000; i++) {
@@ -88,7 +90,7 @@ static double raw_pingpong(void)
         }
     }
     double one_way = (now_us() - t0) / n / 2;
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(comm);
     MPI_Win_free(&win);
     return one_way;
 }
@@ -117,21 +119,21 @@ static double two_sided(size_t bytes)
     memset(sbuf, 3, cap), memset(rbuf, 0, cap);
     uint64_t meta[8] = { bytes };
     int n = iters_for(bytes), warm = n / 10 + 1;
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(comm);
     double t0 = 0;
     for (int i = 0; i < n + warm; i++) {
         if (i == warm)
             t0 = now_us();
         if (is_ctrl) {
-            MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, MPI_COMM_WORLD);
-            MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, MPI_COMM_WORLD);
-            MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-            MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, comm);
+            MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, comm);
+            MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, comm, MPI_STATUS_IGNORE);
+            MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, comm, MPI_STATUS_IGNORE);
         } else {
-            MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-            MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-            MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, MPI_COMM_WORLD);
-            MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, MPI_COMM_WORLD);
+            MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, comm, MPI_STATUS_IGNORE);
+            MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, comm, MPI_STATUS_IGNORE);
+            MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, comm);
+            MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, comm);
         }
     }
     double t = (now_us() - t0) / n / 2;
@@ -149,13 +151,15 @@ static char *put_base;
 
 static double raw_put(size_t bytes)
 {
+    if (put_win == MPI_WIN_NULL)
+        return -1; /* no window between these processes (separate jobs, osc/rdma) */
     int n = iters_for(bytes), warm = n / 10 + 1;
     char *src = aligned_alloc(4096, bytes ? (bytes + 4095) & ~(size_t)4095 : 4096);
     memset(src, 7, bytes);
     _Atomic uint64_t *flag = (_Atomic uint64_t *)(void *)put_base;
     atomic_store(flag, 0);
     MPI_Win_sync(put_win);
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(comm);
     double t0 = 0;
     for (int i = 1; i <= n + warm; i++) {
         if (i == warm + 1)
@@ -171,13 +175,13 @@ static double raw_put(size_t bytes)
                 int f;
                 while (atomic_load_explicit(flag, memory_order_acquire) != v) {
                     MPI_Win_sync(put_win);
-                    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &f, MPI_STATUS_IGNORE);
+                    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &f, MPI_STATUS_IGNORE);
                 }
             }
         }
     }
     double t = (now_us() - t0) / n / 2;
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(comm);
     free(src);
     return t;
 }
@@ -208,7 +212,7 @@ static void begin_event(sluice_token_t *tok)
 static double sluice_transition(void)
 {
     int n = quick ? 2000 : 20000, warm = 500;
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(comm);
     double t0 = 0;
     for (int i = 0; i < n + warm; i++) {
         if (i == warm)
@@ -239,7 +243,7 @@ static double sluice_product(size_t bytes, int zero_copy)
     int n = iters_for(bytes), warm = n / 10 + 1;
     sluice_token_t tok;
     begin_event(&tok);
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(comm);
     double t0 = 0;
     for (int i = 0; i < n + warm; i++) {
         if (i == warm)
@@ -275,19 +279,21 @@ static void row(const char *what, size_t bytes, int iters, double sluice_us, dou
 {
     if (!is_ctrl)
         return;
+    double vs_put = put_us > 0 ? sluice_us / put_us : -1; /* -1: no put baseline */
     printf("%-18s %-9s %10zu %7d %10.3f %11.3f %8.2f %9.3f %9.3f %8.2f\n", what, transport, bytes,
-           iters, sluice_us, base_us, base_us / sluice_us, raw_us, put_us, sluice_us / put_us);
+           iters, sluice_us, base_us, base_us / sluice_us, raw_us, put_us, vs_put);
     printf("csv,%s,%s,%zu,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", what, transport, bytes, iters,
-           sluice_us, base_us, base_us / sluice_us, raw_us, put_us, sluice_us / put_us);
+           sluice_us, base_us, base_us / sluice_us, raw_us, put_us, vs_put);
 }
 
 /* The ping-pong cases, each against its baselines of the same run. */
 static void pingpong_section(void)
 {
     if (is_ctrl)
-        printf("sluice benchmark: two processes on one node, transport %s; times are one-way "
-               "(half a round trip), in microseconds\n\n%-18s %-9s %10s %7s %10s %11s %8s %9s "
-               "%9s %8s\n", transport, "case", "transport", "bytes", "iters", "sluice_us",
+        printf("sluice benchmark: two processes on one node %s, transport %s; times are "
+               "one-way (half a round trip), in microseconds\n\n%-18s %-9s %10s %7s %10s %11s "
+               "%8s %9s %9s %8s\n",
+               service ? "in two separate jobs" : "in one job", transport, "case", "transport", "bytes", "iters", "sluice_us",
                "baseline_us", "speedup", "raw_us", "put_us", "vs_put");
     if (is_ctrl)
         printf("csv,case,transport,bytes,iters,sluice_us,baseline_us,speedup,raw_us,put_us,"
@@ -317,7 +323,8 @@ static void pingpong_section(void)
                    "1 MiB / 8 B = %.2f (target <= 2)\n", tr / raw, zc1m / zc8);
         printf("speedup = baseline_us / sluice_us; baseline = two-sided MPI (metadata + payload); "
                "raw_us = cache-line ping-pong (transition, zero copy; -1: no shared window) or "
-               "one memcpy (copy-in); put_us = raw MPI_Put + flush + flag ping-pong; vs_put = "
+               "one memcpy (copy-in); put_us = raw MPI_Put + flush + flag ping-pong (-1: no "
+               "window between separate jobs); vs_put = "
                "sluice_us / put_us (RMA target <= 1.2)\n");
     }
 }
@@ -449,7 +456,7 @@ static void wait_run(enum wait_mode mode, int work_us, wait_result_t *r)
     int n = wait_events(work_us), warm = n / 10 + 10, calls = 0;
     double *rtt = malloc((size_t)n * sizeof *rtt), cpu0 = 0, thread0 = 0, t0 = 0;
     sluice_mpi_lock(); /* sluice's threads may be in MPI (see sluice_mpi_lock) */
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(comm);
     sluice_mpi_unlock();
     if (is_ctrl && mode == WAIT_NOTIFY)
         CHECK(sluice_progress_start(wch));
@@ -471,9 +478,9 @@ static void wait_run(enum wait_mode mode, int work_us, wait_result_t *r)
     double src_cpu = 0;
     sluice_mpi_lock();
     if (is_ctrl)
-        MPI_Recv(&src_cpu, 1, MPI_DOUBLE, peer, 3, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Recv(&src_cpu, 1, MPI_DOUBLE, peer, 3, comm, MPI_STATUS_IGNORE);
     else
-        MPI_Send(&cpu, 1, MPI_DOUBLE, peer, 3, MPI_COMM_WORLD);
+        MPI_Send(&cpu, 1, MPI_DOUBLE, peer, 3, comm);
     sluice_mpi_unlock();
     qsort(rtt, (size_t)n, sizeof *rtt, cmp_double);
     *r = (wait_result_t){ n,          rtt[n / 2],  rtt[(int)(n * 0.99)], wall / n,
@@ -571,28 +578,50 @@ int main(int argc, char **argv)
     int provided;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    int size, rank;
+    int size, rank, serve = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (argc < 2 || size != 2) {
+    for (int i = 2; i < argc; i++) {
+        quick |= strcmp(argv[i], "--quick") == 0;
+        only_waiting |= strcmp(argv[i], "--only-waiting") == 0;
+        if (i + 1 < argc && (!strcmp(argv[i], "--serve") || !strcmp(argv[i], "--connect"))) {
+            serve = !strcmp(argv[i], "--serve");
+            service = argv[++i];
+        }
+    }
+    if (argc < 2 || (strcmp(argv[1], "controller") && strcmp(argv[1], "source")) ||
+        size != (service ? 1 : 2) || (service && serve != !strcmp(argv[1], "source"))) {
         if (rank == 0)
             fprintf(stderr, "usage: mpiexec -n 1 sluice-bench controller : -n 1 sluice-bench "
-                            "source [--quick] [--only-waiting]\n");
+                            "source [--quick] [--only-waiting]\n"
+                            "   or, as two jobs: mpiexec --ompi-server file:URI -n 1 sluice-bench "
+                            "source --serve NAME [...], and the same with controller --connect "
+                            "NAME\n");
         MPI_Finalize();
         return 2;
     }
     is_ctrl = strcmp(argv[1], "controller") == 0;
-    for (int i = 2; i < argc; i++) {
-        quick |= strcmp(argv[i], "--quick") == 0;
-        only_waiting |= strcmp(argv[i], "--only-waiting") == 0;
-    }
-    peer = 1 - rank;
 
     sluice_context_t *ctx;
+    if (!service) {
+        comm = MPI_COMM_WORLD;
+        CHECK(sluice_context_create(comm, argv[1], &ctx));
+    } else if (serve) {
+        sluice_service_t *svc;
+        CHECK(sluice_service_open(service, NULL, &svc));
+        CHECK(sluice_service_accept(svc, argv[1], 60000, &ctx));
+        sluice_service_close(svc);
+    } else {
+        CHECK(sluice_service_connect(service, argv[1], NULL, &ctx));
+    }
+    if (service) {
+        comm = sluice_context_comm(ctx);
+        MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN); /* baselines that cannot run say so */
+    }
+    peer = 1 - sluice_context_rank(ctx);
     sluice_registry_t *reg;
     sluice_type_desc_t bd = { .size = sizeof bd, .name = "bench::Bytes",
                               .layout = SLUICE_LAYOUT_BLOCK, .elem_size = 1, .align = 1 };
-    CHECK(sluice_context_create(MPI_COMM_WORLD, argv[1], &ctx));
     CHECK(sluice_registry_create(&reg));
     CHECK(sluice_registry_add(reg, &bd, &T_BYTES));
     sluice_endpoint_t eps[2] = { { 1, is_ctrl ? SLUICE_SEND : SLUICE_RECEIVE, T_BYTES },
@@ -622,12 +651,16 @@ int main(int argc, char **argv)
     }
 
     transport = sluice_channel_transport(ch);
-    if (MPI_Win_allocate((64u << 20) + 4096, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &put_base,
+    if (MPI_Win_allocate((64u << 20) + 4096, 1, MPI_INFO_NULL, comm, &put_base,
                          &put_win) != MPI_SUCCESS) {
-        fprintf(stderr, "MPI_Win_allocate for the raw put baseline failed\n");
-        MPI_Abort(MPI_COMM_WORLD, 1);
+        if (!service) {
+            fprintf(stderr, "MPI_Win_allocate for the raw put baseline failed\n");
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        put_win = MPI_WIN_NULL; /* osc/rdma between jobs (PLATFORM.md): no put baseline */
+    } else {
+        MPI_Win_lock_all(MPI_MODE_NOCHECK, put_win);
     }
-    MPI_Win_lock_all(MPI_MODE_NOCHECK, put_win);
     if (!only_waiting)
         pingpong_section();
     waiting_section(ctx);
@@ -639,8 +672,10 @@ int main(int argc, char **argv)
         t.kind = SLUICE_END_JOB;
         CHECK(sluice_transition_send(ch, &t, 0));
     }
-    MPI_Win_unlock_all(put_win);
-    MPI_Win_free(&put_win);
+    if (put_win != MPI_WIN_NULL) {
+        MPI_Win_unlock_all(put_win);
+        MPI_Win_free(&put_win);
+    }
     CHECK(sluice_channel_close(ch));
     sluice_registry_destroy(reg);
     sluice_context_destroy(ctx);

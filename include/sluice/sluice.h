@@ -75,6 +75,13 @@ int sluice_context_size(const sluice_context_t *ctx);
 int sluice_context_peer(const sluice_context_t *ctx, int rank, sluice_peer_info_t *info_p);
 /* The rank of the calling process. */
 int sluice_context_rank(const sluice_context_t *ctx);
+/*
+ * The context's own duplicate of the communicator it was created over, for
+ * the application's MPI calls between the same processes (a context from
+ * sluice_service_accept or _connect has no other). Valid until the context
+ * is destroyed; do not free it. sluice's own messages use another one.
+ */
+MPI_Comm sluice_context_comm(const sluice_context_t *ctx);
 
 /* ------------------------------------------------------------------ channel */
 
