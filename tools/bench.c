@@ -11,7 +11,10 @@
  * prints its own table and "wait_csv,..." lines.
  *
  *   mpiexec -n 1 sluice-bench controller : -n 1 sluice-bench source
- *           [--quick] [--only-waiting]     (the same options on both sides)
+ *           [--quick] [--only-waiting | --only-pingpong]   (the same options on both sides)
+ *   or, as two separate jobs on one node (tools/bench-jobs runs both ways and compares):
+ *   mpiexec --ompi-server file:URI -n 1 sluice-bench source --serve NAME [options]
+ *   mpiexec --ompi-server file:URI -n 1 sluice-bench controller --connect NAME [options]
  */
 #include <errno.h>
 #include <poll.h>
@@ -25,7 +28,7 @@
 
 #include <sluice/service.h>
 
-static int is_ctrl, peer, quick, only_waiting;
+static int is_ctrl, peer, quick, only_waiting, only_pingpong;
 static MPI_Comm comm = MPI_COMM_NULL; /* the two processes: one job's world, or a service's */
 static const char *service;           /* --serve / --connect NAME: two separate jobs */
 static const sluice_type_t *T_BYTES;
@@ -584,6 +587,7 @@ int main(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         quick |= strcmp(argv[i], "--quick") == 0;
         only_waiting |= strcmp(argv[i], "--only-waiting") == 0;
+        only_pingpong |= strcmp(argv[i], "--only-pingpong") == 0;
         if (i + 1 < argc && (!strcmp(argv[i], "--serve") || !strcmp(argv[i], "--connect"))) {
             serve = !strcmp(argv[i], "--serve");
             service = argv[++i];
@@ -593,7 +597,7 @@ int main(int argc, char **argv)
         size != (service ? 1 : 2) || (service && serve != !strcmp(argv[1], "source"))) {
         if (rank == 0)
             fprintf(stderr, "usage: mpiexec -n 1 sluice-bench controller : -n 1 sluice-bench "
-                            "source [--quick] [--only-waiting]\n"
+                            "source [--quick] [--only-waiting | --only-pingpong]\n"
                             "   or, as two jobs: mpiexec --ompi-server file:URI -n 1 sluice-bench "
                             "source --serve NAME [...], and the same with controller --connect "
                             "NAME\n");
@@ -663,7 +667,8 @@ int main(int argc, char **argv)
     }
     if (!only_waiting)
         pingpong_section();
-    waiting_section(ctx);
+    if (!only_pingpong)
+        waiting_section(ctx);
     t.kind = SLUICE_END_LUMI;
     if (is_ctrl) {
         CHECK(sluice_transition_send(ch, &t, 0));
