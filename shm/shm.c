@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Node-local transport: inboxes in POSIX shared-memory segments sluice makes itself; plain loads and stores. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <numa.h>
@@ -12,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../src/inbox.h"
@@ -50,8 +54,45 @@ static void sl_shm_place(void *base, size_t bytes, int numa)
     memset(base, 0, bytes); /* first touch by the reader: pages land on its node */
 }
 
+/*
+ * Segments a crashed process left behind. A segment stays in /dev/shm
+ * unmapped by its peer only while an open waits for that peer, at most the
+ * longest open timeout (an hour, options.c); one older than that whose
+ * owner (the pid in its name) is gone was left by a process killed inside
+ * an open, and nobody else will ever unlink it. Only this user's are
+ * looked at. Once per process, at its first shared-memory open.
+ */
+#define SL_SHM_STALE_S (3600 + 60)
+
+static void sl_shm_sweep(void)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long pid;
+        unsigned long long nonce;
+        char tail;
+        if (sscanf(e->d_name, "sluice.%lld.%16llx%c", &pid, &nonce, &tail) != 2 || pid <= 0)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(sb.st_mode) || sb.st_uid != geteuid())
+            continue;
+        /* mtime: set at creation and sizing, later than any open's start. */
+        if (now - sb.st_mtime < SL_SHM_STALE_S || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        unlinkat(dirfd(d), e->d_name, 0); /* shm_unlink of "/name" */
+    }
+    closedir(d);
+}
+
 static int sl_shm_open(const sl_link_params_t *p, sl_link_t **link_p, void **local_base_p)
 {
+    static pthread_once_t swept = PTHREAD_ONCE_INIT;
+    pthread_once(&swept, sl_shm_sweep);
     sl_link_t *l = calloc(1, sizeof *l);
     if (!l)
         return sl_fail(SLUICE_ENOMEM, "shm: cannot allocate a link");
@@ -60,7 +101,12 @@ static int sl_shm_open(const sl_link_params_t *p, sl_link_t **link_p, void **loc
     int rc;
     int fd = shm_open(l->local_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
-        rc = sl_shm_errno("creation", l->local_name);
+        /* The nonce is random: a name that exists was put there on purpose. */
+        rc = errno == EEXIST
+                 ? sl_fail(SLUICE_ESYS, "shm: segment %s already exists and is not ours; "
+                                        "remove it (rm /dev/shm%s) if no process uses it",
+                           l->local_name, l->local_name)
+                 : sl_shm_errno("creation", l->local_name);
         goto free_link;
     }
     l->local_linked = true;
