@@ -22,6 +22,10 @@
 #define SL_HELLO_MS 2000u         /* a controller says who it is at once */
 #define SL_RECORD_MAX 512         /* well under MPI_MAX_PORT_NAME: it is published as a port */
 #define SL_KNOCK_MAGIC "SLKNOCK1"
+/* The usual reason a connect or accept between jobs fails. */
+#define SL_NO_CONNECT_HINT                                                                     \
+    " (Open MPI connects separately launched jobs only when each was started by mpirun "    \
+    "--ompi-server file:URI; srun's direct launch cannot)"
 
 /* What a controller says after its TCP connection is taken. */
 enum { SL_KNOCK_CONNECT = 1, SL_KNOCK_PROBE = 2 };
@@ -404,11 +408,15 @@ int sluice_service_accept(sluice_service_t *s, const char *proc_name, uint32_t t
         if (rc || memcmp(go, SL_KNOCK_MAGIC, sizeof go) != 0)
             continue; /* that controller is gone; the caller's wait goes on */
         MPI_Comm inter;
+        sl_quiet_t q;
         sl_mpi_enter();
+        sl_quiet_begin(&q); /* errors come on MPI_COMM_SELF, fatal by default */
         int err = MPI_Comm_accept(s->mpi_port, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter);
+        sl_quiet_end(&q);
         sl_mpi_leave();
         if (err != MPI_SUCCESS)
-            return sl_fail(SLUICE_EMPI, "service \"%s\": MPI_Comm_accept failed", s->name);
+            return sl_fail(SLUICE_EMPI, "service \"%s\": MPI_Comm_accept failed%s", s->name,
+                           SL_NO_CONNECT_HINT);
         return sl_context_of(&inter, true, proc_name, ctx_p);
     }
 }
@@ -485,10 +493,14 @@ int sluice_service_connect(const char *name, const char *proc_name,
         }
     }
     MPI_Comm inter;
+    sl_quiet_t q;
     sl_mpi_enter();
+    sl_quiet_begin(&q); /* errors come on MPI_COMM_SELF, fatal by default */
     int err = MPI_Comm_connect(port, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter);
+    sl_quiet_end(&q);
     sl_mpi_leave();
     if (err != MPI_SUCCESS)
-        return sl_fail(SLUICE_EMPI, "service \"%s\": MPI_Comm_connect failed", name);
+        return sl_fail(SLUICE_EMPI, "service \"%s\": MPI_Comm_connect failed%s", name,
+                       SL_NO_CONNECT_HINT);
     return sl_context_of(&inter, false, proc_name, ctx_p);
 }
