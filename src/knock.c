@@ -145,13 +145,17 @@ static int sl_dial_one(const char *addr, uint16_t port, const sl_deadline_t *d, 
     return SLUICE_OK;
 }
 
-int sl_knock_dial(const char *addrs, uint16_t port, const sl_deadline_t *deadline, int *fd_p)
+int sl_knock_dial(const char *addrs, uint16_t port, uint32_t try_ms, const sl_deadline_t *deadline,
+                  int *fd_p)
 {
     char list[SL_KNOCK_ADDRS_MAX];
     snprintf(list, sizeof list, "%s", addrs);
     char *save = NULL;
     for (char *a = strtok_r(list, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
-        int rc = sl_dial_one(a, port, deadline, fd_p);
+        sl_deadline_t one = sl_deadline_in(try_ms);
+        if (one.at_ns > deadline->at_ns)
+            one = *deadline;
+        int rc = sl_dial_one(a, port, &one, fd_p);
         if (rc == SLUICE_OK || rc == SLUICE_ESYS)
             return rc;
         if (sl_deadline_passed(deadline))

@@ -33,8 +33,11 @@ void sl_knock_unlisten(sl_knock_listener_t *l);
 int sl_knock_accept(sl_knock_listener_t *l, const sl_deadline_t *deadline, int *fd_p);
 
 /* Connect to `port` at the first address of the comma-separated `addrs`
- * that answers; each try ends by `deadline`. SLUICE_ENOTFOUND when none did. */
-int sl_knock_dial(const char *addrs, uint16_t port, const sl_deadline_t *deadline, int *fd_p);
+ * that answers, giving each at most `try_ms` (an address that drops packets
+ * must not use up the others' time) and all of them `deadline`.
+ * SLUICE_ENOTFOUND when none did. */
+int sl_knock_dial(const char *addrs, uint16_t port, uint32_t try_ms, const sl_deadline_t *deadline,
+                  int *fd_p);
 
 /* All of `len` bytes, or SLUICE_ETIMEDOUT / SLUICE_EPEERCLOSED / SLUICE_ESYS. */
 int sl_knock_write(int fd, const void *buf, size_t len, const sl_deadline_t *deadline);

@@ -213,7 +213,7 @@ static bool sl_probe(const sl_record_t *r, uint32_t ms)
 {
     sl_deadline_t dl = sl_deadline_in(ms);
     int fd;
-    if (sl_knock_dial(r->addrs, (uint16_t)r->port, &dl, &fd) != SLUICE_OK)
+    if (sl_knock_dial(r->addrs, (uint16_t)r->port, ms, &dl, &fd) != SLUICE_OK)
         return false;
     sl_hello_t h = { .kind = htonl(SL_KNOCK_PROBE) };
     memcpy(h.magic, SL_KNOCK_MAGIC, sizeof h.magic);
@@ -224,16 +224,17 @@ static bool sl_probe(const sl_record_t *r, uint32_t ms)
 
 /* The record of whoever serves `name` now, by the port file (if a
  * directory is set) or the name server; SLUICE_ENOTFOUND if neither has one. */
-static int sl_find(const char *name, const sl_service_cfg_t *c, sl_record_t *r)
+static int sl_find(const char *name, const sl_service_cfg_t *c, sl_record_t *r,
+                   char text[SL_RECORD_MAX])
 {
-    char text[SL_RECORD_MAX], path[PATH_MAX];
+    char path[PATH_MAX];
     if (c->dir) {
         sl_port_file(path, sizeof path, c->dir, name);
-        if (sl_file_read(path, text, sizeof text) == SLUICE_OK &&
+        if (sl_file_read(path, text, SL_RECORD_MAX) == SLUICE_OK &&
             sl_record_parse(text, r) == SLUICE_OK)
             return SLUICE_OK;
     }
-    if (sl_ns_lookup(name, text, sizeof text) == SLUICE_OK && sl_record_parse(text, r) == SLUICE_OK)
+    if (sl_ns_lookup(name, text, SL_RECORD_MAX) == SLUICE_OK && sl_record_parse(text, r) == SLUICE_OK)
         return SLUICE_OK;
     return SLUICE_ENOTFOUND;
 }
@@ -294,7 +295,8 @@ int sluice_service_open(const char *name, const sluice_service_options_t *o,
         return sl_fail(SLUICE_EINVAL, "svc_p must not be NULL");
     sl_mpi_guard_init();
     sl_record_t other;
-    if (sl_find(name, &c, &other) == SLUICE_OK && sl_probe(&other, 2000))
+    char text[SL_RECORD_MAX];
+    if (sl_find(name, &c, &other, text) == SLUICE_OK && sl_probe(&other, 2000))
         return sl_fail(SLUICE_EBUSY, "service \"%s\" is already served by process %d on %s",
                        name, other.pid, other.host);
     sluice_service_t *s = calloc(1, sizeof *s);
@@ -423,14 +425,20 @@ int sluice_service_accept(sluice_service_t *s, const char *proc_name, uint32_t t
 
 /* ------------------------------------------------------------ controller */
 
-/* Knock at `r` and take the MPI port it answers with: SLUICE_OK, or a status. */
-static int sl_knock_at(const sl_record_t *r, const sl_deadline_t *dl, char *port, size_t len)
+/*
+ * Knock at the source of record `r` (`text`) and take the MPI port it
+ * answers with: SLUICE_OK, or a status. Says "connecting now" only when the
+ * connection can be made: Open MPI 4.1 connects two jobs only through a
+ * name server both were started with, and a source told "connecting now"
+ * enters an accept that nothing else ends. The name server must therefore
+ * answer this process with the same record (SLUICE_ENOTSUP if it has none
+ * to ask; SLUICE_EAGAIN if it names another, newer source: look again).
+ */
+static int sl_knock_at(const char *name, const sl_record_t *r, const char *text,
+                       const sl_deadline_t *dl, char *port, size_t len)
 {
-    sl_deadline_t dial = sl_deadline_in(2000);
-    if (dial.at_ns > dl->at_ns)
-        dial = *dl;
     int fd, rc;
-    if ((rc = sl_knock_dial(r->addrs, (uint16_t)r->port, &dial, &fd)))
+    if ((rc = sl_knock_dial(r->addrs, (uint16_t)r->port, 2000, dl, &fd)))
         return rc;
     sl_hello_t h = { .kind = htonl(SL_KNOCK_CONNECT) };
     memcpy(h.magic, SL_KNOCK_MAGIC, sizeof h.magic);
@@ -446,7 +454,15 @@ static int sl_knock_at(const sl_record_t *r, const sl_deadline_t *dl, char *port
     if ((rc = sl_knock_read(fd, port, n, dl)))
         goto out;
     port[n - 1] = '\0';
-    rc = sl_knock_write(fd, h.magic, sizeof h.magic, dl); /* "connecting now" */
+    char seen[SL_RECORD_MAX];
+    if (sl_ns_lookup(name, seen, sizeof seen) != SLUICE_OK)
+        rc = sl_fail(SLUICE_ENOTSUP, "service \"%s\": the source answered, but this job has no "
+                                     "name server to connect through%s",
+                     name, SL_NO_CONNECT_HINT);
+    else if (strcmp(seen, text) != 0)
+        rc = SLUICE_EAGAIN;
+    else
+        rc = sl_knock_write(fd, h.magic, sizeof h.magic, dl); /* "connecting now" */
 out:
     close(fd);
     return rc;
@@ -469,11 +485,12 @@ int sluice_service_connect(const char *name, const char *proc_name,
     char port[MPI_MAX_PORT_NAME];
     for (;;) {
         sl_record_t r;
-        if (sl_find(name, &c, &r) == SLUICE_OK) {
-            rc = sl_knock_at(&r, &dl, port, sizeof port);
-            seen = seen || rc != SLUICE_ENOTFOUND;
-            if (rc == SLUICE_OK)
+        char text[SL_RECORD_MAX];
+        if (sl_find(name, &c, &r, text) == SLUICE_OK) {
+            rc = sl_knock_at(name, &r, text, &dl, port, sizeof port);
+            if (rc == SLUICE_OK || rc == SLUICE_ENOTSUP)
                 break;
+            seen = seen || rc != SLUICE_ENOTFOUND;
         }
         if (sl_backoff_pause(&b, &dl) == SLUICE_ETIMEDOUT) {
             if (seen)
@@ -492,6 +509,8 @@ int sluice_service_connect(const char *name, const char *proc_name,
                            name, where, c.timeout_ms);
         }
     }
+    if (rc)
+        return rc;
     MPI_Comm inter;
     sl_quiet_t q;
     sl_mpi_enter();
