@@ -20,7 +20,9 @@ const char *sluice_strerror(int status)
     case SLUICE_ETIMEDOUT: return "deadline passed";
     case SLUICE_EORDER: return "transition out of order";
     case SLUICE_ELIMIT: return "too many open runs, lumis or reservations";
-    case SLUICE_EBUSY: return "stream busy with an unfinished event or reservation";
+    case SLUICE_EBUSY:
+        return "in use (an unfinished event or reservation, a call under way, a name served by "
+               "another process)";
     case SLUICE_EALREADY: return "already done";
     case SLUICE_ENOMEM: return "out of memory";
     case SLUICE_ENOTFOUND: return "not found";

@@ -28,7 +28,8 @@ typedef enum sluice_status {
     SLUICE_ETIMEDOUT = -4,   /* the deadline passed before the wait ended */
     SLUICE_EORDER = -5,      /* the transition breaks the ordering rules */
     SLUICE_ELIMIT = -6,      /* too many open lumis, runs or reservations */
-    SLUICE_EBUSY = -7,       /* the stream still holds an unfinished event or reservation */
+    SLUICE_EBUSY = -7,       /* in use: an unfinished event or reservation on the stream, a
+                                call under way, a service name another process serves */
     SLUICE_EALREADY = -8,    /* already done (released twice, finished twice) */
     SLUICE_ENOMEM = -9,      /* local memory allocation failed */
     SLUICE_ENOTFOUND = -10,  /* no such process name, instance or type */
