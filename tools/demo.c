@@ -15,21 +15,38 @@
  * several controllers (--controllers M) each source serves all of them
  * through a source group. Controllers are ranks 0 .. M-1, sources the rest.
  *
+ * The same source also serves controllers of other jobs (--serve NAME, a
+ * service, sluice/service.h), each started by its own mpiexec (--connect
+ * NAME) at any time, several at once: the seeds' way, two commands in two
+ * shells. Each connection is one more member of the source's group.
+ *
  *   mpiexec -n 1 sluice-demo controller : -n 1 sluice-demo source
+ *   mpiexec --ompi-server file:URI -n 1 sluice-demo --serve NAME [--clients N]
+ *   mpiexec --ompi-server file:URI -n 1 sluice-demo --connect NAME
  *   options (every process): --events N --streams S --raw-kib K --lumi-events L
  *                            --sources N --controllers M --dispatch rr|affine|least
+ *   (--streams and --raw-kib of a --connect must be those of its --serve)
  */
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sluice/group.h>
+#include <sluice/service.h>
 #include <sluice/sluice.h>
+
+typedef enum demo_mode {
+    DEMO_JOB,            /* controllers and sources in one job */
+    DEMO_SERVE,          /* a source serving controllers of other jobs */
+    DEMO_CONNECT,        /* a controller connecting to a source of another job */
+} demo_mode_t;
 
 typedef struct demo_cfg {
     int is_ctrl;
@@ -38,11 +55,14 @@ typedef struct demo_cfg {
     uint32_t sources, controllers;
     sluice_dispatch_t dispatch;
     int me;              /* index among the controllers, or among the sources */
+    demo_mode_t mode;
+    const char *service; /* --serve or --connect NAME */
+    uint32_t clients;    /* --serve: stop after this many controllers left; 0: never */
 } demo_cfg_t;
 
 /* 256 KiB of RAW per event */
 static demo_cfg_t cfg = { 0, 2000, 4, 64 * 1024, 250, MPI_THREAD_MULTIPLE, 1, 1,
-                          SLUICE_DISPATCH_LEAST_LOADED, 0 };
+                          SLUICE_DISPATCH_LEAST_LOADED, 0, DEMO_JOB, NULL, 0 };
 static const sluice_type_t *T_RAW, *T_CLUSTERS;
 
 #define WORDS_PER_CLUSTER 64u
@@ -141,6 +161,13 @@ typedef struct demo_result {
     double seconds, p50, p90, p99;
     uint64_t events, bytes;
 } demo_result_t;
+
+/* What a controller tells its sources with END_JOB (the transition's aux),
+ * sent only when every check passed: a source serving other jobs reports
+ * it, since only the controller checks. */
+typedef struct demo_verdict {
+    uint64_t checked;    /* results checked against the controller's own reconstruction */
+} demo_verdict_t;
 
 /* Controller stream: events ev = stream, stream + S, ... of the batch. */
 static _Atomic uint64_t next_event;
@@ -264,7 +291,9 @@ static void summarise(double *lat, uint64_t n, demo_result_t *r)
     r->p99 = n ? lat[n * 99 / 100] * 1e6 : 0;
 }
 
-static int global(sluice_group_t *g, sluice_transition_kind_t k, uint32_t run, uint32_t lumi)
+/* A global transition to every source; `v` (END_JOB only, else NULL) rides in its aux. */
+static int global(sluice_group_t *g, sluice_transition_kind_t k, uint32_t run, uint32_t lumi,
+                  const demo_verdict_t *v)
 {
     sluice_transition_t t;
     memset(&t, 0, sizeof t);
@@ -272,6 +301,10 @@ static int global(sluice_group_t *g, sluice_transition_kind_t k, uint32_t run, u
     t.run = run;
     t.lumi = lumi;
     t.timestamp = (uint64_t)(now_s() * 1e9);
+    if (v) {
+        memcpy(t.aux, v, sizeof *v);
+        t.aux_size = sizeof *v;
+    }
     DEMO_CHECK(sluice_group_transition_send(g, &t, 0)); /* to every source */
     return 0;
 }
@@ -336,27 +369,34 @@ static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
         }
         for (uint32_t k = 0; k < n_ch; k++)
             DEMO_CHECK(sluice_progress_start(ch[k]));
-        failed |= global(g, SLUICE_BEGIN_RUN, 1, 0);
+        failed |= global(g, SLUICE_BEGIN_RUN, 1, 0, NULL);
         uint64_t ev = 0;
         for (uint32_t lumi = 1; ev < cfg.events && !failed; lumi++) {
             batch_lumi = lumi;
             batch_end = ev + cfg.lumi_events < cfg.events ? ev + cfg.lumi_events : cfg.events;
             atomic_store(&next_event, ev);
-            failed |= global(g, SLUICE_BEGIN_LUMI, 1, lumi);
+            failed |= global(g, SLUICE_BEGIN_LUMI, 1, lumi, NULL);
             for (uint32_t i = 0; i < cfg.streams; i++)
                 pthread_create(&th[i], NULL, ctrl_stream, &s[i]);
             for (uint32_t i = 0; i < cfg.streams; i++) {
                 pthread_join(th[i], NULL);
                 failed |= s[i].failed;
             }
+            /* A failed event was left open: its lumi could not end (the end
+             * would wait for it until the deadline). Closing tells the sources. */
+            if (failed)
+                break;
             ev = atomic_load(&done_events);
-            failed |= global(g, SLUICE_END_LUMI, 1, lumi);
+            failed |= global(g, SLUICE_END_LUMI, 1, lumi, NULL);
             printf("  sluice   %6llu / %u events  %8.0f events/s\n", (unsigned long long)ev,
                    cfg.events, (double)ev / (now_s() - t0));
             fflush(stdout);
         }
-        failed |= global(g, SLUICE_END_RUN, 1, 0);
-        failed |= global(g, SLUICE_END_JOB, 0, 0);
+        if (!failed) {
+            failed |= global(g, SLUICE_END_RUN, 1, 0, NULL);
+            demo_verdict_t v = { .checked = atomic_load(&done_events) };
+            failed |= global(g, SLUICE_END_JOB, 0, 0, &v);
+        }
         for (uint32_t k = 0; k < n_ch; k++)
             failed |= sluice_progress_stop(ch[k]) != SLUICE_OK;
         sluice_group_stats(g, NULL, per, n_ch);
@@ -514,14 +554,231 @@ static int run_two_sided(sluice_context_t *ctx, demo_result_t *r)
     return failed;
 }
 
+/* ------------------------------------------------------------ a source serving other jobs */
+
+/*
+ * --serve NAME: controllers started by other mpiexec commands (--connect
+ * NAME) come and go while the source serves the ones it has. Each is a
+ * two-rank context from sluice_service_accept with one channel, a member
+ * of a source group that starts empty. One thread takes the next item of
+ * any member (src_event for its events, as in a job) and, between items,
+ * lets in the next controller at the door. A member leaves at its end of
+ * job, when it closes or dies, or when serving it fails; the service goes
+ * on until --clients controllers came and went, or until SIGINT/SIGTERM.
+ */
+
+typedef struct demo_client {
+    sluice_context_t *ctx; /* NULL: no controller at this member index */
+    sluice_channel_t *ch;
+    uint32_t number;     /* 1, 2, ... in the order they came */
+    int pid;
+    uint64_t events;     /* served */
+} demo_client_t;
+
+typedef struct demo_service {
+    sluice_service_t *svc;
+    sluice_group_t *group;
+    demo_client_t *client; /* by member index (indices are reused) */
+    size_t n_client;
+    uint32_t came, gone, ok, live;
+    uint64_t events;
+} demo_service_t;
+
+#define DEMO_KNOCK_S 0.05     /* how often a busy source looks for a controller at the door */
+#define DEMO_IDLE_MS 200u     /* how long an idle one waits for one, between signal checks */
+
+static volatile sig_atomic_t stop_serving;
+static void on_stop(int sig) { (void)sig, stop_serving = 1; }
+
+/* Member `m` leaves: out of the group, its channel closed (which tells its
+ * controller, if still there) and its context destroyed. `v` is what the
+ * controller said at its end of job; NULL: it left before, for `why`. */
+static void serve_leave(demo_service_t *sv, size_t m, const demo_verdict_t *v, const char *why)
+{
+    demo_client_t *c = &sv->client[m];
+    sluice_group_remove(sv->group, c->ch);
+    sluice_channel_close(c->ch);
+    sluice_context_destroy(c->ctx);
+    /* Every event served came back checked: the two sides agree on the count. */
+    int ok = v && v->checked == c->events;
+    if (v)
+        printf("  controller %u (pid %d) done: %llu events served, %llu results checked by it: "
+               "%s\n", c->number, c->pid, (unsigned long long)c->events,
+               (unsigned long long)v->checked, ok ? "OK" : "FAILED");
+    else
+        printf("  controller %u (pid %d) left after %llu events: %s\n", c->number, c->pid,
+               (unsigned long long)c->events, why);
+    fflush(stdout);
+    sv->ok += (uint32_t)ok;
+    sv->gone++;
+    sv->live--;
+    sv->events += c->events;
+    *c = (demo_client_t){ 0 };
+}
+
+/* Let in the controller at the door, if one knocks within `wait_ms`: its
+ * context, its channel, a member of the group. 0 also when none came or
+ * its channel did not open (it was told, and left); 1 if the service broke. */
+static int serve_admit(demo_service_t *sv, uint32_t wait_ms)
+{
+    sluice_context_t *ctx;
+    int rc = sluice_service_accept(sv->svc, "source-0", wait_ms, &ctx);
+    if (rc == SLUICE_ETIMEDOUT || rc == SLUICE_EAGAIN)
+        return 0;
+    if (rc != SLUICE_OK) {
+        fprintf(stderr, "source: sluice_service_accept failed: %s (%s)\n", sluice_strerror(rc),
+                sluice_last_error());
+        return 1;
+    }
+    sluice_peer_info_t peer = { 0 };
+    sluice_context_peer(ctx, 0, &peer); /* the controller is rank 0 */
+    uint32_t number = ++sv->came;
+    sluice_channel_t *ch;
+    size_t m;
+    if (open_channels(ctx, &ch, 1)) { /* it said why (a --streams that differs, say) */
+        sluice_context_destroy(ctx);
+        sv->gone++;
+        printf("  controller %u (pid %d) could not open its channel: sent away\n", number,
+               peer.pid);
+        return 0;
+    }
+    if ((rc = sluice_group_add(sv->group, ch, &m)) != SLUICE_OK) {
+        fprintf(stderr, "source: sluice_group_add failed: %s (%s)\n", sluice_strerror(rc),
+                sluice_last_error());
+        sluice_channel_close(ch);
+        sluice_context_destroy(ctx);
+        sv->gone++;
+        return 0;
+    }
+    if (m >= sv->n_client) {
+        demo_client_t *more = realloc(sv->client, (m + 1) * sizeof *more);
+        if (!more) {
+            sluice_group_remove(sv->group, ch);
+            sluice_channel_close(ch);
+            sluice_context_destroy(ctx);
+            sv->gone++;
+            return 1;
+        }
+        memset(more + sv->n_client, 0, (m + 1 - sv->n_client) * sizeof *more);
+        sv->client = more;
+        sv->n_client = m + 1;
+    }
+    sv->client[m] = (demo_client_t){ .ctx = ctx, .ch = ch, .number = number, .pid = peer.pid };
+    sv->live++;
+    printf("  controller %u (pid %d) connected; channel transport: %s\n", number, peer.pid,
+           sluice_channel_transport(ch));
+    fflush(stdout);
+    return 0;
+}
+
+/* One item of any member: its event served, or the member gone. 1 if the group broke. */
+static int serve_item(demo_service_t *sv)
+{
+    sluice_item_t it;
+    size_t m;
+    int rc = sluice_group_next(sv->group, 0, &it, &m);
+    if (rc == SLUICE_ETIMEDOUT)
+        return 0; /* nothing within the group's short timeout: look at the door again */
+    if (rc == SLUICE_EPEERCLOSED || rc == SLUICE_EPEERDEAD) {
+        serve_leave(sv, m, NULL, rc == SLUICE_EPEERDEAD ? "it died" : "it closed its channel");
+        return 0;
+    }
+    if (rc != SLUICE_OK) { /* SLUICE_EOF too: a member that ended leaves at its END_JOB */
+        fprintf(stderr, "source: sluice_group_next failed: %s (%s)\n", sluice_strerror(rc),
+                sluice_last_error());
+        return 1;
+    }
+    uint64_t bytes = 0;
+    if (it.transition.kind == SLUICE_EVENT) {
+        if (src_event(it.token.channel, &it.token, &bytes))
+            serve_leave(sv, m, NULL, "serving its event failed");
+        else
+            sv->client[m].events++;
+    } else if (it.transition.kind == SLUICE_END_JOB) {
+        demo_verdict_t v;
+        if (it.transition.aux_size == sizeof v) {
+            memcpy(&v, it.transition.aux, sizeof v);
+            serve_leave(sv, m, &v, NULL);
+        } else {
+            serve_leave(sv, m, NULL, "it ended without saying what it checked");
+        }
+    }
+    return 0; /* runs and lumis: nothing to do in this demo */
+}
+
+static int serve(void)
+{
+    struct sigaction sa = { .sa_handler = on_stop }; /* no SA_RESTART: waits end early */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    demo_service_t sv = { 0 };
+    DEMO_CHECK(sluice_service_open(cfg.service, NULL, &sv.svc));
+    /* A short group timeout: an idle source looks at the door every 50 ms. */
+    sluice_group_desc_t gd = { .size = sizeof gd, .role = SLUICE_SOURCE,
+                               .timeout_ms = (uint32_t)(DEMO_KNOCK_S * 1000) };
+    int rc = sluice_group_create(&gd, &sv.group);
+    if (rc != SLUICE_OK) {
+        fprintf(stderr, "source: sluice_group_create failed: %s (%s)\n", sluice_strerror(rc),
+                sluice_last_error());
+        sluice_service_close(sv.svc);
+        return 1;
+    }
+    char host[MPI_MAX_PROCESSOR_NAME];
+    int hn;
+    MPI_Get_processor_name(host, &hn);
+    printf("sluice demo: serving \"%s\" on %s (pid %d), %u streams of %u KiB RAW; ",
+           cfg.service, host, (int)getpid(), cfg.streams, cfg.raw_words / 256u);
+    if (cfg.clients)
+        printf("stops after %u controller(s)\n", cfg.clients);
+    else
+        printf("until interrupted\n");
+    fflush(stdout);
+    int failed = 0;
+    double knock_at = 0;
+    while (!stop_serving && !failed && !(cfg.clients && sv.gone >= cfg.clients)) {
+        if ((!cfg.clients || sv.came < cfg.clients) && (sv.live == 0 || now_s() >= knock_at)) {
+            failed = serve_admit(&sv, sv.live ? 0 : DEMO_IDLE_MS);
+            knock_at = now_s() + DEMO_KNOCK_S;
+        } else if (sv.live) {
+            failed = serve_item(&sv);
+        }
+    }
+    /* The name first, so that no controller knocks at a door closing. */
+    sluice_service_close(sv.svc);
+    for (size_t m = 0; m < sv.n_client; m++)
+        if (sv.client[m].ctx)
+            serve_leave(&sv, m, NULL, stop_serving ? "the service was interrupted"
+                                                    : "the service failed");
+    sluice_group_destroy(sv.group);
+    free(sv.client);
+    failed |= sv.ok != sv.gone;
+    if (sv.gone)
+        printf("%s: every result checked against the controller's own reconstruction "
+               "(%u of %u controller(s) OK, %llu events served)\n",
+               failed ? "FAILED" : "OK", sv.ok, sv.gone, (unsigned long long)sv.events);
+    else
+        printf("%s: no controller came\n", failed ? "FAILED" : "done");
+    return failed;
+}
+
 /* ------------------------------------------------------------ main */
 
 static int parse(int argc, char **argv)
 {
-    if (argc < 2 || (strcmp(argv[1], "controller") && strcmp(argv[1], "source")))
-        return -1;
-    cfg.is_ctrl = strcmp(argv[1], "controller") == 0;
-    for (int i = 2; i + 1 < argc; i += 2) {
+    /* A job's process starts with its role; --serve and --connect are options. */
+    int role = argc >= 2 && (!strcmp(argv[1], "controller") || !strcmp(argv[1], "source"));
+    int i = role ? 2 : 1;
+    cfg.is_ctrl = role && strcmp(argv[1], "controller") == 0;
+    for (; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--serve") || !strcmp(argv[i], "--connect")) {
+            if (role || cfg.mode != DEMO_JOB)
+                return -1; /* a role and a service, or two services */
+            cfg.mode = !strcmp(argv[i], "--serve") ? DEMO_SERVE : DEMO_CONNECT;
+            cfg.is_ctrl = cfg.mode == DEMO_CONNECT;
+            cfg.service = argv[i + 1];
+            continue;
+        }
         if (!strcmp(argv[i], "--mpi-threads")) {
             /* serialized: for osc/pt2pt (TCP clusters), which refuses multiple */
             if (!strcmp(argv[i + 1], "serialized"))
@@ -555,10 +812,19 @@ static int parse(int argc, char **argv)
             cfg.sources = (uint32_t)v;
         else if (!strcmp(argv[i], "--controllers") && v <= 64)
             cfg.controllers = (uint32_t)v;
+        else if (!strcmp(argv[i], "--clients"))
+            cfg.clients = (uint32_t)v;
         else
             return -1;
     }
-    return 0;
+    if (i < argc)
+        return -1; /* an option without its value */
+    if (cfg.mode == DEMO_JOB)
+        return role && !cfg.clients ? 0 : -1;
+    /* One controller and one source per connection; --clients is the service's. */
+    return cfg.sources == 1 && cfg.controllers == 1 && (cfg.mode == DEMO_SERVE || !cfg.clients)
+               ? 0
+               : -1;
 }
 
 static void print_row(const char *name, const demo_result_t *r)
@@ -568,52 +834,50 @@ static void print_row(const char *name, const demo_result_t *r)
            r->p90, r->p99, (double)r->bytes / (1 << 20));
 }
 
-int main(int argc, char **argv)
+/* The demo's product types: RAW words one way, cluster SoA the other. */
+static int make_types(sluice_registry_t **reg_p)
 {
-    int bad_args = parse(argc, argv);
-    int provided;
-    MPI_Init_thread(&argc, &argv, cfg.mpi_threads, &provided);
-    if (bad_args) {
-        fprintf(stderr, "usage: sluice-demo controller|source [--events N] [--streams S] "
-                        "[--raw-kib K] [--lumi-events L] [--sources N] [--controllers M] "
-                        "[--dispatch rr|affine|least] [--mpi-threads multiple|serialized]\n");
-        MPI_Finalize();
-        return 2;
-    }
-    int rank, size;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    cfg.me = cfg.is_ctrl ? rank : rank - (int)cfg.controllers;
-    if ((uint32_t)size != cfg.controllers + cfg.sources || cfg.me < 0 ||
-        (cfg.is_ctrl && cfg.me >= (int)cfg.controllers)) {
-        fprintf(stderr, "sluice-demo: the job needs --controllers (%u) controllers first, then "
-                        "--sources (%u) sources; it has %d ranks\n",
-                cfg.controllers, cfg.sources, size);
-        MPI_Finalize();
-        return 2;
-    }
-    char name[32];
-    snprintf(name, sizeof name, "%s-%d", argv[1], cfg.me);
-    /* The two-sided comparison runs one MPI-calling thread per stream, one pair. */
-    int compare = provided >= MPI_THREAD_MULTIPLE && size == 2;
-    sluice_context_t *ctx;
-    sluice_registry_t *reg;
     static const sluice_column_t clusters[] = { { "energy", 4, 64 }, { "position", 4, 64 },
                                                 { "id", 4, 64 } };
-    sluice_type_desc_t raw = { .size = sizeof raw, .name = "demo::RawWords",
-                               .layout = SLUICE_LAYOUT_BLOCK, .elem_size = 4, .align = 4 };
-    sluice_type_desc_t soa = { .size = sizeof soa, .name = "demo::ClusterSoA",
-                               .layout = SLUICE_LAYOUT_SOA, .columns = clusters, .n_columns = 3 };
-    if (sluice_context_create(MPI_COMM_WORLD, name, &ctx) || sluice_registry_create(&reg) ||
-        sluice_registry_add(reg, &raw, &T_RAW) || sluice_registry_add(reg, &soa, &T_CLUSTERS)) {
-        fprintf(stderr, "%s: set-up failed: %s\n", argv[1], sluice_last_error());
-        MPI_Finalize();
+    static const sluice_type_desc_t raw = { .size = sizeof raw, .name = "demo::RawWords",
+                                            .layout = SLUICE_LAYOUT_BLOCK, .elem_size = 4,
+                                            .align = 4 };
+    static const sluice_type_desc_t soa = { .size = sizeof soa, .name = "demo::ClusterSoA",
+                                            .layout = SLUICE_LAYOUT_SOA, .columns = clusters,
+                                            .n_columns = 3 };
+    sluice_registry_t *reg;
+    if (sluice_registry_create(&reg))
+        return 1;
+    if (sluice_registry_add(reg, &raw, &T_RAW) || sluice_registry_add(reg, &soa, &T_CLUSTERS)) {
+        sluice_registry_destroy(reg);
         return 1;
     }
-    if (cfg.is_ctrl && cfg.me == 0)
-        printf("sluice demo: %u controller(s) and %u source(s), %u events per controller of "
-               "%u KiB RAW on %u streams\n",
-               cfg.controllers, cfg.sources, cfg.events, cfg.raw_words / 256u, cfg.streams);
+    *reg_p = reg;
+    return 0;
+}
+
+/*
+ * Controllers and sources of one context run the demo, then the two-sided
+ * comparison (one pair in one job), and controller 0 prints the table and
+ * the verdict. Collective over MPI_COMM_WORLD: in one job every process
+ * calls it; a --connect controller is alone in its job.
+ */
+static int run_demo(sluice_context_t *ctx, int provided)
+{
+    int size;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    /* The two-sided comparison runs one MPI-calling thread per stream, one pair. */
+    int compare = cfg.mode == DEMO_JOB && provided >= MPI_THREAD_MULTIPLE && size == 2;
+    if (cfg.is_ctrl && cfg.me == 0) {
+        if (cfg.mode == DEMO_CONNECT)
+            printf("sluice demo: a controller of service \"%s\", %u events of %u KiB RAW on "
+                   "%u streams\n",
+                   cfg.service, cfg.events, cfg.raw_words / 256u, cfg.streams);
+        else
+            printf("sluice demo: %u controller(s) and %u source(s), %u events per controller "
+                   "of %u KiB RAW on %u streams\n",
+                   cfg.controllers, cfg.sources, cfg.events, cfg.raw_words / 256u, cfg.streams);
+    }
     demo_result_t rs = { 0 }, rm = { 0 };
     int failed = run_sluice(ctx, &rs);
     MPI_Barrier(MPI_COMM_WORLD);
@@ -622,7 +886,9 @@ int main(int argc, char **argv)
             printf("  two-sided MPI, the same work ...\n");
         failed |= run_two_sided(ctx, &rm);
     } else if (!failed && cfg.is_ctrl && cfg.me == 0) {
-        if (size == 2)
+        if (cfg.mode == DEMO_CONNECT)
+            printf("  two-sided comparison skipped: it runs with the source in the same job\n");
+        else if (size == 2)
             printf("  two-sided comparison skipped: it needs MPI_THREAD_MULTIPLE, MPI gave "
                    "level %d\n", provided);
         else
@@ -653,8 +919,73 @@ int main(int argc, char **argv)
         printf("%s: every result checked against the controller's own reconstruction\n",
                any ? "FAILED" : "OK");
     }
-    sluice_registry_destroy(reg);
-    sluice_context_destroy(ctx);
-    MPI_Finalize();
     return any;
+}
+
+int main(int argc, char **argv)
+{
+    int bad_args = parse(argc, argv);
+    int provided;
+    MPI_Init_thread(&argc, &argv, cfg.mpi_threads, &provided);
+    if (bad_args) {
+        fprintf(stderr, "usage: sluice-demo controller|source [--events N] [--streams S] "
+                        "[--raw-kib K] [--lumi-events L] [--sources N] [--controllers M] "
+                        "[--dispatch rr|affine|least] [--mpi-threads multiple|serialized]\n"
+                        "       sluice-demo --serve NAME [--clients N] [--streams S] "
+                        "[--raw-kib K] [--mpi-threads ...]\n"
+                        "       sluice-demo --connect NAME [--events N] [--streams S] "
+                        "[--raw-kib K] [--lumi-events L] [--mpi-threads ...]\n");
+        MPI_Finalize();
+        return 2;
+    }
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    cfg.me = cfg.mode != DEMO_JOB ? 0 : cfg.is_ctrl ? rank : rank - (int)cfg.controllers;
+    if (cfg.mode != DEMO_JOB && size != 1) {
+        fprintf(stderr, "sluice-demo: --serve and --connect run one process per job "
+                        "(mpiexec -n 1); this job has %d\n", size);
+        MPI_Finalize();
+        return 2;
+    }
+    if (cfg.mode == DEMO_JOB && ((uint32_t)size != cfg.controllers + cfg.sources || cfg.me < 0 ||
+                                 (cfg.is_ctrl && cfg.me >= (int)cfg.controllers))) {
+        fprintf(stderr, "sluice-demo: the job needs --controllers (%u) controllers first, then "
+                        "--sources (%u) sources; it has %d ranks\n",
+                cfg.controllers, cfg.sources, size);
+        MPI_Finalize();
+        return 2;
+    }
+    const char *role = cfg.is_ctrl ? "controller" : "source";
+    sluice_registry_t *reg;
+    if (make_types(&reg)) {
+        fprintf(stderr, "%s: set-up failed: %s\n", role, sluice_last_error());
+        MPI_Finalize();
+        return 1;
+    }
+    int failed;
+    if (cfg.mode == DEMO_SERVE) {
+        failed = serve();
+    } else {
+        /* A job's processes share one context; a --connect controller gets
+         * its context from the service, with the source rank 1. */
+        char name[32];
+        snprintf(name, sizeof name, "%s-%d", role, cfg.me);
+        sluice_context_t *ctx;
+        int rc = cfg.mode == DEMO_CONNECT
+                     ? sluice_service_connect(cfg.service, name, NULL, &ctx)
+                     : sluice_context_create(MPI_COMM_WORLD, name, &ctx);
+        if (rc != SLUICE_OK) {
+            fprintf(stderr, "%s: %s failed: %s (%s)\n", role,
+                    cfg.mode == DEMO_CONNECT ? "sluice_service_connect" : "sluice_context_create",
+                    sluice_strerror(rc), sluice_last_error());
+            failed = 1;
+        } else {
+            failed = run_demo(ctx, provided);
+            sluice_context_destroy(ctx);
+        }
+    }
+    sluice_registry_destroy(reg);
+    MPI_Finalize();
+    return failed;
 }
