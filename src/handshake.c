@@ -64,6 +64,8 @@ static void sl_outgoing_reap(struct sl_hello_box *b)
     }
 }
 
+static int sl_hello_collect(sluice_context_t *ctx, const sl_deadline_t *deadline);
+
 void sl_hello_fini(sluice_context_t *ctx)
 {
     struct sl_hello_box *b = ctx->hello;
@@ -79,6 +81,12 @@ void sl_hello_fini(sluice_context_t *ctx)
     sl_outgoing_reap(b);
     while (b->out && sl_backoff_pause(&bo, &grace) == SLUICE_OK)
         sl_outgoing_reap(b);
+    pthread_mutex_unlock(&b->lock);
+    /* Receive what has arrived (an ABORT of a failed open, say): a message
+     * left unreceived on a freed communicator goes to the next one that
+     * gets its id (see sl_handshake). */
+    sl_hello_collect(ctx, &grace);
+    pthread_mutex_lock(&b->lock);
     for (sl_outgoing_t *o = b->out, *n; o; o = n) {
         n = o->next;
         /* Context teardown: no deadline, and no sluice thread is in MPI any
@@ -232,7 +240,7 @@ int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
     /* The peer's current attempt: its nonce once its DECL was accepted and
      * acknowledged by us; whether it acknowledged ours. */
     uint64_t peer = 0;
-    bool acked_by_peer = false;
+    bool acked_by_peer = false, verdict_shared = false;
     sl_agreement_t agreed = { .my_nonce = me };
     /* Having acknowledged the peer, we may give up only when it aborts, or
      * one timeout after our own deadline (it is then taken to be gone). */
@@ -251,6 +259,9 @@ int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
                 peer = 0;
                 acked_by_peer = false;
                 rc = sl_decl_check(ch->name, ch->peer_rank, mine, theirs, m->bytes);
+                /* Declarations that disagree: the peer compares the same two
+                 * and fails too, so it needs no ABORT. */
+                verdict_shared = rc == SLUICE_ETYPE || rc == SLUICE_ENOTSUP;
                 if (rc == SLUICE_OK) {
                     peer = h->nonce;
                     agreed.peer_nonce = peer;
@@ -282,9 +293,18 @@ int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
             break;
         }
     }
-    /* Tell the peer this attempt is over, so it never acts on it; with a
-     * bound of its own, the handshake's being spent. */
-    sl_deadline_t last = sl_deadline_in(ch->opt.timeout_ms);
-    sl_hello_reply(ch, SL_HELLO_ABORT, me, 0, &last);
+    /*
+     * Tell the peer this attempt is over, so it never acts on it; with a
+     * bound of its own, the handshake's being spent. Not when it reached the
+     * same verdict: a message nobody will receive must not be left in
+     * flight, since Open MPI hands a message for a communicator that no
+     * longer exists to the next one that gets its id, and a stray one there
+     * breaks that communicator's message order (seen: a service's next
+     * connection hung in MPI_Intercomm_merge after a refused open).
+     */
+    if (!verdict_shared) {
+        sl_deadline_t last = sl_deadline_in(ch->opt.timeout_ms);
+        sl_hello_reply(ch, SL_HELLO_ABORT, me, 0, &last);
+    }
     return rc;
 }
