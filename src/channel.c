@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../gpu/gpu.h"
 #include "channel.h"
 #include "handshake.h"
 #include "liveness.h"
@@ -42,6 +43,10 @@ static int sl_check_desc(const sluice_channel_desc_t *d)
         if (!e->type || (e->direction != SLUICE_SEND && e->direction != SLUICE_RECEIVE))
             return sl_fail(SLUICE_EINVAL, "channel \"%s\": endpoint %zu has no type or direction",
                            d->name, i);
+        if (e->memory != SLUICE_MEMORY_HOST && e->memory != SLUICE_MEMORY_DEVICE)
+            return sl_fail(SLUICE_EINVAL, "channel \"%s\": endpoint %zu (instance %u) has memory "
+                                          "%d, neither host nor device",
+                           d->name, i, e->instance, (int)e->memory);
         for (size_t j = 0; j < i; j++)
             if (d->endpoints[j].instance == e->instance &&
                 d->endpoints[j].direction == e->direction)
@@ -205,6 +210,27 @@ static int sl_choose_transport(const sluice_context_t *ctx, int peer,
     return SLUICE_OK;
 }
 
+/*
+ * A declaration with device endpoints says what this side can do with
+ * device memory, so that the agreement fails both sides with both reasons
+ * (decl.c) rather than this side alone, which would leave the peer waiting
+ * for its timeout. Host-only channels never get here: they do not
+ * initialise CUDA.
+ */
+static void sl_declare_device(sl_decl_t *decl)
+{
+    char why[sizeof decl->device_why];
+    uint32_t device = sl_gpu_built() ? SL_DEVICE_CUDA : 0;
+    int n = sl_gpu_available(why, sizeof why);
+    if (n > 0) {
+        device |= SL_DEVICE_GPU;
+        snprintf(why, sizeof why, "%d CUDA device%s, but this version has no device data path "
+                                  "yet",
+                 n, n == 1 ? "" : "s");
+    }
+    sl_decl_set_device(decl, device, why);
+}
+
 /* Segment names: the owner's pid and its attempt number, unique on the node. */
 static void sl_segment_name(char *out, int64_t pid, uint64_t nonce)
 {
@@ -256,6 +282,8 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
         goto free_channel;
     if ((rc = sl_decl_build(desc, &opt, ch->tp == &sl_shm_transport, &decl, &decl_bytes)))
         goto free_channel;
+    if (sl_decl_has_device(decl))
+        sl_declare_device(decl);
     if ((rc = sl_handshake(ch, decl, decl_bytes, &deadline, &agreed)))
         goto free_decl;
     /* Agreed: the peer is on its way here too. What follows gets its own

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The declarations of the open handshake: building this side's, checking the peer's. */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -60,12 +61,27 @@ int sl_decl_build(const sluice_channel_desc_t *d, const sluice_options_t *o, boo
         sl_decl_endpoint_t *de = &decl->endpoints[i];
         de->instance = e->instance;
         de->direction = e->direction;
+        de->memory = e->memory;
         de->fingerprint = sluice_type_fingerprint(e->type);
         strncpy(de->type_name, sluice_type_name(e->type), sizeof de->type_name - 1);
     }
     *decl_p = decl;
     *bytes_p = bytes;
     return SLUICE_OK;
+}
+
+bool sl_decl_has_device(const sl_decl_t *decl)
+{
+    for (uint64_t i = 0; i < decl->n_endpoints; i++)
+        if (decl->endpoints[i].memory == SLUICE_MEMORY_DEVICE)
+            return true;
+    return false;
+}
+
+void sl_decl_set_device(sl_decl_t *decl, uint32_t device, const char *why)
+{
+    decl->device = device | SL_DEVICE_PROBED;
+    snprintf(decl->device_why, sizeof decl->device_why, "%s", why);
 }
 
 static const sl_decl_endpoint_t *sl_decl_find(const sl_decl_t *d, uint32_t instance, uint32_t dir)
@@ -108,8 +124,38 @@ static int sl_decl_match(const char *channel, const sl_decl_t *a, const sl_decl_
                            (unsigned long long)s->fingerprint, r->type_name,
                            (unsigned long long)r->fingerprint);
         }
+        if (o->memory != e->memory) {
+            const sl_decl_t *dev = e->memory == SLUICE_MEMORY_DEVICE ? a : b;
+            return sl_fail(SLUICE_ETYPE, "channel \"%s\": memory mismatch on instance %u (%s): the "
+                                         "%s declares it in device memory, the %s in host memory",
+                           channel, e->instance, flow, sl_role_name(dev->role),
+                           sl_role_name(dev == a ? b->role : a->role));
+        }
     }
     return SLUICE_OK;
+}
+
+/*
+ * Device-memory endpoints, once both sides declared the same ones: they
+ * need a data path both sides have (docs/design.md, "Device memory"). None
+ * is built yet, so the verdict is SLUICE_ENOTSUP, with each side's own
+ * reason (what it found when it looked, carried in its declaration), so
+ * that a side without a GPU is named even when this side has one.
+ */
+static int sl_decl_device(const char *channel, const sl_decl_t *ctrl, const sl_decl_t *src)
+{
+    const sl_decl_endpoint_t *dev = NULL;
+    for (uint64_t i = 0; i < ctrl->n_endpoints && !dev; i++)
+        if (ctrl->endpoints[i].memory == SLUICE_MEMORY_DEVICE)
+            dev = &ctrl->endpoints[i];
+    if (!dev)
+        return SLUICE_OK;
+    return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": instance %u is declared in device memory, "
+                                   "which this version of sluice cannot carry: controller: %s; "
+                                   "source: %s",
+                   channel, dev->instance,
+                   ctrl->device_why[0] ? ctrl->device_why : "(no reason given)",
+                   src->device_why[0] ? src->device_why : "(no reason given)");
 }
 
 static int sl_decl_agree(const char *channel, const sl_decl_t *ctrl, const sl_decl_t *src)
@@ -132,7 +178,9 @@ static int sl_decl_agree(const char *channel, const sl_decl_t *ctrl, const sl_de
                                        "(controller on %s, source on %s)",
                        channel, ctrl->node, src->node);
     int rc = sl_decl_match(channel, ctrl, src);
-    return rc ? rc : sl_decl_match(channel, src, ctrl);
+    if (rc == SLUICE_OK)
+        rc = sl_decl_match(channel, src, ctrl);
+    return rc ? rc : sl_decl_device(channel, ctrl, src);
 }
 
 int sl_decl_check(const char *channel, int from_rank, const sl_decl_t *mine, sl_decl_t *theirs,
@@ -153,6 +201,7 @@ int sl_decl_check(const char *channel, int from_rank, const sl_decl_t *mine, sl_
     /* Terminated here, before anything prints or compares them. */
     theirs->hello.channel[sizeof theirs->hello.channel - 1] = '\0';
     theirs->node[sizeof theirs->node - 1] = '\0';
+    theirs->device_why[sizeof theirs->device_why - 1] = '\0';
     for (uint64_t i = 0; i < theirs->n_endpoints; i++)
         theirs->endpoints[i].type_name[SLUICE_NAME_MAX - 1] = '\0';
     if (strcmp(theirs->hello.channel, channel) != 0)
@@ -171,6 +220,10 @@ int sl_decl_check(const char *channel, int from_rank, const sl_decl_t *mine, sl_
             return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": rank %d declares instance %u with "
                                             "direction %u (neither send nor receive)",
                            channel, from_rank, e->instance, e->direction);
+        if (e->memory != SLUICE_MEMORY_HOST && e->memory != SLUICE_MEMORY_DEVICE)
+            return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": rank %d declares instance %u in "
+                                            "memory %u (neither host nor device)",
+                           channel, from_rank, e->instance, e->memory);
     }
     if (theirs->role == mine->role)
         return sl_fail(SLUICE_EINVAL, "channel \"%s\": both sides opened it as %s", channel,

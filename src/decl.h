@@ -14,6 +14,8 @@ enum { SL_HELLO_DECL = 1, SL_HELLO_ACK = 2, SL_HELLO_ABORT = 3 };
 typedef struct sl_decl_endpoint {
     uint32_t instance;
     uint32_t direction;       /* sluice_direction_t */
+    uint32_t memory;          /* sluice_memory_t: where its products live */
+    uint32_t reserved;
     uint64_t fingerprint;
     char type_name[SLUICE_NAME_MAX];
 } sl_decl_endpoint_t;
@@ -42,14 +44,28 @@ typedef struct sl_decl {
     uint32_t global_depth;
     uint32_t max_open_lumis;
     uint32_t transport_shm;   /* 1: shared memory, 0: RMA */
-    uint32_t reserved0;
+    uint32_t device;          /* SL_DEVICE_* bits; 0 unless it declares a device endpoint */
     uint64_t arena_bytes;
     int64_t pid;              /* the declaring process, for liveness and segment names */
     uint64_t start;           /* its start time (liveness.h) */
     char node[160];           /* host name and boot id (sl_node_identity) */
+    char device_why[128];     /* with SL_DEVICE_PROBED: what it can do with device memory, in words */
     uint64_t n_endpoints;
     sl_decl_endpoint_t endpoints[];
 } sl_decl_t;
+
+/*
+ * What a side that declares a device-memory endpoint found it can do
+ * (sl_decl_t.device; docs/design.md, "Device memory"). The agreement needs
+ * a data path both sides have; none is built yet, so a device endpoint
+ * fails the open on both sides with SLUICE_ENOTSUP and both reasons.
+ */
+enum {
+    SL_DEVICE_PROBED = 1u << 0, /* it declares a device endpoint and looked (device_why is set) */
+    SL_DEVICE_CUDA = 1u << 1,   /* built with CUDA */
+    SL_DEVICE_GPU = 1u << 2,    /* sees at least one CUDA device */
+    /* Data paths come here (design only): same-node CUDA IPC, staged through pinned windows. */
+};
 
 /*
  * What this side declares for channel `d` (already validated), with a fresh
@@ -59,18 +75,26 @@ typedef struct sl_decl {
 int sl_decl_build(const sluice_channel_desc_t *d, const sluice_options_t *o, bool shm,
                   sl_decl_t **decl_p, size_t *bytes_p);
 
+/* Whether `decl` declares an endpoint in device memory. */
+bool sl_decl_has_device(const sl_decl_t *decl);
+
+/* Record what this side can do with device memory: SL_DEVICE_* bits (PROBED is added) and why. */
+void sl_decl_set_device(sl_decl_t *decl, uint32_t device, const char *why);
+
 /*
  * Check the declaration `theirs` of `bytes` bytes that rank `from_rank`
  * sent for `channel` against this side's own `mine`. Every field of
  * `theirs` may be hostile: nothing is read outside its `bytes`, and its
- * strings (channel, node, type names) are NUL-terminated in place, so that
+ * strings (channel, node, device reason, type names) are NUL-terminated in place, so that
  * after SLUICE_OK the caller may use them as C strings. SLUICE_ECORRUPT for
  * a message no sluice peer sends (too short, endpoints past its end, wrong
- * magic or kind, an unknown role or direction); SLUICE_EINVAL when both
- * sides opened the channel in the same role; SLUICE_ETYPE when the
- * declarations disagree (a field, or an instance's type), SLUICE_ENOTSUP for
- * shared memory across nodes; the message names the channel and what
- * differs. Calls no MPI; never blocks; any thread.
+ * magic or kind, an unknown role, direction or memory); SLUICE_EINVAL when
+ * both sides opened the channel in the same role; SLUICE_ETYPE when the
+ * declarations disagree (a field, or an instance's type or memory),
+ * SLUICE_ENOTSUP for shared memory across nodes and for device-memory
+ * endpoints without a data path both sides have (today: always); the
+ * message names the channel and what differs. Calls no MPI; never blocks;
+ * any thread.
  */
 int sl_decl_check(const char *channel, int from_rank, const sl_decl_t *mine, sl_decl_t *theirs,
                   size_t bytes);

@@ -97,11 +97,30 @@ typedef enum sluice_direction {
     SLUICE_RECEIVE = 2,       /* this side receives products of this instance */
 } sluice_direction_t;
 
-/* One sender or receiver of this side, matched to the peer's by instance. */
+/*
+ * Where the products of an endpoint live (docs/design.md, "Device memory").
+ * Host memory is the default (0). Device memory means CUDA device memory:
+ * sender and receiver must both declare it (the open fails on both sides
+ * with SLUICE_ETYPE otherwise), and this version has no device data path
+ * yet: a channel with a device endpoint fails to open on both sides with
+ * SLUICE_ENOTSUP, and sluice_last_error() says why ("built without CUDA",
+ * "no CUDA device: ...", or that the data path is not built yet).
+ */
+typedef enum sluice_memory {
+    SLUICE_MEMORY_HOST = 0,   /* host memory: the arena in the receiver's inbox */
+    SLUICE_MEMORY_DEVICE = 1, /* CUDA device memory of the receiver's GPU (not carried yet) */
+} sluice_memory_t;
+
+/*
+ * One sender or receiver of this side, matched to the peer's by instance.
+ * Initialise it with designated initialisers: fields added later (like
+ * `memory`) then take their default, 0, without a -Wextra warning.
+ */
 typedef struct sluice_endpoint {
     uint32_t instance;
     sluice_direction_t direction;
     const sluice_type_t *type;
+    sluice_memory_t memory;   /* SLUICE_MEMORY_HOST (0) or SLUICE_MEMORY_DEVICE */
 } sluice_endpoint_t;
 
 typedef struct sluice_channel_desc {
@@ -122,9 +141,11 @@ typedef struct sluice_channel_desc {
  * and closing"), or the deadline (timeout_ms) passes (SLUICE_ETIMEDOUT; a
  * side that already acknowledged the peer waits at most one more timeout).
  * A failed open leaves nothing behind and may simply be retried, by either
- * side, later. Declarations that disagree (types, streams, sizes, transport)
- * fail both sides with SLUICE_ETYPE and a message (sluice_last_error) naming
- * the field or the instance and both types. Several threads may open
+ * side, later. Declarations that disagree (types, streams, sizes, transport,
+ * an endpoint's memory) fail both sides with SLUICE_ETYPE and a message
+ * (sluice_last_error) naming the field or the instance and both types (or
+ * which side declared device memory). A device-memory endpoint fails both
+ * sides with SLUICE_ENOTSUP and the reason (sluice_memory_t). Several threads may open
  * different channels at once. `desc` and the types must outlive the call;
  * the types must outlive the channel.
  */

@@ -169,14 +169,15 @@ static void fz_write_seeds(const char *dir)
             (void)0);
     FZ_SEED("endpoints-past-end", S, false, 0, p->n_endpoints++);
     FZ_SEED("endpoints-huge", C, false, 0, p->n_endpoints = UINT64_MAX);
-    /* 2^60 endpoints of 112 bytes: 7 * 2^64, a multiplication that wraps to 0. */
-    FZ_SEED("endpoints-wrap", S, false, 0, p->n_endpoints = 1ull << 60);
+    /* 2^61 endpoints of 120 bytes: 15 * 2^64, a multiplication that wraps to 0. */
+    FZ_SEED("endpoints-wrap", S, false, 0, p->n_endpoints = 1ull << 61);
     FZ_SEED("bad-magic", S, false, 0, p->hello.magic ^= 1);
     FZ_SEED("kind-ack", C, false, 0, p->hello.kind = SL_HELLO_ACK);
     FZ_SEED("other-channel", S, false, 0, strcpy(p->hello.channel, "fuzz-decm"));
     FZ_SEED("role-zero", S, false, 0, p->role = 0);
     FZ_SEED("role-three", C, true, 0, p->role = 3);
     FZ_SEED("direction-zero", S, false, 0, p->endpoints[2].direction = 0);
+    FZ_SEED("memory-two", C, false, 0, p->endpoints[1].memory = 2);
     /* Well formed, but not in agreement. */
     FZ_SEED("version", S, false, 0, p->version++);
     FZ_SEED("streams", C, false, 0, p->streams = FZ_STREAMS + 1);
@@ -187,6 +188,12 @@ static void fz_write_seeds(const char *dir)
     FZ_SEED("missing-endpoint", C, false, 0, p->n_endpoints--);
     FZ_SEED("instance-moved", S, true, 0, p->endpoints[2].instance = 8);
     FZ_SEED("direction-swapped", C, false, 0, p->endpoints[0].direction = SLUICE_RECEIVE);
+    /* A device endpoint against this side's host one, with the reason it gives unterminated. */
+    FZ_SEED("memory-device", S, true, 0, {
+        p->endpoints[1].memory = SLUICE_MEMORY_DEVICE;
+        p->device = SL_DEVICE_PROBED;
+        memset(p->device_why, 'w', sizeof p->device_why);
+    });
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -247,6 +254,11 @@ static int fz_expected(const sl_decl_t *mine, const sl_decl_t *p, size_t size, c
         if (p->endpoints[i].direction != SLUICE_SEND &&
             p->endpoints[i].direction != SLUICE_RECEIVE)
             return SLUICE_ECORRUPT;
+        snprintf(what, what_len, "instance %u in memory %u", p->endpoints[i].instance,
+                 p->endpoints[i].memory);
+        if (p->endpoints[i].memory != SLUICE_MEMORY_HOST &&
+            p->endpoints[i].memory != SLUICE_MEMORY_DEVICE)
+            return SLUICE_ECORRUPT;
     }
     snprintf(what, what_len, "both sides");
     if (p->role == mine->role)
@@ -273,7 +285,8 @@ static int fz_expected(const sl_decl_t *mine, const sl_decl_t *p, size_t size, c
     if (ctrl->transport_shm && strcmp(ctrl->node, src->node) != 0)
         return SLUICE_ENOTSUP;
     /* Every endpoint of either side has a partner: same instance, the
-     * other direction, the same fingerprint (the first such, if several). */
+     * other direction, the same fingerprint and memory (the first such, if
+     * several). */
     const sl_decl_t *sides[2][2] = { { ctrl, src }, { src, ctrl } };
     for (int k = 0; k < 2; k++) {
         const sl_decl_t *a = sides[k][0], *b = sides[k][1];
@@ -285,9 +298,18 @@ static int fz_expected(const sl_decl_t *mine, const sl_decl_t *p, size_t size, c
                 if (b->endpoints[j].instance == e->instance && b->endpoints[j].direction == other)
                     partner = &b->endpoints[j];
             snprintf(what, what_len, "instance %u (", e->instance);
-            if (!partner || partner->fingerprint != e->fingerprint)
+            if (!partner || partner->fingerprint != e->fingerprint ||
+                partner->memory != e->memory)
                 return SLUICE_ETYPE;
         }
+    }
+    /* Then device memory, which no side can carry yet: refused, naming the
+     * controller's first device endpoint. */
+    for (uint64_t i = 0; i < ctrl->n_endpoints; i++) {
+        snprintf(what, what_len, "instance %u is declared in device memory",
+                 ctrl->endpoints[i].instance);
+        if (ctrl->endpoints[i].memory == SLUICE_MEMORY_DEVICE)
+            return SLUICE_ENOTSUP;
     }
     what[0] = '\0';
     return SLUICE_OK;
@@ -302,6 +324,7 @@ static bool fz_terminate(sl_decl_t *p, size_t size)
         return false;
     p->hello.channel[sizeof p->hello.channel - 1] = '\0';
     p->node[sizeof p->node - 1] = '\0';
+    p->device_why[sizeof p->device_why - 1] = '\0';
     for (uint64_t i = 0; i < p->n_endpoints; i++)
         p->endpoints[i].type_name[SLUICE_NAME_MAX - 1] = '\0';
     return true;

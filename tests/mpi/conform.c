@@ -970,6 +970,12 @@ int main(int argc, char **argv)
             rc = case_event_fail();
         else if (!strcmp(name, "event_fail_next_call"))
             rc = case_event_fail_next_call();
+        else if (!strcmp(name, "device_one_side"))
+            rc = case_device_one_side(argc > 3 ? argv[3] : "controller");
+        else if (!strcmp(name, "device_both"))
+            rc = case_device_both();
+        else if (!strcmp(name, "device_then_host"))
+            rc = case_device_then_host();
         else
             fprintf(stderr, "[%s] unknown case %s\n", h_role, name);
     }

@@ -71,6 +71,10 @@ int case_send_behind_reservation(void);
 /* Failed events (fail.c). */
 int case_event_fail(void);
 int case_event_fail_next_call(void);
+/* Device-memory endpoints at open (device.c). */
+int case_device_one_side(const char *device_side);
+int case_device_both(void);
+int case_device_then_host(void);
 
 #define H_FAIL(...)                                                                                \
     do {                                                                                           \
