@@ -359,8 +359,11 @@ static int sl_context_of(MPI_Comm *inter, bool high, const char *proc_name,
     sl_mpi_leave();
     if (err != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "service: MPI_Intercomm_merge failed");
-    int rc = sluice_context_create(both, proc_name, ctx_p);
+    /* Under the guard: a source may be serving other controllers, whose
+     * channels' threads use MPI too (RMA, heartbeats). sluice_context_create
+     * takes no guard itself. */
     sl_mpi_enter();
+    int rc = sluice_context_create(both, proc_name, ctx_p);
     MPI_Comm_free(&both);
     sl_mpi_leave();
     return rc;
@@ -372,9 +375,13 @@ int sluice_service_accept(sluice_service_t *s, const char *proc_name, uint32_t t
     if (!s || !proc_name || !ctx_p)
         return sl_fail(SLUICE_EINVAL, "svc, proc_name and ctx_p must not be NULL");
     sl_deadline_t wait = sl_deadline_in(timeout_ms);
-    for (;;) {
+    for (bool dropped = false;; dropped = true) {
         int fd;
-        int rc = sl_knock_accept(&s->knock, &wait, &fd);
+        /* After a knock that came to nothing, only the caller's time is left:
+         * the next one waits for the next call. */
+        int rc = dropped && sl_deadline_passed(&wait)
+                     ? SLUICE_EAGAIN
+                     : sl_knock_accept(&s->knock, &wait, &fd);
         if (rc == SLUICE_EAGAIN)
             return timeout_ms ? sl_fail(SLUICE_ETIMEDOUT, "service \"%s\": no controller came "
                                                           "in %u ms",
@@ -384,7 +391,12 @@ int sluice_service_accept(sluice_service_t *s, const char *proc_name, uint32_t t
                                         s->name);
         if (rc)
             return rc;
-        sl_deadline_t hello_dl = sl_deadline_in(SL_HELLO_MS);
+        /* A controller says hello as soon as it is connected: give it up to
+         * SL_HELLO_MS, but no more than the caller's wait (at least a
+         * quarter second, so that accept(0) can take one that is there). */
+        sl_deadline_t hello_dl = sl_deadline_in(SL_HELLO_MS), least = sl_deadline_in(250);
+        if (hello_dl.at_ns > wait.at_ns)
+            hello_dl = wait.at_ns > least.at_ns ? wait : least;
         sl_hello_t h;
         if (sl_knock_read(fd, &h, sizeof h, &hello_dl) != SLUICE_OK ||
             memcmp(h.magic, SL_KNOCK_MAGIC, sizeof h.magic) != 0 ||

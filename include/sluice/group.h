@@ -57,7 +57,7 @@ typedef int (*sluice_dispatch_fn)(void *arg, uint32_t stream, const sluice_trans
 typedef struct sluice_group_desc {
     size_t size;              /* sizeof(sluice_group_desc_t) */
     sluice_channel_t *const *members; /* open channels of one role, none in another group */
-    size_t n_members;         /* 1 .. 1024 */
+    size_t n_members;         /* 1 .. 1024 (0 .. 1024 for a source group with role set) */
     sluice_dispatch_t dispatch; /* controller groups; ignored by source groups */
     sluice_dispatch_fn fn;    /* SLUICE_DISPATCH_CALLBACK only */
     void *arg;                /* passed to fn */
@@ -197,8 +197,10 @@ int sluice_group_cancel(sluice_group_t *group, sluice_token_t *token);
  * event through its token. A member that closed or died is reported once:
  * the call returns SLUICE_EPEERCLOSED or SLUICE_EPEERDEAD with `*member_p`
  * set, and skips it afterwards. SLUICE_EOF once every member delivered its
- * end of job or was lost. Waits (bounded) or SLUICE_EAGAIN with
- * SLUICE_NONBLOCK. One thread at a time.
+ * end of job or was lost, and at once for a group with no member (a
+ * service's group before its first controller: accept one, then ask
+ * again). Waits (bounded) or SLUICE_EAGAIN with SLUICE_NONBLOCK. One thread
+ * at a time.
  */
 int sluice_group_next(sluice_group_t *group, unsigned flags, sluice_item_t *item_p,
                       size_t *member_p);
