@@ -190,8 +190,15 @@ static inline int sl_channel_geometry(const sluice_channel_t *ch, sl_geometry_t 
     return sl_geometry_compute(ch->n_streams + 1, &ch->opt, g_p);
 }
 
-/* Bytes of arena traffic between two unprompted looks at the consumer's tail. */
-#define SL_ARENA_WARM (1u << 20)
+/*
+ * Bytes of arena traffic between two unprompted looks at the consumer's
+ * tail. On a node a look is one cache-line read and a restart at offset 0
+ * keeps copy-in writing into lines still in the writer's L1 (a 1 MiB walk
+ * made 4 KiB copy-in 5x slower than zero copy); over RMA a look is a round
+ * trip and the target's cache is not the writer's, so it stays rare.
+ */
+#define SL_ARENA_WARM_LOCAL (1u << 15)
+#define SL_ARENA_WARM_REMOTE (1u << 20)
 
 static inline void sl_stat_add(_Atomic uint64_t *c, uint64_t v)
 {

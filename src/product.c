@@ -227,16 +227,17 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, uint64_t seq, si
     uint64_t cap = ch->geo.arena_bytes;
     sl_wait_t w;
     sl_wait_init(ch, &w);
-    /* Once the head has moved SL_ARENA_WARM bytes on since the last look at
+    /* Once the head has moved `warm` bytes on since the last look at
      * the consumer's tail, look again: if the consumer has released
      * everything, sl_arena_place() restarts at offset 0, so a steady exchange
      * keeps reusing cache-warm memory instead of walking the whole arena. */
-    if (st->arena_head - st->arena_tail_cache >= SL_ARENA_WARM &&
-        st->arena_head >= st->arena_reload_at) {
+    uint64_t warm = ch->tp->caps & SL_CAP_PEER_POINTER ? SL_ARENA_WARM_LOCAL
+                                                        : SL_ARENA_WARM_REMOTE;
+    if (st->arena_head - st->arena_tail_cache >= warm && st->arena_head >= st->arena_reload_at) {
         int lrc = sl_arena_load_tail(ch, st);
         if (lrc)
             return lrc;
-        st->arena_reload_at = st->arena_head + SL_ARENA_WARM;
+        st->arena_reload_at = st->arena_head + warm;
     }
     for (;;) {
         int rc = sl_arena_place(st->arena_head, st->arena_tail_cache, cap, bytes, pos_p);
