@@ -66,6 +66,8 @@ void sl_channel_free(sluice_channel_t *ch)
             free(st->pending);
             for (uint32_t i = 0; i < SL_RESV_MAX; i++)
                 free(st->resv[i].staging);
+            for (uint32_t i = 0; i < st->n_spare; i++)
+                free(st->spare[i].buf);
             pthread_mutex_destroy(&st->lock);
         }
     }

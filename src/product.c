@@ -274,9 +274,14 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, uint64_t seq, si
     }
 }
 
-/* A 64-byte-aligned local buffer of at least `bytes`, kept with the queue slot. */
-static int sl_resv_staging(sl_resv_t *r, size_t bytes)
+/* A 64-byte-aligned local buffer of at least `bytes`: the newest spare, grown if it is short. */
+static int sl_resv_staging(sl_stream_t *st, sl_resv_t *r, size_t bytes)
 {
+    if (!r->staging && st->n_spare) {
+        st->n_spare--;
+        r->staging = st->spare[st->n_spare].buf;
+        r->staging_bytes = st->spare[st->n_spare].bytes;
+    }
     if (r->staging && bytes <= r->staging_bytes)
         return SLUICE_OK;
     size_t cap = sl_align_up(bytes ? bytes : 1, SL_ARENA_ALIGN);
@@ -287,6 +292,21 @@ static int sl_resv_staging(sl_resv_t *r, size_t bytes)
     r->staging = n;
     r->staging_bytes = cap;
     return SLUICE_OK;
+}
+
+/*
+ * A reservation leaves the queue: its staging buffer goes back on top of
+ * the spares. Only once no put from it can be in flight: it was published
+ * (the flush completed the put), cancelled or dropped before any put, or the
+ * peer is gone.
+ */
+static void sl_resv_retire(sl_stream_t *st, sl_resv_t *r)
+{
+    if (r->staging)
+        st->spare[st->n_spare++] = (struct sl_spare){ r->staging, r->staging_bytes };
+    r->staging = NULL;
+    r->staging_bytes = 0;
+    r->state = 0;
 }
 
 static sl_resv_t *sl_resv_at(sl_stream_t *st, uint32_t i)
@@ -324,7 +344,7 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
             if (st->arena_tail_cache < st->arena_tail_seen)
                 st->arena_tail_cache = st->arena_tail_seen;
         }
-        r->state = 0;
+        sl_resv_retire(st, r);
         st->resv_n--;
     }
     while (st->resv_n) {
@@ -359,7 +379,7 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
                 }
             }
         }
-        r->state = 0;
+        sl_resv_retire(st, r);
         st->resv_first = (st->resv_first + 1) % SL_RESV_MAX;
         st->resv_n--;
     }
@@ -406,14 +426,12 @@ static int sl_reserve_locked(sluice_token_t *token, sl_stream_t *st, const sluic
                       .tail_before = st->arena_tail_cache,
                       .instance = e->instance,
                       .state = SL_RESV_OPEN,
-                      .placed = !dropped,
-                      .staging = r->staging,
-                      .staging_bytes = r->staging_bytes };
+                      .placed = !dropped };
     void *data = NULL;
     if (!dropped && (ch->tp->caps & SL_CAP_PEER_POINTER)) {
         data = ch->tp->peer_ptr(ch->link, st->arena_off + sl_arena_offset(pos, ch->geo.arena_bytes));
     } else if (stage) {
-        if ((rc = sl_resv_staging(r, bytes)))
+        if ((rc = sl_resv_staging(st, r, bytes)))
             return rc;
         data = r->staging;
     }
@@ -466,7 +484,7 @@ static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reser
          * that completes this put) comes later, so the caller's buffer may
          * not be the put's origin. */
         if (src && r != sl_resv_at(st, 0)) {
-            if ((rc = sl_resv_staging(r, r->len)))
+            if ((rc = sl_resv_staging(st, r, r->len)))
                 return rc;
             memcpy(r->staging, src, r->len);
             src = NULL;
@@ -608,6 +626,8 @@ static int sl_finish_locked(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *
         rc = SLUICE_OK; /* the peer finished it too: it needs no end mark */
     if (rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCLOSED) {
         /* Nobody will read the mark: the event ends here all the same. */
+        for (uint32_t i = 0; i < st->resv_n; i++)
+            sl_resv_retire(st, sl_resv_at(st, i));
         st->resv_n = 0;
         atomic_store_explicit(&st->token_open, false, memory_order_release);
         return rc;

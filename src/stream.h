@@ -50,8 +50,8 @@ typedef struct sl_resv {
     uint32_t instance;
     uint8_t state;            /* SL_RESV_* */
     bool placed;              /* holds arena space; false when dropped (the peer finished) */
-    void *staging;            /* local buffer where the transport has no peer pointer */
-    size_t staging_bytes;     /* (kept with the queue slot and reused) */
+    void *staging;            /* local buffer where the transport has no peer pointer, */
+    size_t staging_bytes;     /* taken from the stream's spares, given back when it leaves the queue */
 } sl_resv_t;
 
 /*
@@ -73,6 +73,12 @@ typedef struct sl_stream {
     sl_resv_t resv[SL_RESV_MAX]; /* queue of reservations, oldest at resv_first */
     uint32_t resv_first, resv_n;
     uint64_t resv_handles;    /* handles handed out */
+    /* Staging buffers no reservation holds, the most recently used on top:
+     * one origin buffer stays in use in a steady exchange (a fresh one per
+     * product made every large RMA put pay the MPI library's first-use cost:
+     * 16 MiB zero copy took 50 ms instead of 6 ms over osc/pt2pt). */
+    struct sl_spare { void *buf; size_t bytes; } spare[SL_RESV_MAX];
+    uint32_t n_spare;
 
     /* From our own inbox. */
     sl_ring_rx_t rx;

@@ -276,6 +276,23 @@ static double sluice_product(size_t bytes, int zero_copy)
 /* ------------------------------------------------------------ report */
 
 static const char *transport;
+static char where[2 * MPI_MAX_PROCESSOR_NAME + 64]; /* where the two processes run */
+
+/* "on one node (HOST)" or "on two nodes (controller on A, source on B)". */
+static void find_where(void)
+{
+    char mine[MPI_MAX_PROCESSOR_NAME] = "", theirs[MPI_MAX_PROCESSOR_NAME] = "";
+    int n = 0;
+    MPI_Get_processor_name(mine, &n);
+    MPI_Sendrecv(mine, sizeof mine, MPI_CHAR, peer, 4, theirs, sizeof theirs, MPI_CHAR, peer, 4,
+                 comm, MPI_STATUS_IGNORE);
+    const char *ctrl_host = is_ctrl ? mine : theirs, *src_host = is_ctrl ? theirs : mine;
+    if (strcmp(ctrl_host, src_host) == 0)
+        snprintf(where, sizeof where, "on one node (%s)", ctrl_host);
+    else
+        snprintf(where, sizeof where, "on two nodes (controller on %s, source on %s)", ctrl_host,
+                 src_host);
+}
 
 static void row(const char *what, size_t bytes, int iters, double sluice_us, double base_us,
                 double raw_us, double put_us)
@@ -293,10 +310,11 @@ static void row(const char *what, size_t bytes, int iters, double sluice_us, dou
 static void pingpong_section(void)
 {
     if (is_ctrl)
-        printf("sluice benchmark: two processes on one node %s, transport %s; times are "
+        printf("sluice benchmark: two processes %s %s, transport %s; times are "
                "one-way (half a round trip), in microseconds\n\n%-18s %-9s %10s %7s %10s %11s "
                "%8s %9s %9s %8s\n",
-               service ? "in two separate jobs" : "in one job", transport, "case", "transport", "bytes", "iters", "sluice_us",
+               where, service ? "in two separate jobs" : "in one job", transport, "case",
+               "transport", "bytes", "iters", "sluice_us",
                "baseline_us", "speedup", "raw_us", "put_us", "vs_put");
     if (is_ctrl)
         printf("csv,case,transport,bytes,iters,sluice_us,baseline_us,speedup,raw_us,put_us,"
@@ -655,6 +673,7 @@ int main(int argc, char **argv)
     }
 
     transport = sluice_channel_transport(ch);
+    find_where();
     if (MPI_Win_allocate((64u << 20) + 4096, 1, MPI_INFO_NULL, comm, &put_base,
                          &put_win) != MPI_SUCCESS) {
         if (!service) {
