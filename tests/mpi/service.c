@@ -23,17 +23,33 @@
  *   servicetest expect-connect NAME STATUS TIMEOUT_MS
  *       The call ends with STATUS (EBUSY, ENOTFOUND, ...); a connect within
  *       its timeout.
+ *   servicetest knock NAME hello|hello-go
+ *       A stranger: looks NAME's record up on the name server and knocks
+ *       with a secret one bit off the record's (hello; or hello and go at
+ *       once). The source must hang up without a word.
+ *   servicetest fake-source NAME
+ *       A source that answers one controller's hello with a real MPI port
+ *       but never acknowledges its go (nor accepts), then waits until that
+ *       controller hangs up.
+ *
+ * knock and fake-source speak the knock's wire format themselves (src/service.c,
+ * docs/service.md "Protocol"): they are what a peer that is not sluice may do.
  *
  * Every product is checked zero copy: the channel's transport is "shm" and
  * both the reservation a side writes and the view it reads lie in a mapping
  * of a /dev/shm segment (sluice's own, unlinked once both sides mapped it).
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +65,10 @@
 #define OUT 2u                /* source -> controller: the oracle's result */
 #define PAUSE_MS 60000        /* longest wait for a --pause-at file */
 #define IDLE_MS 60000         /* longest a source waits with nobody connected */
+#define ACCEPT_SLACK_MS 1500  /* an accept that took nobody may overrun its wait by this */
+#define KNOCK_MAGIC "SLKNOCK2"
+enum { KNOCK_CONNECT = 1, KNOCK_GO = 3 };
+#define KNOCK_MSG_BYTES 28    /* magic[8], kind (u32, network order), secret[16] */
 
 /* ------------------------------------------------------------ the oracle */
 
@@ -327,7 +347,15 @@ static int run_source(const source_args_t *a)
          * and wait there a little when no member has anything. */
         bool idle = rc == SLUICE_EAGAIN || rc == SLUICE_EOF;
         sluice_context_t *ctx;
-        int arc = sluice_service_accept(s.svc, "source", idle ? (s.active ? 1 : 100) : 0, &ctx);
+        uint32_t wait_ms = idle ? (s.active ? 1 : 100) : 0;
+        uint64_t t0 = now_ms();
+        int arc = sluice_service_accept(s.svc, "source", wait_ms, &ctx);
+        /* No controller taken: back within the wait, however strangers
+         * knocked (one that says nothing gets at most a quarter second). */
+        uint64_t took = now_ms() - t0;
+        H_TRUE(arc == SLUICE_OK || took <= (wait_ms > 250 ? wait_ms : 250) + ACCEPT_SLACK_MS,
+               "accept(%u ms) took %llu ms and took no controller (%s)", wait_ms,
+               (unsigned long long)took, sluice_strerror(arc));
         if (arc == SLUICE_OK)
             H_DO(admit(&s, ctx));
         else if (arc != SLUICE_EAGAIN && arc != SLUICE_ETIMEDOUT)
@@ -640,6 +668,137 @@ static int expect_connect(const char *name, int want, uint32_t timeout_ms)
     return 0;
 }
 
+/* ------------------------------------------------------------ peers that are not sluice */
+
+/* Errors of the name service come on MPI_COMM_WORLD or MPI_COMM_SELF. */
+static void quiet_mpi(void)
+{
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+}
+
+static void knock_msg(unsigned char out[KNOCK_MSG_BYTES], uint32_t kind,
+                      const unsigned char secret[16])
+{
+    uint32_t k = htonl(kind);
+    memcpy(out, KNOCK_MAGIC, 8);
+    memcpy(out + 8, &k, 4);
+    memcpy(out + 12, secret, 16);
+}
+
+/* All of `len` bytes, waiting at most `ms` in all: 0, or -1. */
+static int read_all(int fd, void *buf, size_t len, int ms)
+{
+    uint64_t until = now_ms() + (uint64_t)ms;
+    char *p = buf;
+    while (len) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        uint64_t now = now_ms();
+        if (now >= until || poll(&pf, 1, (int)(until - now)) <= 0)
+            return -1;
+        ssize_t n = recv(fd, p, len, 0);
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* What the peer does within `ms`: >0 bytes it sent, 0 it hung up, -1 nothing. */
+static ssize_t peer_does(int fd, int ms)
+{
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+    if (poll(&pf, 1, ms) <= 0)
+        return -1;
+    char c[64];
+    ssize_t n = recv(fd, c, sizeof c, 0);
+    return n < 0 && errno == ECONNRESET ? 0 : n < 0 ? -1 : n;
+}
+
+/* A stranger that knows the name but not the secret (it is one bit off). */
+static int knock_stranger(const char *name, bool with_go)
+{
+    quiet_mpi();
+    char rec[MPI_MAX_PORT_NAME];
+    H_TRUE(MPI_Lookup_name(name, MPI_INFO_NULL, rec) == MPI_SUCCESS, "%s is not published", name);
+    unsigned version, port;
+    char addrs[256], hex[40];
+    H_TRUE(sscanf(rec, "sluice-service %u %*d %*s %*s %u %255s %39s", &version, &port, addrs,
+                  hex) == 4 && version == 2 && strlen(hex) == 32,
+           "a record of version 2: \"%s\"", rec);
+    unsigned char secret[16];
+    for (int i = 0; i < 16; i++)
+        H_TRUE(sscanf(hex + 2 * i, "%2hhx", &secret[i]) == 1, "secret \"%s\"", hex);
+    secret[15] ^= 1;
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    addrs[strcspn(addrs, ",")] = '\0';
+    H_TRUE(inet_pton(AF_INET, addrs, &sa.sin_addr) == 1, "address %s", addrs);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    H_TRUE(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect to %s:%u: %s",
+           addrs, port, strerror(errno));
+    unsigned char m[2 * KNOCK_MSG_BYTES];
+    knock_msg(m, KNOCK_CONNECT, secret);
+    knock_msg(m + KNOCK_MSG_BYTES, KNOCK_GO, secret);
+    size_t len = with_go ? 2 * KNOCK_MSG_BYTES : KNOCK_MSG_BYTES;
+    H_TRUE(send(fd, m, len, MSG_NOSIGNAL) == (ssize_t)len, "send: %s", strerror(errno));
+    uint64_t t0 = now_ms();
+    ssize_t n = peer_does(fd, 5000);
+    close(fd);
+    H_TRUE(n <= 0, "the source answered a wrong secret (%zd bytes)", n);
+    H_TRUE(n == 0, "the source neither answered nor hung up in 5 s");
+    printf("knock: %s with a wrong secret: dropped without a word after %llu ms\n",
+           with_go ? "hello and go" : "hello", (unsigned long long)(now_ms() - t0));
+    return 0;
+}
+
+/* A source that takes one controller's go and never acknowledges it. */
+static int fake_source(const char *name)
+{
+    quiet_mpi();
+    char mpi_port[MPI_MAX_PORT_NAME];
+    H_TRUE(MPI_Open_port(MPI_INFO_NULL, mpi_port) == MPI_SUCCESS, "MPI_Open_port");
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t sl = sizeof sa;
+    H_TRUE(l >= 0 && bind(l, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(l, 4) == 0 &&
+               getsockname(l, (struct sockaddr *)&sa, &sl) == 0,
+           "listen: %s", strerror(errno));
+    unsigned char secret[16] = { 0x5a, 1, 2, 3 };
+    char rec[256];
+    snprintf(rec, sizeof rec, "sluice-service 2 %d 0 fake %u 127.0.0.1 5a010203%024x",
+             (int)getpid(), (unsigned)ntohs(sa.sin_port), 0);
+    H_TRUE(MPI_Publish_name(name, MPI_INFO_NULL, rec) == MPI_SUCCESS, "MPI_Publish_name");
+    printf("fake-source: serving %s\n", name);
+    fflush(stdout);
+    struct pollfd pf = { .fd = l, .events = POLLIN };
+    H_TRUE(poll(&pf, 1, 30000) == 1, "no controller knocked in 30 s");
+    int fd = accept(l, NULL, NULL);
+    H_TRUE(fd >= 0, "accept: %s", strerror(errno));
+    unsigned char m[KNOCK_MSG_BYTES], want[KNOCK_MSG_BYTES];
+    knock_msg(want, KNOCK_CONNECT, secret);
+    H_TRUE(read_all(fd, m, sizeof m, 5000) == 0 && !memcmp(m, want, sizeof m), "a hello");
+    uint32_t len = (uint32_t)strlen(mpi_port) + 1, nlen = htonl(len);
+    unsigned char reply[12];
+    memcpy(reply, KNOCK_MAGIC, 8);
+    memcpy(reply + 8, &nlen, 4);
+    H_TRUE(send(fd, reply, sizeof reply, MSG_NOSIGNAL) == (ssize_t)sizeof reply &&
+               send(fd, mpi_port, len, MSG_NOSIGNAL) == (ssize_t)len,
+           "reply: %s", strerror(errno));
+    knock_msg(want, KNOCK_GO, secret);
+    H_TRUE(read_all(fd, m, sizeof m, 5000) == 0 && !memcmp(m, want, sizeof m), "a go");
+    uint64_t t0 = now_ms();
+    ssize_t n = peer_does(fd, 30000);
+    H_TRUE(n == 0, "the controller did not hang up in 30 s (%zd)", n);
+    printf("fake-source: go received, not acknowledged; the controller hung up after %llu ms\n",
+           (unsigned long long)(now_ms() - t0));
+    close(fd);
+    close(l);
+    MPI_Unpublish_name(name, MPI_INFO_NULL, rec);
+    MPI_Close_port(mpi_port);
+    return 0;
+}
+
 /* ------------------------------------------------------------ main */
 
 static int usage(void)
@@ -649,12 +808,19 @@ static int usage(void)
                     "       servicetest controller NAME EVENTS [--id I] [--leave-after K] "
                     "[--die-after K] [--pause-at K FILE] [--reconnect]\n"
                     "       servicetest expect-open NAME STATUS\n"
-                    "       servicetest expect-connect NAME STATUS TIMEOUT_MS\n");
+                    "       servicetest expect-connect NAME STATUS TIMEOUT_MS\n"
+                    "       servicetest knock NAME hello|hello-go\n"
+                    "       servicetest fake-source NAME\n");
     return 2;
 }
 
 static int run(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[1], "fake-source"))
+        return fake_source(argv[2]);
+    if (argc == 4 && !strcmp(argv[1], "knock") &&
+        (!strcmp(argv[3], "hello") || !strcmp(argv[3], "hello-go")))
+        return knock_stranger(argv[2], argv[3][5] == '-');
     if (argc < 4)
         return usage();
     const char *mode = argv[1], *name = argv[2];
