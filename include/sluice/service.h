@@ -21,10 +21,21 @@ extern "C" {
  * with `mpirun --ompi-server file:URI`) and, when a port directory is given,
  * through a port file `<dir>/<name>.port` on a file system both sides see.
  * With Open MPI 4.1 the MPI connection itself needs the name server too,
- * whichever way the name was found.
+ * whichever way the name was found. The published record holds a random
+ * secret that a controller must show before the source answers: anyone who
+ * can read the record (the name server's clients, the port file's owner)
+ * can connect; nobody else gets an answer from the source. A controller
+ * takes a port file only if it is a regular file of its own user that
+ * nobody else may write; otherwise it asks the name server.
  *
  * Every call here needs MPI initialised. The MPI calls are made under the
- * MPI guard (sluice_mpi_lock). Any thread, one call per service at a time.
+ * MPI guard (sluice_mpi_lock), waited for until the call's deadline
+ * (SLUICE_ETIMEDOUT); the name-server calls themselves wait as long as the
+ * name server does not answer. Around MPI_Open_port, MPI_Close_port and the
+ * name-server calls the error handlers of MPI_COMM_WORLD and MPI_COMM_SELF
+ * are MPI_ERRORS_RETURN for a moment: an application thread must not change
+ * them meanwhile (docs/service.md, "Known gaps"). Any thread, one call per
+ * service at a time.
  */
 typedef struct sluice_service sluice_service_t;
 
@@ -38,7 +49,8 @@ typedef struct sluice_service_options {
 /*
  * Source: serve `name` (1..63 characters of [A-Za-z0-9._-]). Publishes it on
  * the name server if the job has one and writes the port file if a port
- * directory is set; fails (SLUICE_ENOTFOUND) if neither could be done.
+ * directory is set (mode 0600: it holds the secret); fails
+ * (SLUICE_ENOTFOUND) if neither could be done.
  * SLUICE_EBUSY if a live process already serves the name (a record left by
  * a dead one is replaced). Controllers may knock from now on; they wait
  * until sluice_service_accept takes them.
@@ -51,8 +63,11 @@ int sluice_service_open(const char *name, const sluice_service_options_t *option
  * `timeout_ms` for one (0: do not wait), and create a context with it,
  * naming this process `proc_name`. SLUICE_ETIMEDOUT (or SLUICE_EAGAIN for
  * 0) when none came: nothing was kept. A knock that is not a sluice
- * controller of this version, or a controller that goes away before the
- * connection is made, is dropped and the wait goes on.
+ * controller of this version or does not know the record's secret, or a
+ * controller that goes away before the connection is made, is dropped
+ * without an answer and the wait goes on. The source enters the MPI accept
+ * only after acknowledging the controller's go, and only within the
+ * service timeout counted from the knock.
  */
 int sluice_service_accept(sluice_service_t *svc, const char *proc_name, uint32_t timeout_ms,
                           sluice_context_t **ctx_p);
@@ -62,8 +77,10 @@ int sluice_service_accept(sluice_service_t *svc, const char *proc_name, uint32_t
  * with it, naming this process `proc_name`. Retries until the options'
  * deadline while the name is not served yet (the source may start later),
  * or while its source is busy accepting another controller; then
- * SLUICE_ENOTFOUND (no live source serves the name) or SLUICE_ETIMEDOUT
- * (one does but did not accept in time).
+ * SLUICE_ENOTFOUND (no live source serves the name; the message says why a
+ * port file was ignored) or SLUICE_ETIMEDOUT (one does but did not accept
+ * in time). Enters the MPI connect only once the source acknowledged it is
+ * entering its accept.
  */
 int sluice_service_connect(const char *name, const char *proc_name,
                            const sluice_service_options_t *options, sluice_context_t **ctx_p);
