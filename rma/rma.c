@@ -394,13 +394,17 @@ static int sl_rma_store64(sl_link_t *l, size_t off, uint64_t value)
     if (rc != SLUICE_OK)
         return rc; /* nothing published */
     int mrc = MPI_Win_flush(l->peer_rank, l->win);
-    /* The origin buffer must live until the second flush; a put of one
-     * aligned 8-byte word lands whole on every provider we know of. */
+    /* The counter itself is only completed locally: it is on its way, and
+     * the next store64's first flush (or close's flush_all) completes it at
+     * the target, before any later counter can land. That saves a round
+     * trip per publication (docs/design.md, "RMA transport": what this
+     * rests on). A put of one aligned 8-byte word lands whole on every
+     * provider we know of. */
     uint64_t buf = value;
     if (mrc == MPI_SUCCESS)
         mrc = MPI_Put(&buf, 1, MPI_UINT64_T, l->peer_rank, (MPI_Aint)off, 1, MPI_UINT64_T, l->win);
     if (mrc == MPI_SUCCESS)
-        mrc = MPI_Win_flush(l->peer_rank, l->win);
+        mrc = MPI_Win_flush_local(l->peer_rank, l->win);
     sl_rma_leave();
     return mrc == MPI_SUCCESS ? SLUICE_OK : sl_rma_mpi_fail(mrc, "counter publication");
 }
