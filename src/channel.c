@@ -392,5 +392,6 @@ void sluice_channel_stats(const sluice_channel_t *ch, sluice_channel_stats_t *ou
     SL_LOAD(bytes_sent);
     SL_LOAD(bytes_received);
     SL_LOAD(discarded);
+    SL_LOAD(product_publications);
 #undef SL_LOAD
 }

@@ -92,6 +92,7 @@ struct sluice_channel {
         _Atomic uint64_t transitions_sent, transitions_received;
         _Atomic uint64_t products_sent, products_received;
         _Atomic uint64_t bytes_sent, bytes_received, discarded;
+        _Atomic uint64_t product_publications;
     } stats;
 
     _Atomic bool grouped;     /* a member of a group (group.c): in one at most */

@@ -327,9 +327,12 @@ static sl_resv_t *sl_resv_find(sl_stream_t *st, uint64_t handle)
 /*
  * Settle the queue after a commit or cancel. Cancelled reservations at the
  * young end give their arena space back (the head goes back to where it
- * was); then, from the old end, committed ones are published in order and
- * cancelled ones leave a gap the receiver's tail steps over with the next
- * region it releases. Stops at the first reservation still open.
+ * was); then, from the old end up to the first reservation still open, the
+ * records of the committed ones are written and published together (one
+ * counter: over RMA one flush for all of them), and only then do they leave
+ * the queue, so a failure leaves every one of them for the next settle to
+ * write again. Cancelled ones leave a gap the receiver's tail steps over
+ * with the next region it releases.
  */
 static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
 {
@@ -347,23 +350,36 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
         sl_resv_retire(st, r);
         st->resv_n--;
     }
-    while (st->resv_n) {
-        sl_resv_t *r = sl_resv_at(st, 0);
+    uint32_t settled = 0, written = 0;
+    for (; settled < st->resv_n; settled++) {
+        sl_resv_t *r = sl_resv_at(st, settled);
         if (r->state == SL_RESV_OPEN)
             break;
+        if (r->state != SL_RESV_COMMITTED || !r->placed)
+            continue;
+        const sluice_endpoint_t *e = sl_channel_endpoint(ch, r->instance, SLUICE_SEND);
+        sl_record_t rec = { .kind = SL_REC_PRODUCT,
+                            .seq = st->token_seq,
+                            .instance = r->instance,
+                            .count = r->count,
+                            .fingerprint = sluice_type_fingerprint(e->type),
+                            .pos = r->pos,
+                            .bytes = r->len };
+        /* Its slot was set aside at reserve (sl_stream_owed). */
+        int rc = sl_ring_tx_write(&st->tx, ch->tp, ch->link, written, &rec);
+        if (rc)
+            return rc;
+        written++;
+    }
+    if (written) {
+        int rc = sl_ring_tx_publish(&st->tx, ch->tp, ch->link, written);
+        if (rc)
+            return rc;
+        sl_stat_add(&ch->stats.product_publications, 1);
+    }
+    for (; settled; settled--) {
+        sl_resv_t *r = sl_resv_at(st, 0);
         if (r->state == SL_RESV_COMMITTED && r->placed) {
-            const sluice_endpoint_t *e = sl_channel_endpoint(ch, r->instance, SLUICE_SEND);
-            sl_record_t rec = { .kind = SL_REC_PRODUCT,
-                                .seq = st->token_seq,
-                                .instance = r->instance,
-                                .count = r->count,
-                                .fingerprint = sluice_type_fingerprint(e->type),
-                                .pos = r->pos,
-                                .bytes = r->len };
-            /* The slot was set aside at reserve (sl_stream_owed). */
-            int rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &rec);
-            if (rc)
-                return rc; /* stays at the head of the queue: the next settle retries */
             sl_stat_add(&ch->stats.products_sent, 1);
             sl_stat_add(&ch->stats.bytes_sent, r->len);
         }

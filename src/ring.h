@@ -75,24 +75,41 @@ static inline int sl_ring_tx_room(sl_ring_tx_t *r, const sl_transport_ops_t *t, 
 }
 
 /*
- * Write one record and publish it. Call only after sl_ring_tx_room() said OK.
- * store64 is a release store of head: it pairs with the consumer's acquire
- * load in sl_ring_rx_peek(), so the record's bytes are visible first.
+ * Write a record `k` places past the head, unpublished: the consumer does
+ * not look at it before sl_ring_tx_publish(). Writing it again before then
+ * is harmless. Call only when there is room for k + 1 records.
  */
-static inline int sl_ring_tx_push(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
-                                  const sl_record_t *rec)
+static inline int sl_ring_tx_write(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
+                                   uint64_t k, const sl_record_t *rec)
 {
-    uint64_t slot = sl_ring_slots(r->ctrl) + (r->head & r->mask) * SL_RECORD_BYTES;
-    int rc = t->put(l, slot, rec, SL_RECORD_HEAD_BYTES + rec->aux_size);
+    uint64_t slot = sl_ring_slots(r->ctrl) + ((r->head + k) & r->mask) * SL_RECORD_BYTES;
+    return t->put(l, slot, rec, SL_RECORD_HEAD_BYTES + rec->aux_size);
+}
+
+/*
+ * Publish the `n` records written past the head, with one counter (over RMA
+ * one flush for all of them). store64 is a release store of head: it pairs
+ * with the consumer's acquire load in sl_ring_rx_peek(), so the records'
+ * bytes are visible first. On failure nothing is published.
+ */
+static inline int sl_ring_tx_publish(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
+                                     uint64_t n)
+{
+    int rc = t->store64(l, r->ctrl + SL_RING_HEAD_OFF, r->head + n);
     if (rc)
         return rc;
-    rc = t->store64(l, r->ctrl + SL_RING_HEAD_OFF, r->head + 1);
-    if (rc)
-        return rc;
-    r->head++;
+    r->head += n;
     if (t->wake)
         t->wake(l);
     return SLUICE_OK;
+}
+
+/* Write one record and publish it. Call only after sl_ring_tx_room() said OK. */
+static inline int sl_ring_tx_push(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
+                                  const sl_record_t *rec)
+{
+    int rc = sl_ring_tx_write(r, t, l, 0, rec);
+    return rc ? rc : sl_ring_tx_publish(r, t, l, 1);
 }
 
 /*

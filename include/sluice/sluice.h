@@ -175,6 +175,9 @@ typedef struct sluice_channel_stats {
     uint64_t products_sent, products_received;
     uint64_t bytes_sent, bytes_received;
     uint64_t discarded;       /* products dropped because their event was already finished */
+    /* Publications that carried products_sent: products committed out of
+     * order settle together and share one (over RMA: one flush). */
+    uint64_t product_publications;
 } sluice_channel_stats_t;
 
 /* Name of the transport the channel uses ("shm" or "rma"); a constant string. */

@@ -20,7 +20,8 @@ static size_t r_size(uint32_t k) { return (64u << 10) + 8 * k; }
  *
  * The controller reserves A and B, commits B, sends C from a buffer it then
  * overwrites, sends D, commits A; the source must see A, B, C, D in that
- * order and intact.
+ * order and intact. Committing A settles all four: they must go out in one
+ * publication (one counter, one flush over RMA), not four.
  */
 static int r_controller(sluice_channel_t *ch, uint64_t ev, unsigned char *out[2])
 {
@@ -38,7 +39,16 @@ static int r_controller(sluice_channel_t *ch, uint64_t ev, unsigned char *out[2]
         memset(src, 0xee, r_size(k)); /* the send returned: the buffer is ours again */
     }
     h_fill(a.data, r_size(0), ev << 8 | 0);
+    sluice_channel_stats_t before, after;
+    sluice_channel_stats(ch, &before);
     H_OK(sluice_product_commit(&tok, &a));
+    sluice_channel_stats(ch, &after);
+    H_TRUE(after.products_sent - before.products_sent == 4 &&
+               after.product_publications - before.product_publications == 1,
+           "event %llu: committing A published %llu products in %llu publications (expected 4 "
+           "in 1)", (unsigned long long)ev,
+           (unsigned long long)(after.products_sent - before.products_sent),
+           (unsigned long long)(after.product_publications - before.product_publications));
     H_OK(sluice_event_finish(&tok));
     return 0;
 }
