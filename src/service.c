@@ -16,7 +16,7 @@
 #include "knock.h"
 #include "liveness.h"
 #include "mpiguard.h"
-#include "record.h"
+#include "svc_record.h"
 
 #define SL_SERVICE_TIMEOUT_MS 30000u
 #define SL_HELLO_MS 2000u         /* a controller says who it is at once */
@@ -49,8 +49,8 @@ typedef struct sl_reply {
 struct sluice_service {
     char name[64];
     char file[PATH_MAX];      /* the port file, "" if none */
-    sl_record_t me;           /* what `record` says, the secret included */
-    char record[SL_RECORD_MAX];
+    sl_svc_record_t me;           /* what `record` says, the secret included */
+    char record[SL_SVC_RECORD_MAX];
     char mpi_port[MPI_MAX_PORT_NAME];
     bool port_open, published, file_written;
     uint32_t timeout_ms;
@@ -223,7 +223,7 @@ static int sl_ns_unpublish(const char *name, const char *record, const sl_deadli
 /* ------------------------------------------------------------ finding a source */
 
 /* Does a live service answer at `r`? One TCP connection, told it is a probe. */
-static bool sl_probe(const sl_record_t *r, uint32_t ms)
+static bool sl_probe(const sl_svc_record_t *r, uint32_t ms)
 {
     sl_deadline_t dl = sl_deadline_in(ms);
     int fd;
@@ -242,22 +242,22 @@ static bool sl_probe(const sl_record_t *r, uint32_t ms)
  * name server, and `why` says what was wrong with it ("" if nothing was).
  */
 static int sl_find(const char *name, const sl_service_cfg_t *c, const sl_deadline_t *dl,
-                   sl_record_t *r, char text[SL_RECORD_MAX], char *why, size_t why_len)
+                   sl_svc_record_t *r, char text[SL_SVC_RECORD_MAX], char *why, size_t why_len)
 {
     why[0] = '\0';
     if (c->dir) {
         char path[PATH_MAX];
         sl_port_file_path(path, sizeof path, c->dir, name);
-        int rc = sl_port_file_read(path, text, SL_RECORD_MAX);
+        int rc = sl_port_file_read(path, text, SL_SVC_RECORD_MAX);
         if (rc == SLUICE_OK)
-            rc = sl_record_parse(text, r);
+            rc = sl_svc_record_parse(text, r);
         if (rc == SLUICE_OK)
             return SLUICE_OK;
         if (rc != SLUICE_ENOTFOUND)
             snprintf(why, why_len, "%s", sluice_last_error());
     }
-    if (sl_ns_lookup(name, text, SL_RECORD_MAX, dl) == SLUICE_OK &&
-        sl_record_parse(text, r) == SLUICE_OK)
+    if (sl_ns_lookup(name, text, SL_SVC_RECORD_MAX, dl) == SLUICE_OK &&
+        sl_svc_record_parse(text, r) == SLUICE_OK)
         return SLUICE_OK;
     return SLUICE_ENOTFOUND;
 }
@@ -272,7 +272,7 @@ static void sl_withdraw(sluice_service_t *s, const sl_deadline_t *dl)
     s->published = false;
     if (s->file_written) {
         /* Only our own record: a newer owner's file stays. */
-        char text[SL_RECORD_MAX];
+        char text[SL_SVC_RECORD_MAX];
         if (sl_port_file_read(s->file, text, sizeof text) == SLUICE_OK && !strcmp(text, s->record))
             unlink(s->file);
     }
@@ -301,7 +301,7 @@ void sluice_service_close(sluice_service_t *s)
  * with the newer record, so the older one sees it lost and withdraws.) */
 static bool sl_still_ours(const sluice_service_t *s, const sl_deadline_t *dl)
 {
-    char text[SL_RECORD_MAX];
+    char text[SL_SVC_RECORD_MAX];
     if (s->file_written && (sl_port_file_read(s->file, text, sizeof text) != SLUICE_OK ||
                             strcmp(text, s->record)))
         return false;
@@ -322,8 +322,8 @@ int sluice_service_open(const char *name, const sluice_service_options_t *o,
         return sl_fail(SLUICE_EINVAL, "svc_p must not be NULL");
     sl_mpi_guard_init();
     sl_deadline_t dl = sl_deadline_in(c.timeout_ms);
-    sl_record_t other;
-    char text[SL_RECORD_MAX], why[256];
+    sl_svc_record_t other;
+    char text[SL_SVC_RECORD_MAX], why[256];
     if (sl_find(name, &c, &dl, &other, text, why, sizeof why) == SLUICE_OK &&
         sl_probe(&other, 2000))
         return sl_fail(SLUICE_EBUSY, "service \"%s\" is already served by process %d on %s",
@@ -336,7 +336,7 @@ int sluice_service_open(const char *name, const sluice_service_options_t *o,
     s->knock.fd = -1;
     if ((rc = sl_knock_listen(&s->knock)))
         goto fail;
-    sl_record_t *me = &s->me;
+    sl_svc_record_t *me = &s->me;
     if ((rc = sl_secret_draw(me->secret)))
         goto fail;
     gethostname(me->host, sizeof me->host - 1);
@@ -347,7 +347,7 @@ int sluice_service_open(const char *name, const sluice_service_options_t *o,
     me->start = (unsigned long long)sl_proc_start_time(getpid());
     me->port = s->knock.port;
     snprintf(me->addrs, sizeof me->addrs, "%s", s->knock.addrs);
-    if ((rc = sl_record_format(me, s->record, sizeof s->record)))
+    if ((rc = sl_svc_record_format(me, s->record, sizeof s->record)))
         goto fail;
     if ((rc = sl_mpi_enter_until(&dl, "service: MPI_Open_port")))
         goto fail;
@@ -518,7 +518,7 @@ int sluice_service_accept(sluice_service_t *s, const char *proc_name, uint32_t t
  * `dl`, the source did not accept (a status: knock again). `*entered_p`:
  * MPI_Comm_connect was entered, so the status is final.
  */
-static int sl_knock_at(const char *name, const sl_record_t *r, const char *text,
+static int sl_knock_at(const char *name, const sl_svc_record_t *r, const char *text,
                        const sl_deadline_t *dl, const char *proc_name, sluice_context_t **ctx_p,
                        bool *entered_p)
 {
@@ -539,7 +539,7 @@ static int sl_knock_at(const char *name, const sl_record_t *r, const char *text,
     if ((rc = sl_knock_read(fd, port, n, dl)))
         goto out;
     port[n - 1] = '\0';
-    char seen[SL_RECORD_MAX];
+    char seen[SL_SVC_RECORD_MAX];
     rc = sl_ns_lookup(name, seen, sizeof seen, dl);
     if (rc == SLUICE_ENOTFOUND)
         rc = sl_fail(SLUICE_ENOTSUP, "service \"%s\": the source answered, but this job has no "
@@ -599,8 +599,8 @@ int sluice_service_connect(const char *name, const char *proc_name,
     bool seen = false;
     char why[256] = "";
     for (;;) {
-        sl_record_t r;
-        char text[SL_RECORD_MAX];
+        sl_svc_record_t r;
+        char text[SL_SVC_RECORD_MAX];
         if (sl_find(name, &c, &dl, &r, text, why, sizeof why) == SLUICE_OK) {
             bool entered = false;
             rc = sl_knock_at(name, &r, text, &dl, proc_name, ctx_p, &entered);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Service records: the line a source publishes, its knock secret, and the port file that holds it. */
-#ifndef SL_RECORD_H
-#define SL_RECORD_H
+#ifndef SL_SVC_RECORD_H
+#define SL_SVC_RECORD_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,17 +22,17 @@
  * nobody else may write. No MPI here.
  */
 
-#define SL_RECORD_MAX 512         /* well under MPI_MAX_PORT_NAME: it is published as a port */
+#define SL_SVC_RECORD_MAX 512         /* well under MPI_MAX_PORT_NAME: it is published as a port */
 #define SL_SECRET_BYTES 16
 
-typedef struct sl_record {
+typedef struct sl_svc_record {
     int pid;
     unsigned long long start;
     char host[64];
     unsigned port;
     char addrs[SL_KNOCK_ADDRS_MAX];
     uint8_t secret[SL_SECRET_BYTES];
-} sl_record_t;
+} sl_svc_record_t;
 
 /* Draw a fresh secret from the kernel's generator: SLUICE_OK or SLUICE_ESYS. */
 int sl_secret_draw(uint8_t secret[SL_SECRET_BYTES]);
@@ -41,10 +41,10 @@ int sl_secret_draw(uint8_t secret[SL_SECRET_BYTES]);
 bool sl_secret_equal(const uint8_t a[SL_SECRET_BYTES], const uint8_t b[SL_SECRET_BYTES]);
 
 /* `r` as a record line (no newline); SLUICE_ERANGE if it does not fit `len`. */
-int sl_record_format(const sl_record_t *r, char *out, size_t len);
+int sl_svc_record_format(const sl_svc_record_t *r, char *out, size_t len);
 
 /* Parse a record line: SLUICE_OK, or SLUICE_ECORRUPT naming what is wrong. */
-int sl_record_parse(const char *text, sl_record_t *r);
+int sl_svc_record_parse(const char *text, sl_svc_record_t *r);
 
 /* `<dir>/<name>.port`. */
 void sl_port_file_path(char *out, size_t len, const char *dir, const char *name);
@@ -53,7 +53,7 @@ void sl_port_file_path(char *out, size_t len, const char *dir, const char *name)
  * The record line in the port file at `path`, without its newline. Never
  * blocks (a FIFO planted there is not opened for good) and trusts only a
  * regular file owned by this effective user, not writable by group or
- * others, of at most SL_RECORD_MAX bytes, reached without a symbolic link:
+ * others, of at most SL_SVC_RECORD_MAX bytes, reached without a symbolic link:
  * SLUICE_ENOTFOUND when there is no file, SLUICE_ECORRUPT (with a message
  * naming the file and what is wrong with it) when there is one not to be
  * trusted or read.

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "record.h"
+#include "svc_record.h"
 
 #define SL_RECORD_VERSION 2u      /* 2: the secret was added */
 
@@ -38,7 +38,7 @@ bool sl_secret_equal(const uint8_t a[SL_SECRET_BYTES], const uint8_t b[SL_SECRET
     return diff == 0;
 }
 
-int sl_record_format(const sl_record_t *r, char *out, size_t len)
+int sl_svc_record_format(const sl_svc_record_t *r, char *out, size_t len)
 {
     char hex[2 * SL_SECRET_BYTES + 1];
     for (size_t i = 0; i < SL_SECRET_BYTES; i++)
@@ -60,7 +60,7 @@ static int sl_hex_digit(char c)
     return -1;
 }
 
-int sl_record_parse(const char *text, sl_record_t *r)
+int sl_svc_record_parse(const char *text, sl_svc_record_t *r)
 {
     unsigned version = 0;
     char hex[2 * SL_SECRET_BYTES + 2] = "";
