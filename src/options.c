@@ -116,6 +116,15 @@ static bool sl_option_present(const sl_option_row_t *r, size_t size)
     return r->offset + r->width <= size;
 }
 
+/* For tools that print the table next to the values in force (sluice-info). */
+int sluice_option_value(const sluice_options_t *options, size_t i, uint64_t *value_p)
+{
+    if (!options || i >= SL_N_OPTIONS || !sl_option_present(&sl_option_rows[i], options->size))
+        return sl_fail(SLUICE_EINVAL, "option row %zu is not in the table or not in the struct", i);
+    *value_p = sl_option_get(options, &sl_option_rows[i]);
+    return SLUICE_OK;
+}
+
 static int sl_options_check_size(const sluice_options_t *options)
 {
     if (!options)

@@ -66,6 +66,14 @@ typedef struct sluice_option_info {
 /* The i-th row of the option table, or NULL past its end. */
 const sluice_option_info_t *sluice_option_info(size_t i);
 
+/*
+ * The value of the i-th row's field in `options` (initialised with
+ * sluice_options_init), in *value_p. SLUICE_EINVAL if `i` is past the end of
+ * the table or the field lies outside options->size; *value_p is then left
+ * alone. Never blocks; any thread.
+ */
+int sluice_option_value(const sluice_options_t *options, size_t i, uint64_t *value_p);
+
 #ifdef __cplusplus
 }
 #endif
