@@ -28,7 +28,10 @@ static void usage(FILE *f)
                "  which osc components make windows here, and the option table with the\n"
                "  SLUICE_* variables in force. Exits 0 when a channel could open here.\n"
                "  --json             one JSON object instead of text\n"
-               "  --timeout SECONDS  bound of each MPI probe (a child process; default 20)\n");
+               "  --timeout SECONDS  bound of each MPI probe (a child process; default 20)\n"
+               "The probes, to run by hand and see all that MPI prints:\n"
+               "  sluice-info --probe-mpi\n"
+               "  sluice-info --probe-osc NAME|- [multiple|serialized]   (-: OMPI_MCA_osc as set)\n");
 }
 
 static void gather_build(info_report_t *r)

@@ -167,8 +167,12 @@ static void json_probe(const char *key, const info_probe_t *p, bool last)
 
 static void json_topology(const info_topo_t *t)
 {
-    printf("  \"topology\": {\"ok\": %s, ", t->ok ? "true" : "false");
-    json_key_str("error", t->error, false);
+    printf("  \"topology\": {\"ok\": %s, \"error\": ", t->ok ? "true" : "false");
+    if (t->ok)
+        printf("null");
+    else
+        json_str(t->error);
+    printf(", ");
     printf("\"packages\": %d, \"cores\": %d, \"pus\": %d,\n    \"numa_nodes\": [", t->packages, t->cores,
            t->pus);
     for (int i = 0; i < t->n_numa; i++)
@@ -256,8 +260,8 @@ void info_print_json(const info_report_t *r)
 {
     printf("{\n  \"sluice\": {");
     json_key_str("version", r->version, false);
-    printf("\"library_version\": %d, \"cuda\": %s, \"transports\": [\"shm\", \"rma\"], ",
-           r->library_version, r->cuda_built ? "true" : "false");
+    printf("\"library_version\": \"%d.%d\", \"cuda\": %s, \"transports\": [\"shm\", \"rma\"], ",
+           r->library_version / 100, r->library_version % 100, r->cuda_built ? "true" : "false");
     printf("\"sanitizer\": ");
     if (r->sanitizer[0])
         json_str(r->sanitizer);

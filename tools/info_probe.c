@@ -290,11 +290,18 @@ static int probe_spawn(const char *self, char *const args[], const char *osc, un
     return 0;
 }
 
+/* The line after `line` in a NUL-terminated buffer, or NULL at its end. */
+static const char *next_line(const char *line)
+{
+    const char *nl = strchr(line, '\n');
+    return nl ? nl + 1 : NULL;
+}
+
 /* The value of the child's "key=" line, or false when it did not say. */
 static bool probe_get(const probe_run_t *run, const char *key, char *value, size_t len)
 {
     size_t klen = strlen(key);
-    for (const char *line = run->out; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+    for (const char *line = run->out; line && *line; line = next_line(line)) {
         if (strncmp(line, PROBE_TAG, strlen(PROBE_TAG)) != 0)
             continue;
         const char *kv = line + strlen(PROBE_TAG);
@@ -335,7 +342,7 @@ static void probe_gist(const char *out, char *gist, size_t len)
         if (gist[0])
             return;
     }
-    for (const char *line = out; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+    for (const char *line = out; line && *line; line = next_line(line)) {
         size_t n = strcspn(line, "\n");
         if (n > 0 && line[0] != '-' && strncmp(line, PROBE_TAG, strlen(PROBE_TAG)))
             snprintf(gist, len, "%.*s", (int)n, line);
