@@ -606,7 +606,11 @@ public:
         detail::check(rc, "sluice_event_fail");
     }
 
-    /* Send a block product of elements.size() elements (sluice_product_send: one copy). */
+    /*
+     * Send a block product of elements.size() elements (sluice_product_send:
+     * one copy). This side's type for `instance` is not known here, so T is
+     * not checked against it: the receiver's view.as<T>() is.
+     */
     template <class T>
     void send(uint32_t instance, span<const T> elements)
     {
