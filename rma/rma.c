@@ -45,6 +45,7 @@ struct sl_link {
     bool ticket_issued;       /* the close agreement's operation was issued (guard entered) */
     uint64_t ticket[2];       /* origin and result of the close agreement's operations */
     size_t chunk;             /* largest single MPI_Put/MPI_Get, in bytes */
+    bool unflushed;           /* a put since the last flush (under the MPI guard) */
     uint32_t liveness_ms;     /* a read not answered within this: the peer is dead */
     _Atomic bool *dead;       /* the channel's: once set, every call that needs the peer fails at once */
     /* The heartbeat, two-sided (see sl_rma_watch64): */
@@ -377,6 +378,7 @@ static int sl_rma_put(sl_link_t *l, size_t off, const void *src, size_t len)
         return rc; /* nothing was put */
     /* MPI_Put takes a const origin since MPI-3; the cast only shares the loop. */
     int mrc = sl_rma_chunks(l, off, (char *)(uintptr_t)src, len, true);
+    l->unflushed = true;
     sl_rma_leave();
     return mrc == MPI_SUCCESS ? SLUICE_OK : sl_rma_mpi_fail(mrc, "MPI_Put");
 }
@@ -388,18 +390,24 @@ static int sl_rma_store64(sl_link_t *l, size_t off, uint64_t value)
      * "Liveness"). */
     if (sl_rma_is_dead(l))
         return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
-    /* First flush: every earlier put is complete at the target before the
-     * counter that publishes it can land (the release half). */
+    /* The flush: every earlier put is complete at the target before the
+     * counter that publishes it can land (the release half). Skipped when
+     * nothing was put since the last one (stamps of records published
+     * together: the first stamp's flush covers them all). */
     int rc = sl_rma_enter_live(l, "rma: publishing a counter");
     if (rc != SLUICE_OK)
         return rc; /* nothing published */
-    int mrc = MPI_Win_flush(l->peer_rank, l->win);
+    int mrc = l->unflushed ? MPI_Win_flush(l->peer_rank, l->win) : MPI_SUCCESS;
+    if (mrc == MPI_SUCCESS)
+        l->unflushed = false;
     /* The counter itself is only completed locally: it is on its way, and
-     * the next store64's first flush (or close's flush_all) completes it at
-     * the target, before any later counter can land. That saves a round
-     * trip per publication (docs/design.md, "RMA transport": what this
-     * rests on). A put of one aligned 8-byte word lands whole on every
-     * provider we know of. */
+     * the next flush (a later publication's, or close's flush_all)
+     * completes it at the target. A word is stored again only after a put
+     * in between (a record's stamp a lap later), so that flush comes first
+     * and two values of one word never race. That saves a round trip per
+     * publication (docs/design.md, "RMA transport": what this rests on).
+     * A put of one aligned 8-byte word lands whole on every provider we
+     * know of. */
     uint64_t buf = value;
     if (mrc == MPI_SUCCESS)
         mrc = MPI_Put(&buf, 1, MPI_UINT64_T, l->peer_rank, (MPI_Aint)off, 1, MPI_UINT64_T, l->win);

@@ -9,8 +9,9 @@
 
 #define SL_INBOX_MAGIC 0x4249454349554c53ull /* "SLUICEIB" little-endian */
 /* The inbox layout's version, which the open declaration (decl.h) carries
- * too: raise it when either layout changes. 4: endpoints say their memory. */
-#define SL_INBOX_VERSION 4u
+ * too: raise it when either layout changes. 4: endpoints say their memory.
+ * 5: records carry their own publication stamp (no head counter). */
+#define SL_INBOX_VERSION 5u
 #define SL_RECORD_BYTES 256u
 
 /*
@@ -52,8 +53,8 @@ typedef struct sl_inbox_header {
 
 _Static_assert(sizeof(sl_inbox_header_t) == 5 * SL_CACHELINE, "header is five cache lines");
 
-/* Offsets inside one ring's control block (each counter on its own line). */
-#define SL_RING_HEAD_OFF 0u                    /* written by the producer (peer) */
+/* Offsets inside one ring's control block (each counter on its own line).
+ * Line 0 is unused since version 5: records carry their own stamp. */
 #define SL_RING_TAIL_OFF SL_CACHELINE          /* written by the consumer (owner) */
 #define SL_ARENA_TAIL_OFF (2 * SL_CACHELINE)   /* stream rings only: consumer's arena tail */
 #define SL_RING_DONE_OFF (3 * SL_CACHELINE)    /* stream rings only: newest event the consumer finished */
@@ -72,32 +73,43 @@ enum {
     SL_REC_EVENT_FAIL = 20  /* the writer failed the event: `count` its status, aux its message */
 };
 
-/* One ring record. Copied out whole by the consumer before it is trusted. */
+/*
+ * One ring record. Its first cache line holds its publication stamp and
+ * everything a product, absent, end or fail mark needs, so a hand-off of
+ * one of those moves one line to the consumer; transitions use the second
+ * line too. Copied out by the consumer before it is trusted.
+ */
 typedef struct sl_record {
+    /* Line 1. */
+    uint64_t stamp;        /* record number + 1 once published: stored last, with release */
     uint32_t kind;
     uint32_t aux_size;
     uint64_t seq;          /* global ring: record number; stream: event sequence */
+    uint32_t instance;
+    uint32_t slot;         /* lumi slot */
+    uint64_t count;        /* END_LUMI: events in the lumi; PRODUCT: element count; FAIL: status */
+    uint64_t fingerprint;  /* PRODUCT/ABSENT: type fingerprint */
+    uint64_t pos;          /* PRODUCT: free-running arena start */
+    uint64_t bytes;        /* PRODUCT: length */
+    /* Line 2: transitions only. */
     uint32_t run;
     uint32_t lumi;
     uint64_t event;
     uint64_t timestamp;
     uint8_t history[16];
-    uint32_t slot;         /* lumi slot */
-    uint32_t instance;
     uint64_t dep;          /* EVENT: global record number of its lumi's begin */
-    uint64_t count;        /* END_LUMI: events in the lumi; PRODUCT: element count */
-    uint64_t fingerprint;  /* PRODUCT/ABSENT: type fingerprint */
-    uint64_t pos;          /* PRODUCT: free-running arena start */
-    uint64_t bytes;        /* PRODUCT: length */
     uint8_t aux[SLUICE_AUX_MAX];
-    uint8_t pad[SL_RECORD_BYTES - 104 - SLUICE_AUX_MAX];
+    uint8_t pad[SL_RECORD_BYTES - 112 - SLUICE_AUX_MAX];
 } sl_record_t;
 
 _Static_assert(sizeof(sl_record_t) == SL_RECORD_BYTES, "record size is part of the layout");
+_Static_assert(offsetof(sl_record_t, run) == SL_CACHELINE, "line 1 is one cache line");
 
 /* Bytes of a record that are always written and read; aux follows, only as
  * long as aux_size says (most records carry none). */
 #define SL_RECORD_HEAD_BYTES offsetof(sl_record_t, aux)
+/* Where the producer's put of a record starts: the stamp is stored apart, last. */
+#define SL_RECORD_BODY_OFF offsetof(sl_record_t, kind)
 
 /* The geometry of an inbox, computed from options; identical on both sides. */
 typedef struct sl_geometry {

@@ -74,30 +74,43 @@ static inline int sl_ring_tx_room(sl_ring_tx_t *r, const sl_transport_ops_t *t, 
     return sl_ring_tx_room_n(r, t, l, 1);
 }
 
+/* Offset of record `n`'s slot; its stamp is the slot's first word. */
+static inline uint64_t sl_ring_slot(uint64_t ctrl, uint64_t mask, uint64_t n)
+{
+    return sl_ring_slots(ctrl) + (n & mask) * SL_RECORD_BYTES;
+}
+
 /*
- * Write a record `k` places past the head, unpublished: the consumer does
- * not look at it before sl_ring_tx_publish(). Writing it again before then
- * is harmless. Call only when there is room for k + 1 records.
+ * Write a record `k` places past the head, unpublished: its stamp is not
+ * stored yet, so the consumer does not look at it. Writing it again before
+ * it is published is harmless. Call only when there is room for k + 1.
  */
 static inline int sl_ring_tx_write(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
                                    uint64_t k, const sl_record_t *rec)
 {
-    uint64_t slot = sl_ring_slots(r->ctrl) + ((r->head + k) & r->mask) * SL_RECORD_BYTES;
-    return t->put(l, slot, rec, SL_RECORD_HEAD_BYTES + rec->aux_size);
+    uint64_t slot = sl_ring_slot(r->ctrl, r->mask, r->head + k);
+    return t->put(l, slot + SL_RECORD_BODY_OFF, (const char *)rec + SL_RECORD_BODY_OFF,
+                  SL_RECORD_HEAD_BYTES - SL_RECORD_BODY_OFF + rec->aux_size);
 }
 
 /*
- * Publish the `n` records written past the head, with one counter (over RMA
- * one flush for all of them). store64 is a release store of head: it pairs
- * with the consumer's acquire load in sl_ring_rx_peek(), so the records'
- * bytes are visible first. On failure nothing is published.
+ * Publish the `n` records written past the head: store each one's stamp
+ * (its record number + 1). store64 is a release store: it pairs with the
+ * consumer's acquire load of the stamp in sl_ring_rx_peek(), so the
+ * record's bytes are visible first (over RMA one flush covers all n). The
+ * consumer takes records in order, so a stamp that lands early waits for
+ * its predecessors. On failure the head stays: what was stamped is
+ * stamped again by the retry, with the same values.
  */
 static inline int sl_ring_tx_publish(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
                                      uint64_t n)
 {
-    int rc = t->store64(l, r->ctrl + SL_RING_HEAD_OFF, r->head + n);
-    if (rc)
-        return rc;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t number = r->head + i;
+        int rc = t->store64(l, sl_ring_slot(r->ctrl, r->mask, number), number + 1);
+        if (rc)
+            return rc;
+    }
     r->head += n;
     if (t->wake)
         t->wake(l);
@@ -113,29 +126,60 @@ static inline int sl_ring_tx_push(sl_ring_tx_t *r, const sl_transport_ops_t *t, 
 }
 
 /*
+ * What the stamp of record `n`'s slot says: 1 published, 0 not yet (the
+ * slot still holds the record one lap before, or was never written), and
+ * -1 for anything else, which no correct producer stores.
+ */
+static inline int sl_ring_rx_stamp(const sl_ring_rx_t *r, uint64_t n, memory_order order,
+                                   uint64_t *stamp_p)
+{
+    const _Atomic uint64_t *p =
+        (const _Atomic uint64_t *)(const void *)(r->base + sl_ring_slot(r->ctrl, r->mask, n));
+    uint64_t stamp = atomic_load_explicit(p, order);
+    *stamp_p = stamp;
+    if (stamp == n + 1)
+        return 1;
+    return stamp == n + 1 - (r->mask + 1) || (stamp == 0 && n <= r->mask) ? 0 : -1;
+}
+
+/*
  * Copy the oldest record out, if any: SLUICE_OK, SLUICE_EAGAIN when empty.
- * The acquire load of head pairs with the producer's release store in
- * sl_ring_tx_push(). A head that runs ahead by more than the depth cannot
- * come from a correct producer: SLUICE_ECORRUPT.
+ * The acquire load of its stamp pairs with the producer's release store in
+ * sl_ring_tx_publish(). Line 1 is all a product, absent, end or fail mark
+ * without aux carries; the rest of the copy is zeroed for those, so one
+ * cache line crosses. A stamp no producer writes: SLUICE_ECORRUPT.
  */
 static inline int sl_ring_rx_peek(const sl_ring_rx_t *r, sl_record_t *rec_p)
 {
-    _Atomic uint64_t *head_p = (_Atomic uint64_t *)(void *)(r->base + r->ctrl + SL_RING_HEAD_OFF);
-    uint64_t head = atomic_load_explicit(head_p, memory_order_acquire);
-    if (head == r->tail)
+    uint64_t stamp;
+    int state = sl_ring_rx_stamp(r, r->tail, memory_order_acquire, &stamp);
+    if (state == 0)
         return SLUICE_EAGAIN;
-    if (head - r->tail > r->mask + 1)
-        return sl_fail(SLUICE_ECORRUPT, "ring at 0x%llx: producer head %llu is more than %llu "
-                                        "records ahead of tail %llu",
-                       (unsigned long long)r->ctrl, (unsigned long long)head,
-                       (unsigned long long)(r->mask + 1), (unsigned long long)r->tail);
-    const char *slot = r->base + sl_ring_slots(r->ctrl) + (r->tail & r->mask) * SL_RECORD_BYTES;
-    memcpy(rec_p, slot, SL_RECORD_HEAD_BYTES);
+    if (state < 0)
+        return sl_fail(SLUICE_ECORRUPT, "ring at 0x%llx: record %llu's slot is stamped %llu, "
+                                        "neither it nor the record a lap before",
+                       (unsigned long long)r->ctrl, (unsigned long long)r->tail,
+                       (unsigned long long)stamp);
+    const char *slot = r->base + sl_ring_slot(r->ctrl, r->mask, r->tail);
+    memcpy(rec_p, slot, SL_CACHELINE);
     if (rec_p->aux_size > SLUICE_AUX_MAX)
         return sl_fail(SLUICE_ECORRUPT, "ring at 0x%llx: record %llu claims %u aux bytes",
                        (unsigned long long)r->ctrl, (unsigned long long)r->tail, rec_p->aux_size);
-    memcpy(rec_p->aux, slot + SL_RECORD_HEAD_BYTES, rec_p->aux_size);
+    size_t rest = SL_RECORD_HEAD_BYTES - SL_CACHELINE;
+    if (rec_p->kind < SL_REC_PRODUCT || rec_p->aux_size)
+        memcpy((char *)rec_p + SL_CACHELINE, slot + SL_CACHELINE, rest + rec_p->aux_size);
+    else
+        memset((char *)rec_p + SL_CACHELINE, 0, rest);
     return SLUICE_OK;
+}
+
+/* Records published past the tail, counted by their stamps (tests and tools). */
+static inline uint64_t sl_ring_rx_published(const sl_ring_rx_t *r)
+{
+    uint64_t n = 0, stamp;
+    while (n <= r->mask && sl_ring_rx_stamp(r, r->tail + n, memory_order_acquire, &stamp) > 0)
+        n++;
+    return n;
 }
 
 /*
@@ -145,14 +189,18 @@ static inline int sl_ring_rx_peek(const sl_ring_rx_t *r, sl_record_t *rec_p)
  * SL_RING_WAKE_FREE slots were free before: only then can the producer be
  * waiting for room (it asks for at most one slot per open reservation plus
  * one), so only then does the caller ring its doorbell (a wake costs a full
- * fence; a nearly full ring means the consumer is behind anyway).
+ * fence; a nearly full ring means the consumer is behind anyway). It looks
+ * at the stamp of the record SL_RING_WAKE_FREE short of a full ring: a line
+ * this side read a lap ago, still in its cache unless the producer has
+ * written that far since.
  */
 #define SL_RING_WAKE_FREE 18u
 static inline bool sl_ring_rx_consume(sl_ring_rx_t *r)
 {
-    _Atomic uint64_t *head_p = (_Atomic uint64_t *)(void *)(r->base + r->ctrl + SL_RING_HEAD_OFF);
-    uint64_t used = atomic_load_explicit(head_p, memory_order_relaxed) - r->tail;
-    bool was_full = used + SL_RING_WAKE_FREE > r->mask + 1;
+    uint64_t depth = r->mask + 1, stamp;
+    bool was_full = depth <= SL_RING_WAKE_FREE ||
+                    sl_ring_rx_stamp(r, r->tail + depth - SL_RING_WAKE_FREE, memory_order_relaxed,
+                                     &stamp) > 0;
     r->tail++;
     _Atomic uint64_t *tail_p = (_Atomic uint64_t *)(void *)(r->base + r->ctrl + SL_RING_TAIL_OFF);
     atomic_store_explicit(tail_p, r->tail, memory_order_release);

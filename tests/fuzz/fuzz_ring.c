@@ -16,10 +16,11 @@
  * Reads outside the inbox are not the only danger: a ring that reads another
  * ring's slots, or a slot other than the one its counters name, is as wrong.
  * So the whole inbox stays ASan-poisoned, and each call gets only the bytes
- * it may touch unpoisoned for its duration (peek: the head counter and the
- * slot at the tail; consume: both counters, head only read, to tell whether
- * the producer may be waiting for room; the producer's room check:
- * the consumer's tail counter; push: its slot and the head counter).
+ * it may touch unpoisoned for its duration (peek: the slot at the tail,
+ * stamp included; consume: the tail counter, and the stamp of the record
+ * SL_RING_WAKE_FREE short of a full ring, only read, to tell whether the
+ * producer may be waiting for room; the producer's room check: the
+ * consumer's tail counter; push: its slot).
  */
 
 /* Loopback link: the producer's "peer inbox" is the same buffer, reached
@@ -115,22 +116,37 @@ static uint64_t fz_near(fz_input_t *in, uint64_t base, uint64_t depth)
     return fz_u64(in);
 }
 
-/* The consumer against a peer that writes head counters and slot bytes. */
+/* What the stamp of record `n`'s slot means: 1 published, 0 not yet, -1 corrupt. */
+static int fz_stamp_model(uint64_t stamp, uint64_t n, uint64_t depth)
+{
+    if (stamp == n + 1)
+        return 1;
+    return stamp == n + 1 - depth || (stamp == 0 && n < depth) ? 0 : -1;
+}
+
+/* The consumer against a peer that writes stamps and slot bytes. */
 static void fz_consumer(fz_ring_t *f, fz_input_t *in)
 {
     sl_ring_rx_t rx;
     sl_ring_rx_init(&rx, f->mem, f->ctrl, (uint32_t)f->depth);
-    /* Counters are compared by difference, so a consumer near the 2^64 wrap
-     * behaves like one at 0: start anywhere, including just before the wrap. */
+    /* Stamps are compared by value, so a consumer near the 2^64 wrap
+     * behaves like one at 0: start anywhere, including just before the wrap,
+     * with every slot holding the record a lap before, as it would there. */
     uint8_t start = fz_u8(in);
     rx.tail = start < 128 ? 0 : start < 192 ? UINT64_MAX - start % 32 : fz_u64(in);
     fz_peer_store64(f, f->ctrl + SL_RING_TAIL_OFF, rx.tail);
-    fz_peer_store64(f, f->ctrl + SL_RING_HEAD_OFF, rx.tail);
+    if (rx.tail)
+        for (uint64_t i = 0; i < f->depth; i++)
+            fz_peer_store64(f, (uint64_t)(fz_slot(f, rx.tail + i) - f->mem),
+                            rx.tail + i + 1 - f->depth);
 
     while (in->left) {
         uint8_t op = fz_u8(in) % 6;
         if (op == 0) {
-            fz_peer_store64(f, f->ctrl + SL_RING_HEAD_OFF, fz_near(in, rx.tail, f->depth));
+            /* A stamp on one of the next slots: mostly near what a producer
+             * would store there, sometimes anything. */
+            uint64_t n = rx.tail + fz_u8(in) % f->depth;
+            fz_peer_store64(f, (uint64_t)(fz_slot(f, n) - f->mem), fz_near(in, n + 1, f->depth));
         } else if (op == 1 || op == 2) {
             fz_peer_scribble(f, in, op == 2);
         } else if (op == 3) {
@@ -138,46 +154,55 @@ static void fz_consumer(fz_ring_t *f, fz_input_t *in)
              * consumer must go by its private copy, never read it back. */
             fz_peer_store64(f, f->ctrl + SL_RING_TAIL_OFF, fz_u64(in));
         } else {
-            uint64_t head = fz_peer_load64(f, f->ctrl + SL_RING_HEAD_OFF);
             uint64_t tail = rx.tail;
             /* Copy the slot now: what the model expects peek to return. */
             sl_record_t want;
             fz_show_all(f);
             memcpy(&want, fz_slot(f, tail), sizeof want);
             fz_hide_all(f);
-            int expect = head == tail                ? SLUICE_EAGAIN
-                       : head - tail > f->depth       ? SLUICE_ECORRUPT
+            int state = fz_stamp_model(want.stamp, tail, f->depth);
+            int expect = state == 0                       ? SLUICE_EAGAIN
+                       : state < 0                        ? SLUICE_ECORRUPT
                        : want.aux_size > SLUICE_AUX_MAX ? SLUICE_ECORRUPT
-                                                      : SLUICE_OK;
+                                                          : SLUICE_OK;
             sl_record_t got;
             memset(&got, 0xa5, sizeof got);
-            fz_show(f->mem + f->ctrl + SL_RING_HEAD_OFF, sizeof(uint64_t));
             fz_show(fz_slot(f, tail), SL_RECORD_BYTES);
             int rc = sl_ring_rx_peek(&rx, &got);
             fz_hide_all(f);
             fz_check(rc == expect,
-                     "peek at head %llu, tail %llu, depth %llu, aux %u: %d (%s), model %d (%s)",
-                     (unsigned long long)head, (unsigned long long)tail,
+                     "peek at tail %llu, stamp %llu, depth %llu, aux %u: %d (%s), model %d (%s)",
+                     (unsigned long long)tail, (unsigned long long)want.stamp,
                      (unsigned long long)f->depth, want.aux_size, rc, sluice_strerror(rc), expect,
                      sluice_strerror(expect));
             fz_check(rx.tail == tail, "peek moved the tail from %llu to %llu",
                      (unsigned long long)tail, (unsigned long long)rx.tail);
             if (rc != SLUICE_OK)
                 continue;
+            /* Transitions and records with aux come out whole; the others
+             * as their first line, the rest zero. */
+            bool whole = want.kind < SL_REC_PRODUCT || want.aux_size;
+            if (!whole)
+                memset((char *)&want + SL_CACHELINE, 0, SL_RECORD_HEAD_BYTES - SL_CACHELINE);
             fz_check(memcmp(&got, &want, SL_RECORD_HEAD_BYTES + want.aux_size) == 0,
                      "record %llu differs from its slot's bytes", (unsigned long long)tail);
             if (op == 5) {
-                uint64_t head_before = fz_peer_load64(f, f->ctrl + SL_RING_HEAD_OFF);
+                uint64_t far = tail + f->depth - SL_RING_WAKE_FREE;
+                uint64_t far_stamp = 0;
+                if (f->depth > SL_RING_WAKE_FREE)
+                    far_stamp = fz_peer_load64(f, (uint64_t)(fz_slot(f, far) - f->mem));
                 fz_show(f->mem + f->ctrl + SL_RING_TAIL_OFF, sizeof(uint64_t));
-                fz_show(f->mem + f->ctrl + SL_RING_HEAD_OFF, sizeof(uint64_t));
+                if (f->depth > SL_RING_WAKE_FREE)
+                    fz_show(fz_slot(f, far), sizeof(uint64_t));
                 bool was_full = sl_ring_rx_consume(&rx);
                 fz_hide_all(f);
                 fz_check(rx.tail == tail + 1, "consume moved the tail from %llu to %llu",
                          (unsigned long long)tail, (unsigned long long)rx.tail);
-                bool want_full = head_before - tail + SL_RING_WAKE_FREE > f->depth;
-                fz_check(was_full == want_full, "consume at head %llu, tail %llu, depth %llu "
-                         "says nearly full %d, model %d", (unsigned long long)head_before,
-                         (unsigned long long)tail, (unsigned long long)f->depth, was_full,
+                bool want_full = f->depth <= SL_RING_WAKE_FREE ||
+                                 fz_stamp_model(far_stamp, far, f->depth) > 0;
+                fz_check(was_full == want_full, "consume at tail %llu, depth %llu, stamp %llu "
+                         "there says nearly full %d, model %d", (unsigned long long)tail,
+                         (unsigned long long)f->depth, (unsigned long long)far_stamp, was_full,
                          want_full);
                 uint64_t published = fz_peer_load64(f, f->ctrl + SL_RING_TAIL_OFF);
                 fz_check(published == rx.tail, "consume published %llu, its tail is %llu",
@@ -250,19 +275,19 @@ static void fz_producer(fz_ring_t *f, fz_input_t *in)
             rec.seq = head;
             rec.aux_size = aux_size % (SLUICE_AUX_MAX + 1u); /* the library's records are valid */
             fz_show(fz_slot(f, head), SL_RECORD_BYTES);
-            fz_show(f->mem + f->ctrl + SL_RING_HEAD_OFF, sizeof(uint64_t));
             rc = sl_ring_tx_push(&tx, &fz_lb_ops, &link, &rec);
             fz_hide_all(f);
             fz_check_status(rc, SLUICE_OK, "sl_ring_tx_push after room");
             fz_show_all(f);
-            int same = memcmp(fz_slot(f, head), &rec, SL_RECORD_HEAD_BYTES + rec.aux_size) == 0;
+            int same = memcmp(fz_slot(f, head) + SL_RECORD_BODY_OFF,
+                              (const char *)&rec + SL_RECORD_BODY_OFF,
+                              SL_RECORD_HEAD_BYTES - SL_RECORD_BODY_OFF + rec.aux_size) == 0;
             fz_hide_all(f);
             fz_check(same, "record %llu not in its slot", (unsigned long long)head);
-            uint64_t published = fz_peer_load64(f, f->ctrl + SL_RING_HEAD_OFF);
-            fz_check(tx.head == head + 1 && published == tx.head,
-                     "push left head %llu, published %llu, from %llu",
-                     (unsigned long long)tx.head, (unsigned long long)published,
-                     (unsigned long long)head);
+            uint64_t stamp = fz_peer_load64(f, (uint64_t)(fz_slot(f, head) - f->mem));
+            fz_check(tx.head == head + 1 && stamp == head + 1,
+                     "push left head %llu, stamped %llu, from %llu", (unsigned long long)tx.head,
+                     (unsigned long long)stamp, (unsigned long long)head);
         }
         /* Whatever the peer wrote, the producer never believes in more than
          * `depth` records in flight. */

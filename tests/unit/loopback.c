@@ -255,7 +255,7 @@ uint64_t inbox_word(const sluice_channel_t *ch, uint64_t off)
 uint64_t ring_fill(const sluice_channel_t *ch, uint32_t s)
 {
     const sl_stream_t *st = &ch->streams[s];
-    return inbox_word(ch, st->rx.ctrl + SL_RING_HEAD_OFF) - st->rx.tail;
+    return sl_ring_rx_published(&st->rx);
 }
 
 sluice_channel_stats_t stats(const sluice_channel_t *ch)

@@ -32,7 +32,8 @@ static void layout_is_inside_the_inbox_and_lines_apart(void **state)
     assert_int_equal(g.stream_stride % 4096, 0);
     assert_true(sl_stream_arena(&g, 3) + g.arena_bytes <= g.inbox_bytes);
     assert_int_equal(sl_stream_arena(&g, 0) % 64, 0);
-    assert_true(SL_RING_TAIL_OFF - SL_RING_HEAD_OFF >= SL_CACHELINE);
+    assert_true(SL_ARENA_TAIL_OFF - SL_RING_TAIL_OFF >= SL_CACHELINE);
+    assert_int_equal(sl_ring_slots(0) % SL_CACHELINE, 0); /* each record's line 1 is one line */
 }
 
 static void fresh_header_passes(void **state)

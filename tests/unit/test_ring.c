@@ -109,12 +109,71 @@ static void aux_size_beyond_the_maximum_is_corrupt(void **state)
     assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_ECORRUPT);
 }
 
-static void head_running_too_far_ahead_is_corrupt(void **state)
+/* A stamp no producer stores (a record from laps ahead, or garbage) is corrupt. */
+static void stamp_of_another_lap_is_corrupt(void **state)
 {
     ring_fixture_t *f = *state;
-    lb_store64(&f->link, SL_RING_HEAD_OFF, DEPTH + 5);
     sl_record_t r;
+    lb_store64(&f->link, sl_ring_slots(0), DEPTH + 1);
     assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_ECORRUPT);
+    lb_store64(&f->link, sl_ring_slots(0), 0);
+    assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_EAGAIN);
+}
+
+/* The stamp of the record a lap before says "not yet", past the first lap too. */
+static void stamp_of_the_lap_before_says_retry(void **state)
+{
+    ring_fixture_t *f = *state;
+    sl_record_t r = { 0 };
+    for (uint32_t i = 0; i < DEPTH; i++) {
+        assert_ok(sl_ring_tx_push(&f->tx, &lb_ops, &f->link, &r));
+        assert_ok(sl_ring_rx_peek(&f->rx, &r));
+        sl_ring_rx_consume(&f->rx);
+    }
+    assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_EAGAIN);
+    assert_int_equal(sl_ring_rx_published(&f->rx), 0);
+    assert_ok(sl_ring_tx_push(&f->tx, &lb_ops, &f->link, &r));
+    assert_int_equal(sl_ring_rx_published(&f->rx), 1);
+}
+
+/* Records written together and published together come out in order; unpublished ones do not. */
+static void records_published_together(void **state)
+{
+    ring_fixture_t *f = *state;
+    sl_record_t r = { 0 };
+    for (uint64_t k = 0; k < 3; k++) {
+        r.seq = 100 + k;
+        assert_ok(sl_ring_tx_write(&f->tx, &lb_ops, &f->link, k, &r));
+    }
+    assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_EAGAIN);
+    assert_ok(sl_ring_tx_publish(&f->tx, &lb_ops, &f->link, 3));
+    assert_int_equal(sl_ring_rx_published(&f->rx), 3);
+    for (uint64_t k = 0; k < 3; k++) {
+        assert_ok(sl_ring_rx_peek(&f->rx, &r));
+        assert_int_equal(r.seq, 100 + k);
+        sl_ring_rx_consume(&f->rx);
+    }
+    assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_EAGAIN);
+}
+
+/* A product record crosses in its first line; the copy's second line is zero, not stale. */
+static void product_records_fill_line_two_with_zeros(void **state)
+{
+    ring_fixture_t *f = *state;
+    sl_record_t r = { .kind = SL_REC_PRODUCT, .pos = 7, .bytes = 9 };
+    assert_ok(sl_ring_tx_push(&f->tx, &lb_ops, &f->link, &r));
+    sl_record_t got;
+    memset(&got, 0xa5, sizeof got);
+    assert_ok(sl_ring_rx_peek(&f->rx, &got));
+    assert_int_equal(got.pos, 7);
+    assert_int_equal(got.bytes, 9);
+    assert_int_equal(got.run, 0);
+    assert_int_equal(got.dep, 0);
+    sl_record_t t = { .kind = SLUICE_BEGIN_LUMI, .run = 3, .lumi = 4, .dep = 5 };
+    sl_ring_rx_consume(&f->rx);
+    assert_ok(sl_ring_tx_push(&f->tx, &lb_ops, &f->link, &t));
+    assert_ok(sl_ring_rx_peek(&f->rx, &got));
+    assert_true(got.run == 3 && got.lumi == 4 && got.dep == 5);
 }
 
 static void tail_ahead_of_head_is_corrupt(void **state)
@@ -326,7 +385,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(empty_ring_says_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(records_come_out_in_order_and_full_ring_says_retry, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(head_running_too_far_ahead_is_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(stamp_of_another_lap_is_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(stamp_of_the_lap_before_says_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(records_published_together, setup, teardown),
+        cmocka_unit_test_setup_teardown(product_records_fill_line_two_with_zeros, setup, teardown),
         cmocka_unit_test_setup_teardown(aux_size_beyond_the_maximum_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(tail_ahead_of_head_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(two_threads_pass_every_record_intact, setup, teardown),

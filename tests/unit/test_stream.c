@@ -445,12 +445,12 @@ static void end_of_job_with_a_full_stream_ring_publishes_nothing(void **state)
     ctl_global(p, SLUICE_END_LUMI, 1, 1);
     ctl_global(p, SLUICE_END_RUN, 1, 0);
 
-    uint64_t gheads[2] = { ctl->gtx.head, inbox_word(src, src->grx.ctrl + SL_RING_HEAD_OFF) };
+    uint64_t gheads[2] = { ctl->gtx.head, sl_ring_rx_published(&src->grx) };
     uint64_t sheads[2] = { ring_fill(src, 0), ring_fill(src, 1) };
     sluice_transition_t end = transition(SLUICE_END_JOB, 0, 0, 0);
     assert_status(sluice_transition_send(ctl, &end, SLUICE_NONBLOCK), SLUICE_EAGAIN);
     assert_int_equal(ctl->gtx.head, gheads[0]);
-    assert_int_equal(inbox_word(src, src->grx.ctrl + SL_RING_HEAD_OFF), gheads[1]);
+    assert_int_equal(sl_ring_rx_published(&src->grx), gheads[1]);
     assert_int_equal(ring_fill(src, 0), sheads[0]);
     assert_int_equal(ring_fill(src, 1), sheads[1]);
     assert_false(ctl->job_ended);
