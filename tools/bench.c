@@ -276,9 +276,13 @@ static double sluice_product(size_t bytes, int zero_copy)
 /* ------------------------------------------------------------ report */
 
 static const char *transport;
-static char where[2 * MPI_MAX_PROCESSOR_NAME + 64]; /* where the two processes run */
+static char where[2 * MPI_MAX_PROCESSOR_NAME + 192]; /* where the two processes run */
 
-/* "on one node (HOST)" or "on two nodes (controller on A, source on B)". */
+/*
+ * "on one node (HOST)" or "on two nodes (controller on A, source on B)",
+ * and for the RMA transport which osc components Open MPI was allowed (it
+ * does not say which one a window got).
+ */
 static void find_where(void)
 {
     char mine[MPI_MAX_PROCESSOR_NAME] = "", theirs[MPI_MAX_PROCESSOR_NAME] = "";
@@ -287,11 +291,15 @@ static void find_where(void)
     MPI_Sendrecv(mine, sizeof mine, MPI_CHAR, peer, 4, theirs, sizeof theirs, MPI_CHAR, peer, 4,
                  comm, MPI_STATUS_IGNORE);
     const char *ctrl_host = is_ctrl ? mine : theirs, *src_host = is_ctrl ? theirs : mine;
+    const char *osc = getenv("OMPI_MCA_osc");
+    char note[128] = "";
+    if (strcmp(transport, "rma") == 0)
+        snprintf(note, sizeof note, " (osc: %s)", osc ? osc : "Open MPI's choice");
     if (strcmp(ctrl_host, src_host) == 0)
-        snprintf(where, sizeof where, "on one node (%s)", ctrl_host);
+        snprintf(where, sizeof where, "on one node (%s)%s", ctrl_host, note);
     else
-        snprintf(where, sizeof where, "on two nodes (controller on %s, source on %s)", ctrl_host,
-                 src_host);
+        snprintf(where, sizeof where, "on two nodes (controller on %s, source on %s)%s",
+                 ctrl_host, src_host, note);
 }
 
 static void row(const char *what, size_t bytes, int iters, double sluice_us, double base_us,
