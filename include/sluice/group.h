@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* sluice groups: one controller to several sources, one source from several controllers. */
+/** @file
+ * sluice groups: one controller to several sources, one source from several controllers. */
 #ifndef SLUICE_GROUP_H
 #define SLUICE_GROUP_H
 
@@ -9,7 +10,7 @@
 extern "C" {
 #endif
 
-/*
+/**
  * A group drives channels the application opened, all of one role, as one
  * (docs/design.md, "Groups"): a controller group sends every global
  * transition to each member and each event to one member chosen by a
@@ -22,28 +23,29 @@ extern "C" {
  */
 typedef struct sluice_group sluice_group_t;
 
+/** How a controller group chooses the member for an event. */
 typedef enum sluice_dispatch {
-    SLUICE_DISPATCH_ROUND_ROBIN = 1,   /* members in turn, exactly */
-    SLUICE_DISPATCH_STREAM_AFFINE = 2, /* caller's stream k to live member k mod n_live */
-    SLUICE_DISPATCH_LEAST_LOADED = 3,  /* the member with the most free streams */
-    SLUICE_DISPATCH_CALLBACK = 4,      /* the application's function decides */
-    SLUICE_DISPATCH_BY_ROLE = 5,       /* every event to every member, each for its endpoints */
+    SLUICE_DISPATCH_ROUND_ROBIN = 1,   /**< members in turn, exactly */
+    SLUICE_DISPATCH_STREAM_AFFINE = 2, /**< caller's stream k to live member k mod n_live */
+    SLUICE_DISPATCH_LEAST_LOADED = 3,  /**< the member with the most free streams */
+    SLUICE_DISPATCH_CALLBACK = 4,      /**< the application's function decides */
+    SLUICE_DISPATCH_BY_ROLE = 5,       /**< every event to every member, each for its endpoints */
 } sluice_dispatch_t;
 
-/* What to do with the events of a member that died or closed. */
+/** What to do with the events of a member that died or closed. */
 typedef enum sluice_group_on_loss {
-    SLUICE_GROUP_REDISPATCH = 1, /* sluice_group_redispatch sends them to another member */
-    SLUICE_GROUP_FAIL_BACK = 2,  /* sluice_group_redispatch hands them back: run them locally */
+    SLUICE_GROUP_REDISPATCH = 1, /**< sluice_group_redispatch sends them to another member */
+    SLUICE_GROUP_FAIL_BACK = 2,  /**< sluice_group_redispatch hands them back: run them locally */
 } sluice_group_on_loss_t;
 
-/* One member as the dispatch policy sees it. */
+/** One member as the dispatch policy sees it. */
 typedef struct sluice_member_load {
-    uint32_t streams;         /* the member channel's streams */
-    uint32_t free;            /* of them, not holding an event of this group */
-    int alive;                /* 0 once the member was lost */
+    uint32_t streams;         /**< the member channel's streams */
+    uint32_t free;            /**< of them, not holding an event of this group */
+    int alive;                /**< 0 once the member was lost */
 } sluice_member_load_t;
 
-/*
+/**
  * SLUICE_DISPATCH_CALLBACK: return the member (0 .. n_members-1) for the
  * event the caller sends on its `stream`, or a negative status, which the
  * send returns. Called without any sluice lock held, possibly from several
@@ -54,25 +56,27 @@ typedef struct sluice_member_load {
 typedef int (*sluice_dispatch_fn)(void *arg, uint32_t stream, const sluice_transition_t *event,
                                   const sluice_member_load_t *members, size_t n_members);
 
+/** What sluice_group_create makes a group of, and how it behaves. */
 typedef struct sluice_group_desc {
-    size_t size;              /* sizeof(sluice_group_desc_t) */
-    sluice_channel_t *const *members; /* open channels of one role, none in another group */
-    size_t n_members;         /* 1 .. 1024 (0 .. 1024 for a source group with role set) */
-    sluice_dispatch_t dispatch; /* controller groups; ignored by source groups */
-    sluice_dispatch_fn fn;    /* SLUICE_DISPATCH_CALLBACK only */
-    void *arg;                /* passed to fn */
-    sluice_group_on_loss_t on_loss; /* 0: SLUICE_GROUP_REDISPATCH */
-    uint32_t timeout_ms;      /* deadline of the group's own waits; 0: 30000 */
-    uint32_t event_timeout_ms; /* controller: an event older than this is overdue
-                                  (sluice_group_give_up); 0: never */
-    sluice_role_t role;       /* 0: the members'; SLUICE_SOURCE lets a source group start
-                                 empty (n_members 0) and take members later */
+    size_t size;              /**< sizeof(sluice_group_desc_t) */
+    sluice_channel_t *const *members; /**< open channels of one role, none in another group */
+    size_t n_members;         /**< 1 .. 1024 (0 .. 1024 for a source group with role set) */
+    sluice_dispatch_t dispatch; /**< controller groups; ignored by source groups */
+    sluice_dispatch_fn fn;    /**< SLUICE_DISPATCH_CALLBACK only */
+    void *arg;                /**< passed to fn */
+    sluice_group_on_loss_t on_loss; /**< 0: SLUICE_GROUP_REDISPATCH */
+    uint32_t timeout_ms;      /**< deadline of the group's own waits; 0: 30000 */
+    uint32_t event_timeout_ms; /**< controller: an event older than this is overdue
+                                    (sluice_group_give_up); 0: never */
+    sluice_role_t role;       /**< 0: the members'; SLUICE_SOURCE lets a source group start
+                                   empty (n_members 0) and take members later */
 } sluice_group_desc_t;
 
-/* Create a group; copies `desc` and the member list. Not collective. */
+/** Create a group; copies `desc` and the member list. Not collective. */
 int sluice_group_create(const sluice_group_desc_t *desc, sluice_group_t **group_p);
 
-/*
+/** @{ */
+/**
  * Source groups: members join and leave while the group serves the others
  * (a service accepts controllers over time, sluice/service.h). Add an open
  * source channel that is in no group; `*member_p` (may be NULL) is its
@@ -86,11 +90,12 @@ int sluice_group_create(const sluice_group_desc_t *desc, sluice_group_t **group_
  */
 int sluice_group_add(sluice_group_t *group, sluice_channel_t *ch, size_t *member_p);
 int sluice_group_remove(sluice_group_t *group, sluice_channel_t *ch);
+/** @} */
 
-/* Destroy the group (not its channels). After every other call on it returned. */
+/** Destroy the group (not its channels). After every other call on it returned. */
 void sluice_group_destroy(sluice_group_t *group);
 
-/*
+/**
  * Controller: publish a global transition on every live member, in member
  * order. On SLUICE_EAGAIN (SLUICE_NONBLOCK) or SLUICE_ETIMEDOUT the members
  * before the one that could not take it have it: call again with the same
@@ -107,7 +112,7 @@ void sluice_group_destroy(sluice_group_t *group);
 int sluice_group_transition_send(sluice_group_t *group, const sluice_transition_t *t,
                                  unsigned flags);
 
-/*
+/**
  * Controller: send `event` to one member chosen by the group's policy, on a
  * free stream of that member, and start its token there (token->channel is
  * the member). `stream` is the caller's own event slot, any value: the
@@ -120,7 +125,7 @@ int sluice_group_event_send(sluice_group_t *group, uint32_t stream,
                             const sluice_transition_t *event, unsigned flags,
                             sluice_token_t *token_p);
 
-/*
+/**
  * Controller, SLUICE_DISPATCH_BY_ROLE: the members serve different parts of
  * an event (one the calorimeter products, another the pixel tracks: each
  * channel declares its own endpoints). Sends `event` to every live member
@@ -138,12 +143,12 @@ int sluice_group_event_send_roles(sluice_group_t *group, uint32_t stream,
                                   const sluice_transition_t *event, unsigned flags,
                                   sluice_token_t *tokens);
 
-/* Of the tokens sluice_group_event_send_roles filled, the one whose member
+/** Of the tokens sluice_group_event_send_roles filled, the one whose member
  * declared `instance`; NULL if none. */
 sluice_token_t *sluice_group_token_for(const sluice_group_t *group, sluice_token_t *tokens,
                                        uint32_t instance);
 
-/*
+/**
  * Controller: the event of `lost` cannot complete on its member (a call on
  * it returned SLUICE_EPEERDEAD or SLUICE_EPEERCLOSED). Finishes `lost` and
  * marks its member lost. With SLUICE_GROUP_REDISPATCH, sends the same event
@@ -159,14 +164,14 @@ sluice_token_t *sluice_group_token_for(const sluice_group_t *group, sluice_token
 int sluice_group_redispatch(sluice_group_t *group, const sluice_token_t *lost, unsigned flags,
                             sluice_token_t *token_p);
 
-/*
+/**
  * Controller, with event_timeout_ms set: 1 if the event of `token` was sent
  * longer ago than that (its source, alive, has not answered: a stuck kernel,
  * a busy loop), 0 if not, or a negative status. Any thread.
  */
 int sluice_group_overdue(const sluice_group_t *group, const sluice_token_t *token);
 
-/*
+/**
  * Controller: give up on an overdue event, as if its member were lost for
  * it alone: the event is cancelled on its source (SLUICE_ECANCELED on the
  * source's next call for it; the member stays in the group), then, as
@@ -182,7 +187,7 @@ int sluice_group_overdue(const sluice_group_t *group, const sluice_token_t *toke
 int sluice_group_give_up(sluice_group_t *group, const sluice_token_t *stuck, unsigned flags,
                          sluice_token_t *token_p);
 
-/*
+/**
  * Controller: cancel an event in flight (a local filter rejected it, say).
  * Fails the event with SLUICE_ECANCELED: its token is finished here and its
  * member stream is free at once; the source's next call on the event
@@ -190,7 +195,7 @@ int sluice_group_give_up(sluice_group_t *group, const sluice_token_t *stuck, uns
  */
 int sluice_group_cancel(sluice_group_t *group, sluice_token_t *token);
 
-/*
+/**
  * Source: the next item of any member (sluice_source_next), members asked
  * in turn starting after the one that answered last; `*member_p` is the
  * member it came from. Results go back to the controller that sent an
@@ -205,20 +210,21 @@ int sluice_group_cancel(sluice_group_t *group, sluice_token_t *token);
 int sluice_group_next(sluice_group_t *group, unsigned flags, sluice_item_t *item_p,
                       size_t *member_p);
 
-/* The member channel of a token, as a member index; SLUICE_ENOTFOUND if none. */
+/** The member channel of a token, as a member index; SLUICE_ENOTFOUND if none. */
 int sluice_group_member_of(const sluice_group_t *group, const sluice_channel_t *ch,
                            size_t *member_p);
 
+/** Counters of a group (sluice_group_stats). */
 typedef struct sluice_group_stats {
-    uint64_t events;          /* events sent (a re-dispatched one counts again) */
-    uint64_t redispatched;    /* events sent again to another member */
-    uint64_t failed_back;     /* events handed back to the caller */
-    uint64_t cancelled;
-    uint32_t members_lost;
-    uint64_t given_up;        /* overdue events taken off their member (sluice_group_give_up) */
+    uint64_t events;          /**< events sent (a re-dispatched one counts again) */
+    uint64_t redispatched;    /**< events sent again to another member */
+    uint64_t failed_back;     /**< events handed back to the caller */
+    uint64_t cancelled;       /**< events cancelled (sluice_group_cancel) */
+    uint32_t members_lost;    /**< members found dead or closed, or that left the group */
+    uint64_t given_up;        /**< overdue events taken off their member (sluice_group_give_up) */
 } sluice_group_stats_t;
 
-/*
+/**
  * Counters of the group, and (if `per_member` is not NULL) the events sent
  * to each member, `n` entries at most. Thread-safe.
  */

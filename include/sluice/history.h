@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* sluice_history: a job-wide registry of process histories, resolved by 16-byte id on any node. */
+/** @file
+ * sluice_history: a job-wide registry of process histories, resolved by 16-byte id on any node. */
 #ifndef SLUICE_HISTORY_H
 #define SLUICE_HISTORY_H
 
@@ -13,7 +14,7 @@
 extern "C" {
 #endif
 
-/*
+/**
  * A framework's process history (the chain of process names, releases and
  * configuration hashes behind a run's data) is large and rarely changes; its
  * 16-byte id travels with every transition. The registry holds each history
@@ -25,9 +26,11 @@ extern "C" {
  */
 typedef struct sluice_history sluice_history_t;
 
+/** @var SLUICE_HISTORY_ID_BYTES
+ * Bytes of a process-history id (sluice_transition_t.history). */
 enum { SLUICE_HISTORY_ID_BYTES = 16 };
 
-/*
+/**
  * Collective over `comm`: a registry for at most `max_entries` histories
  * (1 .. 2^20) holding at most `heap_bytes` bytes of history in all (1 ..
  * 2^36). Bounded by `timeout_ms` (0: 30000). `*h_p` written only on success.
@@ -35,7 +38,7 @@ enum { SLUICE_HISTORY_ID_BYTES = 16 };
 int sluice_history_create(MPI_Comm comm, uint32_t max_entries, size_t heap_bytes,
                           uint32_t timeout_ms, sluice_history_t **h_p);
 
-/*
+/**
  * Register `bytes` bytes (may be 0) under `id`; not collective, any rank,
  * any thread. Returns once every node's copy has it:
  *   SLUICE_OK        registered now;
@@ -50,7 +53,7 @@ int sluice_history_create(MPI_Comm comm, uint32_t max_entries, size_t heap_bytes
 int sluice_history_register(sluice_history_t *h, const uint8_t id[SLUICE_HISTORY_ID_BYTES],
                             const void *blob, size_t bytes);
 
-/*
+/**
  * Resolve `id` on this node's copy: `*blob_p` points into shared memory
  * (read-only, valid until destroy), `*bytes_p` its length. SLUICE_ENOTFOUND
  * if it is not registered (yet). While a registration is writing this
@@ -63,7 +66,7 @@ int sluice_history_register(sluice_history_t *h, const uint8_t id[SLUICE_HISTORY
 int sluice_history_lookup(const sluice_history_t *h, const uint8_t id[SLUICE_HISTORY_ID_BYTES],
                           const void **blob_p, size_t *bytes_p);
 
-/* Collective; bounded like sluice_shared_destroy. NULL is a no-op. */
+/** Collective; bounded like sluice_shared_destroy. NULL is a no-op. */
 int sluice_history_destroy(sluice_history_t *h);
 
 #ifdef __cplusplus

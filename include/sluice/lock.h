@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* sluice_lock: a FIFO mutual-exclusion lock over any MPI communicator (docs/locks.md). */
+/** @file
+ * sluice_lock: a FIFO mutual-exclusion lock over any MPI communicator (docs/locks.md). */
 #ifndef SLUICE_LOCK_H
 #define SLUICE_LOCK_H
 
@@ -13,7 +14,7 @@
 extern "C" {
 #endif
 
-/*
+/**
  * A queue lock built on MPI one-sided atomics: FIFO, a constant number of
  * remote operations per acquire and release whatever the number of ranks,
  * a deadline on every wait, trylock, and recovery from a holder that dies
@@ -24,19 +25,20 @@ extern "C" {
  */
 typedef struct sluice_lock sluice_lock_t;
 
+/** Settings of one lock, equal on every rank (sluice_lock_create). */
 typedef struct sluice_lock_options {
-    size_t size;            /* sizeof(sluice_lock_options_t): set by sluice_lock_options_init */
-    uint32_t timeout_ms;    /* deadline of create, destroy and of a release that waits for a
-                               successor to link (default 30000, 1 .. 3600000) */
-    uint32_t liveness_ms;   /* a waiter checks its predecessor at most every tenth of this
-                               (default 1000, 10 .. 600000) */
-    uint32_t max_sleep_us;  /* longest back-off sleep of a waiter (default 100, 1 .. 100000) */
+    size_t size;            /**< sizeof(sluice_lock_options_t): set by sluice_lock_options_init */
+    uint32_t timeout_ms;    /**< deadline of create, destroy and of a release that waits for a
+                                 successor to link (default 30000, 1 .. 3600000) */
+    uint32_t liveness_ms;   /**< a waiter checks its predecessor at most every tenth of this
+                                 (default 1000, 10 .. 600000) */
+    uint32_t max_sleep_us;  /**< longest back-off sleep of a waiter (default 100, 1 .. 100000) */
 } sluice_lock_options_t;
 
-/* Fill `o` with the defaults. Never fails; any thread. */
+/** Fill `o` with the defaults. Never fails; any thread. */
 void sluice_lock_options_init(sluice_lock_options_t *o);
 
-/*
+/**
  * Collective over `comm` (every rank calls it, with equal options): creates
  * one lock. `comm` is duplicated, so the caller may free it afterwards; `o`
  * may be NULL for the defaults. Blocks until every rank arrived, at most
@@ -46,7 +48,7 @@ void sluice_lock_options_init(sluice_lock_options_t *o);
  */
 int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_lock_t **lock_p);
 
-/*
+/**
  * Wait, at most `timeout_ms`, until this process holds the lock.
  *   SLUICE_OK         held.
  *   SLUICE_OWNERDEAD  held; the previous holder died holding it, so the data
@@ -61,7 +63,7 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
  */
 int sluice_lock_acquire(sluice_lock_t *lock, uint32_t timeout_ms);
 
-/*
+/**
  * Take the lock only if nobody holds or waits for it: SLUICE_OK, or
  * SLUICE_EAGAIN and the queue is as it was (also when another thread of this
  * process holds or waits for it). Never waits in a queue: one remote
@@ -70,7 +72,7 @@ int sluice_lock_acquire(sluice_lock_t *lock, uint32_t timeout_ms);
  */
 int sluice_lock_try(sluice_lock_t *lock);
 
-/*
+/**
  * Give the lock to the next waiter in request order, or free it. May wait,
  * at most the lock's timeout_ms, for a waiter that has queued but not yet
  * linked itself: SLUICE_ETIMEDOUT then, and the lock is STILL HELD by this
@@ -80,7 +82,7 @@ int sluice_lock_try(sluice_lock_t *lock);
  */
 int sluice_lock_release(sluice_lock_t *lock);
 
-/*
+/**
  * Collective: every rank calls it once, not holding the lock. Bounded by the
  * lock's timeout_ms; on SLUICE_ETIMEDOUT (a rank never came or died) the
  * handle is freed and the window is left to MPI (MPI_Finalize may then wait
@@ -89,15 +91,16 @@ int sluice_lock_release(sluice_lock_t *lock);
  */
 int sluice_lock_destroy(sluice_lock_t *lock);
 
+/** This process's counters of one lock (sluice_lock_stats). */
 typedef struct sluice_lock_stats {
-    uint64_t acquired;      /* acquires and trylocks that took the lock */
-    uint64_t remote_ops;    /* one-sided operations this process aimed at another rank */
-    uint64_t passed_over;   /* abandoned places this process's releases skipped */
-    uint64_t owner_dead;    /* acquires that returned SLUICE_OWNERDEAD */
-    uint64_t timed_out;     /* acquires that returned SLUICE_ETIMEDOUT */
+    uint64_t acquired;      /**< acquires and trylocks that took the lock */
+    uint64_t remote_ops;    /**< one-sided operations this process aimed at another rank */
+    uint64_t passed_over;   /**< abandoned places this process's releases skipped */
+    uint64_t owner_dead;    /**< acquires that returned SLUICE_OWNERDEAD */
+    uint64_t timed_out;     /**< acquires that returned SLUICE_ETIMEDOUT */
 } sluice_lock_stats_t;
 
-/* This process's counters since create. Never blocks; any thread. */
+/** This process's counters since create. Never blocks; any thread. */
 int sluice_lock_stats(const sluice_lock_t *lock, sluice_lock_stats_t *out);
 
 #ifdef __cplusplus

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* sluice options: a typed table of channel settings with environment overrides. */
+/** @file
+ * sluice options: a typed table of channel settings with environment overrides. */
 #ifndef SLUICE_OPTIONS_H
 #define SLUICE_OPTIONS_H
 
@@ -10,36 +11,36 @@
 extern "C" {
 #endif
 
-/*
+/**
  * Channel options. Always initialise with sluice_options_init(), which sets
  * `size` and every default; fields added later go at the end, and the library
  * reads only the first `size` bytes, so old callers keep working.
  */
 typedef struct sluice_options {
-    size_t size;              /* sizeof(sluice_options_t), set by sluice_options_init */
-    uint32_t ring_depth;      /* records per stream ring; a power of two */
-    uint32_t global_depth;    /* records in the global (run/lumi) ring; a power of two */
-    uint64_t arena_bytes;     /* product arena bytes per stream and direction */
-    uint32_t max_open_lumis;  /* lumis open at once */
-    uint32_t timeout_ms;      /* deadline of every blocking wait */
-    uint32_t spin;            /* polls spent spinning before yielding */
-    uint32_t max_sleep_us;    /* longest sleep between polls once backed off */
-    uint32_t transport;       /* a sluice_transport_choice_t */
-    uint64_t liveness_ms;     /* a dead peer is reported (SLUICE_EPEERDEAD) within this */
+    size_t size;              /**< sizeof(sluice_options_t), set by sluice_options_init */
+    uint32_t ring_depth;      /**< records per stream ring; a power of two */
+    uint32_t global_depth;    /**< records in the global (run/lumi) ring; a power of two */
+    uint64_t arena_bytes;     /**< product arena bytes per stream and direction */
+    uint32_t max_open_lumis;  /**< lumis open at once */
+    uint32_t timeout_ms;      /**< deadline of every blocking wait */
+    uint32_t spin;            /**< polls spent spinning before yielding */
+    uint32_t max_sleep_us;    /**< longest sleep between polls once backed off */
+    uint32_t transport;       /**< a sluice_transport_choice_t */
+    uint64_t liveness_ms;     /**< a dead peer is reported (SLUICE_EPEERDEAD) within this */
 } sluice_options_t;
 
-/* Which transport a channel uses. AUTO: shared memory on one node (the
- * only one built so far); the others force one, for tests and debugging. */
+/** Which transport a channel uses. AUTO chooses by where the peer runs;
+ * the others force one, for tests and debugging. */
 typedef enum sluice_transport_choice {
-    SLUICE_TRANSPORT_AUTO = 0,
-    SLUICE_TRANSPORT_SHM = 1,
-    SLUICE_TRANSPORT_RMA = 2,
+    SLUICE_TRANSPORT_AUTO = 0, /**< shared memory with a peer on this node, else RMA */
+    SLUICE_TRANSPORT_SHM = 1,  /**< shared memory; SLUICE_ENOTSUP for a peer on another node */
+    SLUICE_TRANSPORT_RMA = 2,  /**< MPI one-sided windows, also with a peer on this node */
 } sluice_transport_choice_t;
 
-/* Set every field to its default. Never fails. */
+/** Set every field to its default. Never fails. */
 void sluice_options_init(sluice_options_t *options);
 
-/*
+/**
  * Override fields from SLUICE_* environment variables (SLUICE_RING_DEPTH,
  * SLUICE_GLOBAL_DEPTH, SLUICE_ARENA_BYTES, SLUICE_MAX_OPEN_LUMIS,
  * SLUICE_TIMEOUT_MS, SLUICE_SPIN, SLUICE_MAX_SLEEP_US, SLUICE_TRANSPORT, SLUICE_LIVENESS_MS). Sizes
@@ -49,24 +50,24 @@ void sluice_options_init(sluice_options_t *options);
  */
 int sluice_options_from_env(sluice_options_t *options);
 
-/* Check every field against its range; SLUICE_ERANGE names the first bad one. */
+/** Check every field against its range; SLUICE_ERANGE names the first bad one. */
 int sluice_options_validate(const sluice_options_t *options);
 
-/* One row of the option table, for tools that print it (tools/sluice-info). */
+/** One row of the option table, for tools that print it (tools/sluice-info). */
 typedef struct sluice_option_info {
-    const char *name;         /* field name, e.g. "ring_depth" */
-    const char *env;          /* environment variable, e.g. "SLUICE_RING_DEPTH" */
-    uint64_t default_value;
-    uint64_t min;
-    uint64_t max;
-    int power_of_two;         /* nonzero if the value must be a power of two */
-    const char *help;
+    const char *name;         /**< field name, e.g. "ring_depth" */
+    const char *env;          /**< environment variable, e.g. "SLUICE_RING_DEPTH" */
+    uint64_t default_value;   /**< what sluice_options_init sets */
+    uint64_t min;             /**< smallest valid value */
+    uint64_t max;             /**< largest valid value */
+    int power_of_two;         /**< nonzero if the value must be a power of two */
+    const char *help;         /**< one line on what the option does */
 } sluice_option_info_t;
 
-/* The i-th row of the option table, or NULL past its end. */
+/** The i-th row of the option table, or NULL past its end. */
 const sluice_option_info_t *sluice_option_info(size_t i);
 
-/*
+/**
  * The value of the i-th row's field in `options` (initialised with
  * sluice_options_init), in *value_p. SLUICE_EINVAL if `i` is past the end of
  * the table or the field lies outside options->size; *value_p is then left

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* sluice services: a source that separately launched controllers connect to by name. */
+/** @file
+ * sluice services: a source that separately launched controllers connect to by name. */
 #ifndef SLUICE_SERVICE_H
 #define SLUICE_SERVICE_H
 
@@ -9,7 +10,7 @@
 extern "C" {
 #endif
 
-/*
+/**
  * A service is one source process that controllers of other jobs (other
  * mpirun or srun commands, started before or after it) connect to by a
  * name (docs/service.md). Each connection yields a two-rank context,
@@ -39,14 +40,15 @@ extern "C" {
  */
 typedef struct sluice_service sluice_service_t;
 
+/** Settings of sluice_service_open and sluice_service_connect; NULL for the defaults. */
 typedef struct sluice_service_options {
-    size_t size;              /* sizeof(sluice_service_options_t) */
-    const char *port_dir;     /* also a port file here; NULL: $SLUICE_PORT_DIR, else none */
-    uint32_t timeout_ms;      /* deadline of open and connect, and of the exchange inside
-                                 accept once a controller knocked; 0: 30000 */
+    size_t size;              /**< sizeof(sluice_service_options_t) */
+    const char *port_dir;     /**< also a port file here; NULL: $SLUICE_PORT_DIR, else none */
+    uint32_t timeout_ms;      /**< deadline of open and connect, and of the exchange inside
+                                   accept once a controller knocked; 0: 30000 */
 } sluice_service_options_t;
 
-/*
+/**
  * Source: serve `name` (1..63 characters of [A-Za-z0-9._-]). Publishes it on
  * the name server if the job has one and writes the port file if a port
  * directory is set (mode 0600: it holds the secret); fails
@@ -58,7 +60,7 @@ typedef struct sluice_service_options {
 int sluice_service_open(const char *name, const sluice_service_options_t *options,
                         sluice_service_t **svc_p);
 
-/*
+/**
  * Source: take the next controller that knocked, waiting at most
  * `timeout_ms` for one (0: do not wait), and create a context with it,
  * naming this process `proc_name`. SLUICE_ETIMEDOUT (or SLUICE_EAGAIN for
@@ -72,7 +74,7 @@ int sluice_service_open(const char *name, const sluice_service_options_t *option
 int sluice_service_accept(sluice_service_t *svc, const char *proc_name, uint32_t timeout_ms,
                           sluice_context_t **ctx_p);
 
-/*
+/**
  * Controller: connect to the source serving `name` and create a context
  * with it, naming this process `proc_name`. Retries until the options'
  * deadline while the name is not served yet (the source may start later),
@@ -85,7 +87,7 @@ int sluice_service_accept(sluice_service_t *svc, const char *proc_name, uint32_t
 int sluice_service_connect(const char *name, const char *proc_name,
                            const sluice_service_options_t *options, sluice_context_t **ctx_p);
 
-/* Source: withdraw the name (name server and port file) and free the service.
+/** Source: withdraw the name (name server and port file) and free the service.
  * Contexts already accepted stay valid. */
 void sluice_service_close(sluice_service_t *svc);
 

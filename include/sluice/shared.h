@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* sluice_shared: read-mostly data with one copy per node, written from any rank (docs/locks.md). */
+/** @file
+ * sluice_shared: read-mostly data with one copy per node, written from any rank (docs/locks.md). */
 #ifndef SLUICE_SHARED_H
 #define SLUICE_SHARED_H
 
@@ -13,7 +14,7 @@
 extern "C" {
 #endif
 
-/*
+/**
  * A byte array of fixed size with one copy per node, in shared memory that
  * every rank of the node maps: calibrations, conditions, a process-history
  * registry. Any rank may set a region at any time; the call returns when
@@ -29,18 +30,19 @@ extern "C" {
  */
 typedef struct sluice_shared sluice_shared_t;
 
+/** Settings of one sluice_shared, equal on every rank (sluice_shared_create). */
 typedef struct sluice_shared_options {
-    size_t size;          /* sizeof(sluice_shared_options_t): set by sluice_shared_options_init */
-    uint32_t timeout_ms;  /* deadline of create, destroy, a set's lock and a read's retries
-                             (default 30000, 1 .. 3600000) */
+    size_t size;          /**< sizeof(sluice_shared_options_t): set by sluice_shared_options_init */
+    uint32_t timeout_ms;  /**< deadline of create, destroy, a set's lock and a read's retries
+                               (default 30000, 1 .. 3600000) */
 } sluice_shared_options_t;
 
-/* Fill `o` with the defaults. Never fails; any thread. */
+/** Fill `o` with the defaults. Never fails; any thread. */
 void sluice_shared_options_init(sluice_shared_options_t *o);
 
-/*
- * Collective over `comm` (every rank calls it with the same `bytes`, 1 ..
- * 2^40): one copy per node, zero-filled, version 0. One rank per node
+/**
+ * Collective over `comm` (every rank calls it with the same `bytes`, from 1
+ * to 2^40): one copy per node, zero-filled, version 0. One rank per node
  * creates the node's segment (POSIX shared memory, mode 0600, created
  * exclusively, unlinked once every rank of the node mapped it). Bounded by
  * timeout_ms. `*sh_p` written only on success. `o` may be NULL.
@@ -48,7 +50,7 @@ void sluice_shared_options_init(sluice_shared_options_t *o);
 int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_options_t *o,
                          sluice_shared_t **sh_p);
 
-/*
+/**
  * Write `bytes` bytes from `data` at `offset` into every node's copy. Not
  * collective: any rank, any time. Writers are serialised by a sluice_lock;
  * returns once every copy holds the data, with the new version (the same on
@@ -68,7 +70,7 @@ int sluice_shared_create(MPI_Comm comm, size_t bytes, const sluice_shared_option
 int sluice_shared_set(sluice_shared_t *sh, size_t offset, const void *data, size_t bytes,
                       uint64_t *version_p);
 
-/*
+/**
  * Copy `bytes` bytes at `offset` of this node's copy into `buf`, untorn:
  * retried while a set is writing, at most timeout_ms (SLUICE_ETIMEDOUT; `buf`
  * then holds a torn copy). `*version_p` (may be NULL) is the even version the
@@ -79,7 +81,8 @@ int sluice_shared_set(sluice_shared_t *sh, size_t offset, const void *data, size
 int sluice_shared_read(const sluice_shared_t *sh, size_t offset, void *buf, size_t bytes,
                        uint64_t *version_p);
 
-/*
+/** @{ */
+/**
  * In-place access: this node's copy (sluice_shared_size bytes, valid until
  * destroy) and its version word (a full fence, then an acquire load). To
  * read in place without tearing, call sluice_shared_version, read the data,
@@ -90,8 +93,9 @@ int sluice_shared_read(const sluice_shared_t *sh, size_t offset, void *buf, size
 const void *sluice_shared_data(const sluice_shared_t *sh);
 size_t sluice_shared_size(const sluice_shared_t *sh);
 uint64_t sluice_shared_version(const sluice_shared_t *sh);
+/** @} */
 
-/*
+/**
  * Wait, at most `timeout_ms`, until this node's copy has an even version
  * newer than `newer_than`; `*version_p` gets it. SLUICE_ETIMEDOUT otherwise.
  * Polls shared memory (spin, yield, sleep), with the progress probe of
@@ -100,7 +104,7 @@ uint64_t sluice_shared_version(const sluice_shared_t *sh);
 int sluice_shared_wait(const sluice_shared_t *sh, uint64_t newer_than, uint32_t timeout_ms,
                        uint64_t *version_p);
 
-/*
+/**
  * Collective. Bounded by timeout_ms: on SLUICE_ETIMEDOUT (a rank never came)
  * the mapping is removed and the window left to MPI. NULL is a no-op.
  */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* sluice public API: contexts, channels, transitions and products. */
+/** @file
+ * sluice public API: contexts, channels, transitions and products. */
 #ifndef SLUICE_SLUICE_H
 #define SLUICE_SLUICE_H
 
@@ -18,13 +19,14 @@
 extern "C" {
 #endif
 
-#define SLUICE_VERSION_MAJOR 0
-#define SLUICE_VERSION_MINOR 1
+#define SLUICE_VERSION_MAJOR 0 /**< major version of these headers */
+#define SLUICE_VERSION_MINOR 1 /**< minor version of these headers */
 
-/* major * 100 + minor of the library actually loaded. */
+/** major * 100 + minor of the library actually loaded. */
 int sluice_version(void);
 
-/*
+/** @{ */
+/**
  * The MPI guard. When MPI was initialised below MPI_THREAD_MULTIPLE
  * (SERIALIZED: osc/pt2pt needs it), only one thread may be inside MPI at a
  * time, and sluice's own calls may run on any of your threads: hold this
@@ -45,12 +47,14 @@ int sluice_version(void);
 void sluice_mpi_lock(void);
 int sluice_mpi_lock_until(uint32_t timeout_ms);
 void sluice_mpi_unlock(void);
+/** @} */
 
 /* ------------------------------------------------------------------ context */
 
+/** This process's part in sluice: its communicator, its name, and what it knows of every rank. */
 typedef struct sluice_context sluice_context_t;
 
-/*
+/**
  * Create a context over `comm`, naming this process `name` (for example
  * "controller" or "gpu-server-0"). Collective over `comm`: every rank calls
  * it. The caller owns MPI_Init/MPI_Finalize; the context duplicates `comm`
@@ -59,23 +63,25 @@ typedef struct sluice_context sluice_context_t;
  */
 int sluice_context_create(MPI_Comm comm, const char *name, sluice_context_t **ctx_p);
 
-/* Destroy the context. Every channel of it must be closed first. Not collective. */
+/** Destroy the context. Every channel of it must be closed first. Not collective. */
 void sluice_context_destroy(sluice_context_t *ctx);
 
+/** What a context knows of one rank (sluice_context_peer). */
 typedef struct sluice_peer_info {
-    int rank;                 /* rank in the context's communicator */
-    char name[64];            /* process name given to sluice_context_create */
-    int node;                 /* node number: equal for ranks on the same node */
-    int numa;                 /* NUMA node of the rank's CPU, or -1 if unknown */
-    int pid;
+    int rank;                 /**< rank in the context's communicator */
+    char name[64];            /**< process name given to sluice_context_create */
+    int node;                 /**< node number: equal for ranks on the same node */
+    int numa;                 /**< NUMA node of the rank's CPU, or -1 if unknown */
+    int pid;                  /**< process id of the rank, on its node */
 } sluice_peer_info_t;
 
-/* Number of ranks in the context, and what is known of rank `rank`. */
+/** Number of ranks in the context. */
 int sluice_context_size(const sluice_context_t *ctx);
+/** What is known of rank `rank`, in `*info_p`; SLUICE_EINVAL if the context has no such rank. */
 int sluice_context_peer(const sluice_context_t *ctx, int rank, sluice_peer_info_t *info_p);
-/* The rank of the calling process. */
+/** The rank of the calling process. */
 int sluice_context_rank(const sluice_context_t *ctx);
-/*
+/**
  * The context's own duplicate of the communicator it was created over, for
  * the application's MPI calls between the same processes (a context from
  * sluice_service_accept or _connect has no other). Valid until the context
@@ -85,19 +91,22 @@ MPI_Comm sluice_context_comm(const sluice_context_t *ctx);
 
 /* ------------------------------------------------------------------ channel */
 
+/** One channel between a controller and a source: sluice_channel_open, sluice_channel_close. */
 typedef struct sluice_channel sluice_channel_t;
 
+/** Which side of a channel this process is. */
 typedef enum sluice_role {
-    SLUICE_CONTROLLER = 1,
-    SLUICE_SOURCE = 2,
+    SLUICE_CONTROLLER = 1, /**< replays transitions and sends events to the source */
+    SLUICE_SOURCE = 2,     /**< takes the controller's transitions and events */
 } sluice_role_t;
 
+/** Which way an endpoint's products go, seen from this side. */
 typedef enum sluice_direction {
-    SLUICE_SEND = 1,          /* this side sends products of this instance */
-    SLUICE_RECEIVE = 2,       /* this side receives products of this instance */
+    SLUICE_SEND = 1,          /**< this side sends products of this instance */
+    SLUICE_RECEIVE = 2,       /**< this side receives products of this instance */
 } sluice_direction_t;
 
-/*
+/**
  * Where the products of an endpoint live (docs/design.md, "Device memory").
  * Host memory is the default (0). Device memory means CUDA device memory:
  * sender and receiver must both declare it (the open fails on both sides
@@ -107,34 +116,35 @@ typedef enum sluice_direction {
  * "no CUDA device: ...", or that the data path is not built yet).
  */
 typedef enum sluice_memory {
-    SLUICE_MEMORY_HOST = 0,   /* host memory: the arena in the receiver's inbox */
-    SLUICE_MEMORY_DEVICE = 1, /* CUDA device memory of the receiver's GPU (not carried yet) */
+    SLUICE_MEMORY_HOST = 0,   /**< host memory: the arena in the receiver's inbox */
+    SLUICE_MEMORY_DEVICE = 1, /**< CUDA device memory of the receiver's GPU (not carried yet) */
 } sluice_memory_t;
 
-/*
+/**
  * One sender or receiver of this side, matched to the peer's by instance.
  * Initialise it with designated initialisers: fields added later (like
  * `memory`) then take their default, 0, without a -Wextra warning.
  */
 typedef struct sluice_endpoint {
-    uint32_t instance;
-    sluice_direction_t direction;
-    const sluice_type_t *type;
-    sluice_memory_t memory;   /* SLUICE_MEMORY_HOST (0) or SLUICE_MEMORY_DEVICE */
+    uint32_t instance;        /**< matched with the peer's endpoint of the same instance */
+    sluice_direction_t direction; /**< whether this side sends or receives it */
+    const sluice_type_t *type; /**< its product type; must outlive the channel */
+    sluice_memory_t memory;   /**< SLUICE_MEMORY_HOST (0) or SLUICE_MEMORY_DEVICE */
 } sluice_endpoint_t;
 
+/** What sluice_channel_open opens: the channel's name, this side's role and endpoints. */
 typedef struct sluice_channel_desc {
-    size_t size;              /* sizeof(sluice_channel_desc_t) */
-    const char *name;         /* channel name; the same on both sides */
-    sluice_role_t role;
-    const char *peer;         /* process name of the other side */
-    uint32_t streams;         /* concurrent event slots; equal on both sides */
-    const sluice_endpoint_t *endpoints;
-    size_t n_endpoints;
-    const sluice_options_t *options; /* NULL: defaults, then SLUICE_* overrides */
+    size_t size;              /**< sizeof(sluice_channel_desc_t) */
+    const char *name;         /**< channel name; the same on both sides */
+    sluice_role_t role;       /**< this side's role */
+    const char *peer;         /**< process name of the other side */
+    uint32_t streams;         /**< concurrent event slots; equal on both sides */
+    const sluice_endpoint_t *endpoints; /**< this side's senders and receivers */
+    size_t n_endpoints;       /**< entries in `endpoints` */
+    const sluice_options_t *options; /**< NULL: defaults, then SLUICE_* overrides */
 } sluice_channel_desc_t;
 
-/*
+/**
  * Open a channel with the peer named in `desc`. Called by the controller and
  * by the source, each with its own endpoints; other ranks do not take part.
  * Blocks until both sides have opened and agreed (docs/design.md, "Opening
@@ -152,7 +162,7 @@ typedef struct sluice_channel_desc {
 int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc,
                         sluice_channel_t **ch_p);
 
-/*
+/**
  * Close the channel: tells the peer (whose waits then return
  * SLUICE_EPEERCLOSED) and frees the channel, whatever it returns. Shared
  * memory is freed at once. RMA windows are freed collectively, so close
@@ -170,50 +180,62 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
  */
 int sluice_channel_close(sluice_channel_t *ch);
 
+/** Counters of one side of a channel (sluice_channel_stats). */
 typedef struct sluice_channel_stats {
+    /** @{ */
+    /** Transitions this side sent and received, events included. */
     uint64_t transitions_sent, transitions_received;
+    /** @} */
+    /** @{ */
+    /** Products this side sent (committed) and received. */
     uint64_t products_sent, products_received;
+    /** @} */
+    /** @{ */
+    /** Bytes of the products this side sent and received. */
     uint64_t bytes_sent, bytes_received;
-    uint64_t discarded;       /* products dropped because their event was already finished */
-    /* Publications that carried products_sent: products committed out of
+    /** @} */
+    uint64_t discarded;       /**< products dropped because their event was already finished */
+    /** Publications that carried products_sent: products committed out of
      * order settle together and share one (over RMA: one flush). */
     uint64_t product_publications;
 } sluice_channel_stats_t;
 
-/* Name of the transport the channel uses ("shm" or "rma"); a constant string. */
+/** Name of the transport the channel uses ("shm" or "rma"); a constant string. */
 const char *sluice_channel_transport(const sluice_channel_t *ch);
 
-/* Counters of this side. Thread-safe; values may lag concurrent calls. */
+/** Counters of this side. Thread-safe; values may lag concurrent calls. */
 void sluice_channel_stats(const sluice_channel_t *ch, sluice_channel_stats_t *stats_p);
 
 /* --------------------------------------------------------------- transitions */
 
+/** What a transition is; the ordering rules are in docs/design.md. */
 typedef enum sluice_transition_kind {
-    SLUICE_BEGIN_RUN = 1,
-    SLUICE_BEGIN_LUMI = 2,
-    SLUICE_EVENT = 3,
-    SLUICE_END_LUMI = 4,
-    SLUICE_END_RUN = 5,
-    SLUICE_END_JOB = 6,
+    SLUICE_BEGIN_RUN = 1,  /**< a run begins */
+    SLUICE_BEGIN_LUMI = 2, /**< a luminosity block of an open run begins */
+    SLUICE_EVENT = 3,      /**< one event of an open lumi, on one stream */
+    SLUICE_END_LUMI = 4,   /**< the lumi ends, after all its events */
+    SLUICE_END_RUN = 5,    /**< the run ends, after all its lumis */
+    SLUICE_END_JOB = 6,    /**< no more transitions will come */
 } sluice_transition_kind_t;
 
-#define SLUICE_AUX_MAX 128    /* most bytes of user payload per transition */
+#define SLUICE_AUX_MAX 128    /**< most bytes of user payload per transition */
 
+/** One transition as the controller sends it and the source receives it. */
 typedef struct sluice_transition {
-    sluice_transition_kind_t kind;
-    uint32_t run;
-    uint32_t lumi;
-    uint64_t event;
-    uint64_t timestamp;       /* user's clock, carried verbatim */
-    uint8_t history[16];      /* process-history id */
-    uint32_t aux_size;        /* bytes used in aux, at most SLUICE_AUX_MAX */
-    uint8_t aux[SLUICE_AUX_MAX];
+    sluice_transition_kind_t kind; /**< what it is */
+    uint32_t run;             /**< run number */
+    uint32_t lumi;            /**< lumi number, for lumis and events */
+    uint64_t event;           /**< event number, for events */
+    uint64_t timestamp;       /**< user's clock, carried verbatim */
+    uint8_t history[16];      /**< process-history id */
+    uint32_t aux_size;        /**< bytes used in aux, at most SLUICE_AUX_MAX */
+    uint8_t aux[SLUICE_AUX_MAX]; /**< user payload, carried verbatim */
 } sluice_transition_t;
 
-/* Flags for calls that may wait. */
-#define SLUICE_NONBLOCK 1u    /* return SLUICE_EAGAIN instead of waiting */
+/** Flags for calls that may wait. */
+#define SLUICE_NONBLOCK 1u    /**< return SLUICE_EAGAIN instead of waiting */
 
-/*
+/**
  * Controller: publish a global transition (BEGIN_RUN, BEGIN_LUMI, END_LUMI,
  * END_RUN, END_JOB). Any thread may call it; calls are serialised. Checks the
  * ordering rules (docs/design.md) and returns SLUICE_EORDER or SLUICE_ELIMIT
@@ -222,7 +244,7 @@ typedef struct sluice_transition {
  */
 int sluice_transition_send(sluice_channel_t *ch, const sluice_transition_t *t, unsigned flags);
 
-/*
+/**
  * Source: take the next global transition, in the controller's order. An
  * END_LUMI is delivered only after every event of that lumi has been taken
  * on every stream. Returns SLUICE_EOF after END_JOB was delivered. One thread
@@ -247,14 +269,14 @@ int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsig
  * SLUICE_EALREADY.
  */
 
-/* Names one event on one stream of one side, from its start to its finish. */
+/** Names one event on one stream of one side, from its start to its finish. */
 typedef struct sluice_token {
-    sluice_channel_t *channel;
-    uint32_t stream;
-    uint64_t seq;             /* the stream's event sequence number */
+    sluice_channel_t *channel; /**< the channel the event is on */
+    uint32_t stream;          /**< the stream it is on */
+    uint64_t seq;             /**< the stream's event sequence number */
 } sluice_token_t;
 
-/*
+/**
  * Controller: publish an EVENT transition on `stream` and start its token.
  * The stream's previous token must be finished (SLUICE_EBUSY) and the event's
  * lumi open (SLUICE_EORDER). One thread per stream at a time; different
@@ -263,7 +285,7 @@ typedef struct sluice_token {
 int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transition_t *event,
                       unsigned flags, sluice_token_t *token_p);
 
-/*
+/**
  * Source: take the next event of `stream`, waiting (bounded) until its lumi's
  * begin has been delivered by sluice_transition_next. Returns SLUICE_EOF at
  * end of job. The previous token of the stream must be finished.
@@ -271,7 +293,7 @@ int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transi
 int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t *event_p,
                       unsigned flags, sluice_token_t *token_p);
 
-/*
+/**
  * Controller: publish a global transition (not END_JOB) that carries
  * products: run- and lumi-scoped data such as conditions payloads, lumi
  * summaries or luminosity information. `token_p` names its scope, used
@@ -285,7 +307,7 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
 int sluice_transition_send_scoped(sluice_channel_t *ch, const sluice_transition_t *t,
                                   unsigned flags, sluice_token_t *token_p);
 
-/*
+/**
  * Source: the scope of the transition sluice_transition_next (or
  * sluice_source_next) delivered last, if it carries products; else
  * SLUICE_ENOTFOUND. Finish the scope before the next scoped transition can
@@ -293,7 +315,16 @@ int sluice_transition_send_scoped(sluice_channel_t *ch, const sluice_transition_
  */
 int sluice_transition_token(sluice_channel_t *ch, sluice_token_t *token_p);
 
-/*
+/** What sluice_source_next (and sluice_group_next) returns: a transition or an event. */
+typedef struct sluice_item {
+    sluice_transition_t transition; /**< transition.kind says which */
+    uint32_t stream;          /**< SLUICE_EVENT: the stream; otherwise UINT32_MAX */
+    sluice_token_t token;     /**< SLUICE_EVENT: finish it (any thread) before its stream's next;
+                                   a global transition with products: its scope, else
+                                   token.channel is NULL */
+} sluice_item_t;
+
+/**
  * Source, the InputSource way: one call says what comes next, a global
  * transition (BEGIN_RUN ... END_JOB; `stream` is UINT32_MAX) or an event
  * (kind SLUICE_EVENT, with its `stream` and `token`), in an order the
@@ -306,17 +337,9 @@ int sluice_transition_token(sluice_channel_t *ch, sluice_token_t *token_p);
  * END_JOB was returned. Do not mix it with sluice_transition_next or
  * sluice_event_next on the same channel; one thread at a time.
  */
-typedef struct sluice_item {
-    sluice_transition_t transition; /* transition.kind says which */
-    uint32_t stream;          /* SLUICE_EVENT: the stream; otherwise UINT32_MAX */
-    sluice_token_t token;     /* SLUICE_EVENT: finish it (any thread) before its stream's next;
-                                 a global transition with products: its scope, else
-                                 token.channel is NULL */
-} sluice_item_t;
-
 int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item_p);
 
-/*
+/**
  * Either side: finish the event. Tells the peer no more products of this
  * event will come, and discards received-but-unclaimed products of it.
  * Views already taken stay valid until released. Reservations still open
@@ -328,7 +351,7 @@ int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item
  */
 int sluice_event_finish(sluice_token_t *token);
 
-/*
+/**
  * Either side: fail the event, with a negative `status` of the caller's
  * choosing (SLUICE_EFAILED when in doubt) and a short message (at most
  * SLUICE_AUX_MAX bytes are kept). Finishes the event here like
@@ -341,7 +364,7 @@ int sluice_event_fail(sluice_token_t *token, int status, const char *message);
 
 /* ---------------------------------------------------------------- products */
 
-/*
+/**
  * A reserved region in the peer's arena. `data` is writable until commit;
  * the region is `bytes` long and aligned to 64 bytes. Up to 16 may be open
  * on one stream at once (and fewer than its ring depth); their products
@@ -350,14 +373,14 @@ int sluice_event_fail(sluice_token_t *token, int status, const char *message);
  * committed or cancelled (or the event is finished, which cancels it).
  */
 typedef struct sluice_reservation {
-    void *data;
-    size_t bytes;
-    uint32_t instance;
-    uint64_t count;
-    uint64_t handle;          /* private: names the reservation in its stream */
+    void *data;               /**< where to write the product; writable until commit */
+    size_t bytes;             /**< the region's length */
+    uint32_t instance;        /**< the instance it was reserved for */
+    uint64_t count;           /**< the element count given to sluice_product_reserve */
+    uint64_t handle;          /**< private: names the reservation in its stream */
 } sluice_reservation_t;
 
-/*
+/**
  * Reserve `bytes` for a product of `instance` in the event of `token`, with
  * `count` elements. For block and SoA types `count` is the element count and
  * sluice_type_bytes(type, count) must fit in `bytes` (SLUICE_EINVAL
@@ -373,37 +396,37 @@ typedef struct sluice_reservation {
 int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
                            unsigned flags, sluice_reservation_t *res_p);
 
-/* Publish a reserved product. Do not touch `res->data` afterwards. */
+/** Publish a reserved product. Do not touch `res->data` afterwards. */
 int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res);
 
-/* Drop a reservation without publishing anything. */
+/** Drop a reservation without publishing anything. */
 int sluice_product_cancel(sluice_token_t *token, sluice_reservation_t *res);
 
-/* Reserve, copy `bytes` from `data`, commit: one copy. */
+/** Reserve, copy `bytes` from `data`, commit: one copy. */
 int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *data, size_t bytes,
                         uint64_t count, unsigned flags);
 
-/* Send a CUSTOM-layout object through the type's serialise callback. */
+/** Send a CUSTOM-layout object through the type's serialise callback. */
 int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const void *object,
                                unsigned flags);
 
-/* Tell the receiver this product is absent for this event. */
+/** Tell the receiver this product is absent for this event. */
 int sluice_product_send_absent(sluice_token_t *token, uint32_t instance);
 
-/*
+/**
  * A read-only view of a received product, valid until sluice_view_release.
  * Treat it as opaque apart from the fields documented here.
  */
 typedef struct sluice_view {
-    const void *data;         /* the product's bytes, in the receiver's arena */
-    size_t bytes;
-    uint64_t count;           /* element count given by the sender */
-    const sluice_type_t *type;
-    uint32_t stream;          /* private: the arena this view holds */
-    uint64_t handle;          /* private: identifies the held region */
+    const void *data;         /**< the product's bytes, in the receiver's arena */
+    size_t bytes;             /**< the product's length */
+    uint64_t count;           /**< element count given by the sender */
+    const sluice_type_t *type; /**< the product's type */
+    uint32_t stream;          /**< private: the arena this view holds */
+    uint64_t handle;          /**< private: identifies the held region */
 } sluice_view_t;
 
-/*
+/**
  * Receive the next product of `instance` for the token's event, waiting
  * (bounded) for it. Returns SLUICE_ABSENT (a non-error) if the sender marked
  * it absent or finished the event without it. Several products of one
@@ -414,10 +437,10 @@ typedef struct sluice_view {
 int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned flags,
                            sluice_view_t *view_p);
 
-/* Rebuild a CUSTOM-layout object from a view. */
+/** Rebuild a CUSTOM-layout object from a view. */
 int sluice_view_deserialise(const sluice_view_t *view, void *object);
 
-/*
+/**
  * Release a view; its arena region may then be reused by the sender.
  * SLUICE_EALREADY if it was already released. Any thread, any time before
  * the channel is closed.
@@ -426,7 +449,7 @@ int sluice_view_release(sluice_channel_t *ch, sluice_view_t *view);
 
 /* ------------------------------------------------------------ notifications */
 
-/*
+/**
  * Waiting without spending a thread: arm a one-shot notification, go on
  * with other work, and be told when the call it names would return without
  * waiting (docs/design.md, "Notifications"). A notification fires once,
@@ -442,20 +465,20 @@ int sluice_view_release(sluice_channel_t *ch, sluice_view_t *view);
  */
 typedef void (*sluice_notify_fn)(void *arg);
 
-/* When sluice_product_receive(token, instance) would not wait. */
+/** When sluice_product_receive(token, instance) would not wait. */
 int sluice_notify_product(const sluice_token_t *token, uint32_t instance, sluice_notify_fn fn,
                           void *arg);
 
-/* Source: when sluice_source_next would not wait. */
+/** Source: when sluice_source_next would not wait. */
 int sluice_notify_item(sluice_channel_t *ch, sluice_notify_fn fn, void *arg);
 
-/* When stream `stream` has a free ring slot to send a record on (arena room is not looked at). */
+/** When stream `stream` has a free ring slot to send a record on (arena room is not looked at). */
 int sluice_notify_room(sluice_channel_t *ch, uint32_t stream, sluice_notify_fn fn, void *arg);
 
-/* The channel's eventfd (EFD_NONBLOCK): readable once a notification fired; read it to reset. */
+/** The channel's eventfd (EFD_NONBLOCK): readable once a notification fired; read it to reset. */
 int sluice_channel_fd(const sluice_channel_t *ch);
 
-/*
+/**
  * One progress round: fire every armed notification that is ready, and
  * return how many fired (or a negative status). With `wait_us`, wait up to
  * that long for at least one to fire: a short spin, then sleep until the
@@ -464,13 +487,15 @@ int sluice_channel_fd(const sluice_channel_t *ch);
  */
 int sluice_progress(sluice_channel_t *ch, uint32_t wait_us);
 
-/*
+/** @{ */
+/**
  * A progress thread for the channel, so that notifications fire without
  * the application calling sluice_progress. Stop it before closing (close
  * stops it too). SLUICE_EALREADY if it runs.
  */
 int sluice_progress_start(sluice_channel_t *ch);
 int sluice_progress_stop(sluice_channel_t *ch);
+/** @} */
 
 #ifdef __cplusplus
 }
