@@ -45,7 +45,12 @@ struct sl_link {
     bool ticket_issued;       /* the close agreement's operation was issued (guard entered) */
     uint64_t ticket[2];       /* origin and result of the close agreement's operations */
     size_t chunk;             /* largest single MPI_Put/MPI_Get, in bytes */
-    bool unflushed;           /* a put since the last flush (under the MPI guard) */
+    /* Puts issued, and how many of them a completed flush covers: at
+     * MPI_THREAD_MULTIPLE there is no guard, so stream threads put and
+     * flush at once, and a thread may skip its flush only when one that
+     * began after its own put has returned (sl_rma_store64). */
+    _Atomic uint64_t puts_issued;
+    _Atomic uint64_t puts_flushed;
     uint32_t liveness_ms;     /* a read not answered within this: the peer is dead */
     _Atomic bool *dead;       /* the channel's: once set, every call that needs the peer fails at once */
     /* The heartbeat, two-sided (see sl_rma_watch64): */
@@ -378,7 +383,7 @@ static int sl_rma_put(sl_link_t *l, size_t off, const void *src, size_t len)
         return rc; /* nothing was put */
     /* MPI_Put takes a const origin since MPI-3; the cast only shares the loop. */
     int mrc = sl_rma_chunks(l, off, (char *)(uintptr_t)src, len, true);
-    l->unflushed = true;
+    atomic_fetch_add_explicit(&l->puts_issued, 1, memory_order_acq_rel);
     sl_rma_leave();
     return mrc == MPI_SUCCESS ? SLUICE_OK : sl_rma_mpi_fail(mrc, "MPI_Put");
 }
@@ -392,14 +397,22 @@ static int sl_rma_store64(sl_link_t *l, size_t off, uint64_t value)
         return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
     /* The flush: every earlier put is complete at the target before the
      * counter that publishes it can land (the release half). Skipped when
-     * nothing was put since the last one (stamps of records published
-     * together: the first stamp's flush covers them all). */
+     * a flush that began after every put counted so far has returned, by
+     * this thread or another (a flush completes the whole process's puts):
+     * the stamps of records published together share the first one's. */
     int rc = sl_rma_enter_live(l, "rma: publishing a counter");
     if (rc != SLUICE_OK)
         return rc; /* nothing published */
-    int mrc = l->unflushed ? MPI_Win_flush(l->peer_rank, l->win) : MPI_SUCCESS;
-    if (mrc == MPI_SUCCESS)
-        l->unflushed = false;
+    uint64_t issued = atomic_load_explicit(&l->puts_issued, memory_order_acquire);
+    int mrc = MPI_SUCCESS;
+    if (atomic_load_explicit(&l->puts_flushed, memory_order_acquire) < issued) {
+        mrc = MPI_Win_flush(l->peer_rank, l->win);
+        uint64_t seen = atomic_load_explicit(&l->puts_flushed, memory_order_relaxed);
+        while (mrc == MPI_SUCCESS && seen < issued &&
+               !atomic_compare_exchange_weak_explicit(&l->puts_flushed, &seen, issued,
+                                                      memory_order_acq_rel, memory_order_relaxed))
+            ;
+    }
     /* The counter itself is only completed locally: it is on its way, and
      * the next flush (a later publication's, or close's flush_all)
      * completes it at the target. A word is stored again only after a put
