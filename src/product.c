@@ -328,8 +328,8 @@ static sl_resv_t *sl_resv_find(sl_stream_t *st, uint64_t handle)
  * Settle the queue after a commit or cancel. Cancelled reservations at the
  * young end give their arena space back (the head goes back to where it
  * was); then, from the old end up to the first reservation still open, the
- * records of the committed ones are written and published together (one
- * counter: over RMA one flush for all of them), and only then do they leave
+ * records of the committed ones are written and then stamped together (over
+ * RMA one flush for all of them), and only then do they leave
  * the queue, so a failure leaves every one of them for the next settle to
  * write again. Cancelled ones leave a gap the receiver's tail steps over
  * with the next region it releases.
