@@ -79,6 +79,7 @@ void sl_channel_free(sluice_channel_t *ch)
     sl_notify_fini(ch);
     pthread_mutex_destroy(&ch->source_lock);
     pthread_mutex_destroy(&ch->global_lock);
+    sl_mon_slot_release(ch->mon);
     free(ch);
 }
 
@@ -96,6 +97,13 @@ int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
         sl_channel_free(ch);
         return rc;
     }
+    /* Its counters' home first: every path below may count (or free). */
+    ch->mon = sl_mon_slot_claim(d->name, d->role, d->peer, d->streams, o);
+    if (!ch->mon) {
+        sl_channel_free(ch);
+        return sl_fail(SLUICE_ENOMEM, "cannot allocate the counters of channel \"%s\"", d->name);
+    }
+    ch->stats = &ch->mon->stats;
     ch->ctx = ctx;
     strcpy(ch->name, d->name);
     ch->role = d->role;
@@ -335,6 +343,7 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     }
     sl_channel_wire(ch);
     free(decl);
+    sl_mon_slot_opened(ch->mon, ch->tp->name, ch->peer_pid, ch->peer_start, ch->peer_local);
     *ch_p = ch;
     return SLUICE_OK;
 
@@ -348,6 +357,9 @@ free_pair:
 free_decl:
     free(decl);
 free_channel:
+    /* Counted before the slot goes: a reader that saw it opening may
+     * catch why it went (a failed open is its own call's business). */
+    sl_channel_result(ch, rc);
     sl_channel_free(ch);
     return rc;
 }
@@ -383,8 +395,8 @@ const char *sluice_channel_transport(const sluice_channel_t *ch) { return ch->tp
 
 void sluice_channel_stats(const sluice_channel_t *ch, sluice_channel_stats_t *out)
 {
-    sluice_channel_t *c = (sluice_channel_t *)ch;
-#define SL_LOAD(f) out->f = atomic_load_explicit(&c->stats.f, memory_order_relaxed)
+    const sluice_channel_t *c = ch;
+#define SL_LOAD(f) out->f = atomic_load_explicit(&c->stats->f, memory_order_relaxed)
     SL_LOAD(transitions_sent);
     SL_LOAD(transitions_received);
     SL_LOAD(products_sent);

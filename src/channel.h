@@ -11,6 +11,7 @@
 #include "context.h"
 #include "heartbeat.h"
 #include "inbox.h"
+#include "monitor.h"
 #include "ring.h"
 #include "stream.h"
 #include "transport.h"
@@ -88,12 +89,11 @@ struct sluice_channel {
     bool progress_started;
     _Atomic bool progress_run;
 
-    struct {
-        _Atomic uint64_t transitions_sent, transitions_received;
-        _Atomic uint64_t products_sent, products_received;
-        _Atomic uint64_t bytes_sent, bytes_received, discarded;
-        _Atomic uint64_t product_publications;
-    } stats;
+    /* The channel's slot of the status page (monitor.h), or private memory
+     * when there is no page: its counters are the channel's own, so the
+     * data path counts once, for sluice_channel_stats and sluice-monitor. */
+    sl_mon_slot_t *mon;
+    sl_mon_counters_t *stats; /* == &mon->stats */
 
     _Atomic bool grouped;     /* a member of a group (group.c): in one at most */
 };
@@ -204,6 +204,72 @@ static inline int sl_channel_geometry(const sluice_channel_t *ch, sl_geometry_t 
 static inline void sl_stat_add(_Atomic uint64_t *c, uint64_t v)
 {
     atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+/*
+ * Gauges of the status page (docs/monitor.md), from state this side already
+ * keeps: relaxed stores, under the stream's lock (one writer per stream).
+ * Streams past SL_MON_STREAMS, and the scope stream, have none.
+ */
+static inline sl_mon_stream_t *sl_mon_stream_of(sluice_channel_t *ch, sl_stream_t *st)
+{
+    size_t s = (size_t)(st - ch->streams);
+    return s < ch->n_streams && s < SL_MON_STREAMS ? &ch->mon->stream[s] : NULL;
+}
+
+/* After this side published on the stream's ring or placed arena bytes. */
+static inline void sl_mon_stream_tx(sluice_channel_t *ch, sl_stream_t *st)
+{
+    sl_mon_stream_t *g = sl_mon_stream_of(ch, st);
+    if (!g)
+        return;
+    sl_mon_set(&g->tx_head, st->tx.head);
+    sl_mon_set(&g->tx_seen, st->tx.tail_cache);
+    sl_mon_set(&g->arena_out, st->arena_head - st->arena_tail_cache);
+}
+
+/* After this side took a record from its own ring or released arena bytes. */
+static inline void sl_mon_stream_rx(sluice_channel_t *ch, sl_stream_t *st)
+{
+    sl_mon_stream_t *g = sl_mon_stream_of(ch, st);
+    if (!g)
+        return;
+    sl_mon_set(&g->rx_tail, st->rx.tail);
+    sl_mon_set(&g->arena_in, st->arx.n ? st->arx.last_end - st->arx.tail : 0);
+}
+
+/*
+ * The stream's token opens or closes; call it just before the store of
+ * token_open (whose writers take turns on a stream), so a close of a token
+ * already closed counts nothing. The scope stream's are no events.
+ */
+static inline void sl_mon_token(sluice_channel_t *ch, sl_stream_t *st, bool open)
+{
+    if (st == &ch->streams[SL_SCOPE(ch)] ||
+        atomic_load_explicit(&st->token_open, memory_order_relaxed) == open)
+        return;
+    if (open)
+        atomic_fetch_add_explicit(&ch->mon->events_open, 1, memory_order_relaxed);
+    else
+        atomic_fetch_sub_explicit(&ch->mon->events_open, 1, memory_order_relaxed);
+    sl_mon_stream_t *g = sl_mon_stream_of(ch, st);
+    if (g) {
+        sl_mon_set(&g->event_seq, st->token_seq);
+        sl_mon_set(&g->event_open, open);
+    }
+}
+
+/*
+ * What a public call on the channel returns, counted on the status page
+ * when it is a failure: not SLUICE_EAGAIN (retry) and not
+ * SLUICE_EPEERCLOSED (the peer state says so), which are how channels
+ * normally run and end. Costs a compare on success.
+ */
+static inline int sl_channel_result(sluice_channel_t *ch, int rc)
+{
+    if (SL_UNLIKELY(rc < 0) && rc != SLUICE_EAGAIN && rc != SLUICE_EPEERCLOSED)
+        sl_mon_error(ch->mon, rc, sluice_last_error());
+    return rc;
 }
 
 #endif

@@ -8,6 +8,7 @@
 #include "context.h"
 #include "handshake.h"
 #include "liveness.h"
+#include "monitor.h"
 #include "mpiguard.h"
 
 /* NUMA node of the CPU this process last ran on, or -1 when hwloc cannot tell. */
@@ -103,6 +104,7 @@ int sluice_context_create(MPI_Comm comm, const char *name, sluice_context_t **ct
     }
     if ((rc = sl_hello_init(ctx)))
         goto free_app;
+    sl_mon_context_attach(name); /* this process's status page (docs/monitor.md) */
     *ctx_p = ctx;
     return SLUICE_OK;
 
@@ -132,6 +134,7 @@ void sluice_context_destroy(sluice_context_t *ctx)
     sl_mpi_leave();
     free(ctx->peers);
     free(ctx);
+    sl_mon_context_detach();
 }
 
 int sluice_context_size(const sluice_context_t *ctx) { return ctx->size; }

@@ -103,7 +103,7 @@ int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned fl
                                      ch->name, instance));
     sl_pending_t p;
     if ((rc = sl_receive(token, st, instance, flags, &p)))
-        return sl_unlock(st, rc);
+        return sl_channel_result(ch, sl_unlock(st, rc));
     if (p.status != SLUICE_OK) {
         /* Absent, or refused when it was taken in: nothing to hand out. */
         if (p.id)
@@ -111,9 +111,11 @@ int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned fl
         pthread_mutex_unlock(&st->lock);
         return p.status == SLUICE_ABSENT
                    ? SLUICE_ABSENT
-                   : sl_fail(p.status, "channel \"%s\": stream %u: product of instance %u was "
-                                       "refused when it arrived (%s)",
-                             ch->name, token->stream, instance, sluice_strerror(p.status));
+                   : sl_channel_result(ch, sl_fail(p.status, "channel \"%s\": stream %u: product "
+                                                             "of instance %u was refused when it "
+                                                             "arrived (%s)",
+                                                   ch->name, token->stream, instance,
+                                                   sluice_strerror(p.status)));
     }
     pthread_mutex_unlock(&st->lock);
     *view_p = (sluice_view_t){
@@ -124,8 +126,8 @@ int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned fl
         .stream = token->stream,
         .handle = p.id,
     };
-    sl_stat_add(&ch->stats.products_received, 1);
-    sl_stat_add(&ch->stats.bytes_received, p.bytes);
+    sl_stat_add(&ch->stats->products_received, 1);
+    sl_stat_add(&ch->stats->bytes_received, p.bytes);
     return SLUICE_OK;
 }
 
@@ -375,13 +377,14 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
         int rc = sl_ring_tx_publish(&st->tx, ch->tp, ch->link, written);
         if (rc)
             return rc;
-        sl_stat_add(&ch->stats.product_publications, 1);
+        sl_stat_add(&ch->stats->product_publications, 1);
+        sl_mon_stream_tx(ch, st);
     }
     for (; settled; settled--) {
         sl_resv_t *r = sl_resv_at(st, 0);
         if (r->state == SL_RESV_COMMITTED && r->placed) {
-            sl_stat_add(&ch->stats.products_sent, 1);
-            sl_stat_add(&ch->stats.bytes_sent, r->len);
+            sl_stat_add(&ch->stats->products_sent, 1);
+            sl_stat_add(&ch->stats->bytes_sent, r->len);
         }
         if (r->state == SL_RESV_CANCELLED && r->placed) {
             /* A gap: if everything after it is cancelled too, the head must
@@ -456,6 +459,7 @@ static int sl_reserve_locked(sluice_token_t *token, sl_stream_t *st, const sluic
         if (st->arena_tail_cache == st->arena_head)
             st->arena_tail_cache = pos;
         st->arena_head = pos + sl_align_up(bytes, SL_ARENA_ALIGN);
+        sl_mon_stream_tx(ch, st);
     }
     st->resv_n++;
     *res_p = (sluice_reservation_t){ data, bytes, e->instance, count, r->handle };
@@ -472,7 +476,9 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
     int rc = sl_sender_lock(token, instance, &st, &e);
     if (rc)
         return rc;
-    return sl_unlock(st, sl_reserve_locked(token, st, e, bytes, count, flags, true, res_p));
+    return sl_channel_result(token->channel,
+                             sl_unlock(st, sl_reserve_locked(token, st, e, bytes, count, flags,
+                                                             true, res_p)));
 }
 
 /*
@@ -494,7 +500,7 @@ static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reser
     r->count = res->count;
     if (!r->placed) {
         /* The peer finished the event: it would discard the product unread. */
-        sl_stat_add(&ch->stats.discarded, 1);
+        sl_stat_add(&ch->stats->discarded, 1);
     } else if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && r->len) {
         /* An older reservation is still open: the record (and the flush
          * that completes this put) comes later, so the caller's buffer may
@@ -529,7 +535,9 @@ int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res)
 {
     sl_stream_t *st = NULL;
     int rc = sl_token_lock(token, &st);
-    return rc ? rc : sl_unlock(st, sl_commit_locked(token, st, res, NULL));
+    return rc ? rc
+              : sl_channel_result(token->channel,
+                                  sl_unlock(st, sl_commit_locked(token, st, res, NULL)));
 }
 
 int sluice_product_cancel(sluice_token_t *token, sluice_reservation_t *res)
@@ -564,10 +572,11 @@ int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *da
      * (RMA): no staging copy, the transport puts straight from `data`. */
     sluice_reservation_t res;
     if ((rc = sl_reserve_locked(token, st, e, bytes, count, flags, false, &res)))
-        return sl_unlock(st, rc);
+        return sl_channel_result(token->channel, sl_unlock(st, rc));
     if (res.data && bytes)
         memcpy(res.data, data, bytes);
-    return sl_unlock(st, sl_commit_or_cancel(token, st, &res, data));
+    return sl_channel_result(token->channel,
+                             sl_unlock(st, sl_commit_or_cancel(token, st, &res, data)));
 }
 
 int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const void *object,
@@ -593,7 +602,7 @@ int sluice_product_send_object(sluice_token_t *token, uint32_t instance, const v
         sl_cancel_locked(st, ch, &res);
         return sl_unlock(st, rc);
     }
-    return sl_unlock(st, sl_commit_or_cancel(token, st, &res, NULL));
+    return sl_channel_result(ch, sl_unlock(st, sl_commit_or_cancel(token, st, &res, NULL)));
 }
 
 int sluice_product_send_absent(sluice_token_t *token, uint32_t instance)
@@ -613,7 +622,9 @@ int sluice_product_send_absent(sluice_token_t *token, uint32_t instance)
                       .seq = st->token_seq,
                       .instance = instance,
                       .fingerprint = sluice_type_fingerprint(e->type) };
-    return sl_unlock(st, sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r));
+    rc = sl_ring_tx_push(&st->tx, ch->tp, ch->link, &r);
+    sl_mon_stream_tx(ch, st);
+    return sl_channel_result(ch, sl_unlock(st, rc));
 }
 
 /* ------------------------------------------------------------ finishing */
@@ -645,6 +656,7 @@ static int sl_finish_locked(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *
         for (uint32_t i = 0; i < st->resv_n; i++)
             sl_resv_retire(st, sl_resv_at(st, i));
         st->resv_n = 0;
+        sl_mon_token(ch, st, false);
         atomic_store_explicit(&st->token_open, false, memory_order_release);
         return rc;
     }
@@ -654,6 +666,8 @@ static int sl_finish_locked(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *
      * idle side does not keep it waiting for room. */
     if ((rc = sl_stream_drain(ch, st)))
         return rc;
+    sl_mon_stream_tx(ch, st);
+    sl_mon_token(ch, st, false);
     /* Release: pairs with end of job's acquire check under the global lock. */
     atomic_store_explicit(&st->token_open, false, memory_order_release);
     return SLUICE_OK;
@@ -673,7 +687,7 @@ static int sl_finish(sluice_token_t *token, sl_record_t *rec)
     /* The stream is free: a source's next item may be ready now. */
     if (token->channel->role == SLUICE_SOURCE)
         sl_notify_poke(token->channel);
-    return rc;
+    return sl_channel_result(token->channel, rc);
 }
 
 int sluice_event_finish(sluice_token_t *token)

@@ -26,6 +26,7 @@ void sl_stream_consume(sluice_channel_t *ch, sl_stream_t *st)
      * of its progress engine's sleep (review M1). */
     if (sl_ring_rx_consume(&st->rx) && ch->tp->wake)
         ch->tp->wake(ch->link);
+    sl_mon_stream_rx(ch, st);
 }
 
 int sl_stream_release(sluice_channel_t *ch, sl_stream_t *st, uint64_t id)
@@ -37,6 +38,8 @@ int sl_stream_release(sluice_channel_t *ch, sl_stream_t *st, uint64_t id)
     if (rc == SLUICE_OK && advanced)
         atomic_store_explicit(sl_stream_word(ch, st, SL_ARENA_TAIL_OFF), st->arx.tail,
                               memory_order_release);
+    if (rc == SLUICE_OK)
+        sl_mon_stream_rx(ch, st);
     return rc;
 }
 
@@ -48,7 +51,7 @@ int sl_stream_discard(sluice_channel_t *ch, sl_stream_t *st, const sl_record_t *
         if (rc)
             return rc;
         sl_stream_release(ch, st, id);
-        sl_stat_add(&ch->stats.discarded, 1);
+        sl_stat_add(&ch->stats->discarded, 1);
     } else if (rec->kind != SL_REC_ABSENT && rec->kind != SL_REC_EVENT_END &&
                rec->kind != SL_REC_EVENT_FAIL) {
         return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": stream record of unknown kind %u",
@@ -223,7 +226,7 @@ void sl_stream_drop_pending(sluice_channel_t *ch, sl_stream_t *st)
     for (size_t i = 0; i < st->n_pending; i++) {
         if (st->pending[i].id) {
             sl_stream_release(ch, st, st->pending[i].id);
-            sl_stat_add(&ch->stats.discarded, 1);
+            sl_stat_add(&ch->stats->discarded, 1);
         }
     }
     st->n_pending = 0;

@@ -170,6 +170,10 @@ static void sl_global_apply(sluice_channel_t *ch, const sluice_transition_t *t,
     case SLUICE_EVENT:
         break;
     }
+    /* The status page, under the global lock (its one writer). */
+    sl_mon_transition(ch->mon, (uint32_t)t->kind, t->run, t->lumi);
+    sl_mon_set(&ch->mon->global_head, ch->gtx.head);
+    sl_mon_set(&ch->mon->global_seen, ch->gtx.tail_cache);
 }
 
 /*
@@ -279,8 +283,8 @@ int sluice_transition_send(sluice_channel_t *ch, const sluice_transition_t *t, u
     rc = t->kind == SLUICE_END_JOB ? sl_end_job(ch, t, &r, flags)
                                    : sl_global_publish(ch, t, &r, NULL, flags);
     if (rc == SLUICE_OK)
-        sl_stat_add(&ch->stats.transitions_sent, 1);
-    return rc;
+        sl_stat_add(&ch->stats->transitions_sent, 1);
+    return sl_channel_result(ch, rc);
 }
 
 int sluice_transition_send_scoped(sluice_channel_t *ch, const sluice_transition_t *t,
@@ -311,13 +315,13 @@ int sluice_transition_send_scoped(sluice_channel_t *ch, const sluice_transition_
         scope->token_seq = r.dep;
         scope->peer_ended = false;
         scope->peer_failed = 0;
-        atomic_store_explicit(&scope->token_open, true, memory_order_release);
+        atomic_store_explicit(&scope->token_open, true, memory_order_release); /* no event */
         *token_p = (sluice_token_t){ ch, SL_SCOPE(ch), r.dep };
-        sl_stat_add(&ch->stats.transitions_sent, 1);
+        sl_stat_add(&ch->stats->transitions_sent, 1);
     }
     scope->finishing = false;
     pthread_mutex_unlock(&scope->lock);
-    return rc;
+    return sl_channel_result(ch, rc);
 }
 
 /*
@@ -349,6 +353,7 @@ static int sl_event_claim(sluice_channel_t *ch, sl_stream_t *st, const sluice_tr
         st->peer_ended = false;
         st->peer_failed = 0;
         /* Under the lock: end of job reads it under the same lock. */
+        sl_mon_token(ch, st, true);
         atomic_store_explicit(&st->token_open, true, memory_order_release);
     }
     pthread_mutex_unlock(&ch->global_lock);
@@ -369,6 +374,7 @@ static void sl_event_settle(sluice_channel_t *ch, sl_stream_t *st, const sl_reco
         l->events--;
         st->next_seq--;
         st->token_seq = st->done_seq;
+        sl_mon_token(ch, st, false);
         atomic_store_explicit(&st->token_open, false, memory_order_release);
     }
     pthread_mutex_unlock(&ch->global_lock);
@@ -395,7 +401,7 @@ int sluice_event_send(sluice_channel_t *ch, uint32_t stream, const sluice_transi
     pthread_mutex_lock(&st->lock);
     rc = sl_event_send_locked(ch, st, event, flags, token_p);
     pthread_mutex_unlock(&st->lock);
-    return rc;
+    return sl_channel_result(ch, rc);
 }
 
 /* The stream's lock is held (it is let go only while waiting for room). */
@@ -428,7 +434,8 @@ static int sl_event_send_locked(sluice_channel_t *ch, sl_stream_t *st,
     sl_event_settle(ch, st, &r, rc == SLUICE_OK);
     if (rc)
         return rc; /* nothing was published and nothing counted */
-    sl_stat_add(&ch->stats.transitions_sent, 1);
+    sl_mon_stream_tx(ch, st);
+    sl_stat_add(&ch->stats->transitions_sent, 1);
     *token_p = (sluice_token_t){ ch, stream, r.seq };
     return SLUICE_OK;
 }
@@ -528,7 +535,10 @@ static int sl_global_take(sluice_channel_t *ch, const sl_record_t *r, sluice_tra
     if (r->kind == SLUICE_END_JOB)
         ch->global_eof = true;
     sl_transition_from_record(t_p, r);
-    sl_stat_add(&ch->stats.transitions_received, 1);
+    sl_stat_add(&ch->stats->transitions_received, 1);
+    /* The status page, under the source lock (its one writer). */
+    sl_mon_transition(ch->mon, r->kind, r->run, r->lumi);
+    sl_mon_set(&ch->mon->global_tail, ch->grx.tail);
     return SLUICE_OK;
 }
 
@@ -583,9 +593,10 @@ static void sl_event_take(sluice_channel_t *ch, sl_stream_t *st, const sl_record
     st->token_seq = r->seq;
     st->peer_ended = false;
     st->peer_failed = 0;
+    sl_mon_token(ch, st, true);
     atomic_store_explicit(&st->token_open, true, memory_order_relaxed);
     sl_transition_from_record(event_p, r);
-    sl_stat_add(&ch->stats.transitions_received, 1);
+    sl_stat_add(&ch->stats->transitions_received, 1);
     *token_p = (sluice_token_t){ ch, (uint32_t)(st - ch->streams), r->seq };
 }
 
@@ -630,15 +641,15 @@ int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsig
         rc = gate ? sl_wait_step_local(ch, &w, flags, "end of lumi waiting for its events")
                   : sl_wait_step(ch, &w, flags, "waiting for a global transition");
         if (rc)
-            return rc;
+            return sl_channel_result(ch, rc);
         if ((rc = sl_mutex_lock_until(&ch->source_lock, &dl, "next transition",
                                       SL_SOURCE_HELD)))
-            return rc;
+            return sl_channel_result(ch, rc);
     }
     if (rc == SLUICE_OK)
         rc = sl_global_take(ch, &r, t_p);
     pthread_mutex_unlock(&ch->source_lock);
-    return rc;
+    return sl_channel_result(ch, rc);
 }
 
 int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t *event_p,
@@ -672,7 +683,7 @@ int sluice_event_next(sluice_channel_t *ch, uint32_t stream, sluice_transition_t
     if (rc == SLUICE_OK)
         sl_event_take(ch, st, &r, event_p, token_p);
     pthread_mutex_unlock(&st->lock);
-    return rc;
+    return sl_channel_result(ch, rc);
 }
 
 /*
@@ -730,7 +741,7 @@ int sluice_source_next(sluice_channel_t *ch, unsigned flags, sluice_item_t *item
         return rc;
     rc = sl_source_next_locked(ch, flags, item_p);
     pthread_mutex_unlock(&ch->source_lock);
-    return rc;
+    return sl_channel_result(ch, rc);
 }
 
 /* The source lock is held, and let go only while waiting. */

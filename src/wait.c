@@ -53,6 +53,10 @@ static int sl_peer_check(sluice_channel_t *ch, const char *what)
         if (!dead)
             return SLUICE_OK;
         atomic_store_explicit(&ch->peer_dead, true, memory_order_relaxed);
+        sl_mon_peer(ch->mon, SLUICE_MONITOR_PEER_DEAD);
+        /* As its shared memory: the survivor removes what the dead left
+         * (on this node; sl_mon_forget checks). */
+        sl_mon_forget(ch->peer_pid, ch->peer_start);
     }
     return sl_fail(SLUICE_EPEERDEAD, "channel \"%s\": %s: the peer process (pid %lld) died",
                    ch->name, what, (long long)ch->peer_pid);
@@ -60,8 +64,11 @@ static int sl_peer_check(sluice_channel_t *ch, const char *what)
 
 bool sl_peer_gone(sluice_channel_t *ch)
 {
-    return atomic_load_explicit(&ch->header->peer_closed, memory_order_acquire) ||
-           sl_peer_check(ch, "progress") != SLUICE_OK;
+    if (atomic_load_explicit(&ch->header->peer_closed, memory_order_acquire)) {
+        sl_mon_peer(ch->mon, SLUICE_MONITOR_PEER_CLOSED);
+        return true;
+    }
+    return sl_peer_check(ch, "progress") != SLUICE_OK;
 }
 
 void sl_wait_init(const sluice_channel_t *ch, sl_wait_t *w)
@@ -91,6 +98,7 @@ int sl_wait_step(sluice_channel_t *ch, sl_wait_t *w, unsigned flags, const char 
      * non-blocking caller learns of the close too, after that last poll. */
     if (atomic_load_explicit(&ch->header->peer_closed, memory_order_acquire)) {
         w->closed_seen = true;
+        sl_mon_peer(ch->mon, SLUICE_MONITOR_PEER_CLOSED);
         return ch->tp->local_sync(ch->link);
     }
     /* Not closed: a peer that is gone without closing died. */
