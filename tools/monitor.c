@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,12 +41,13 @@ static struct {
     bool once, json, clean;
 } opt = { .interval = 1.0 };
 
-static volatile sig_atomic_t mon_stop; /* set by SIGINT/SIGTERM: finish the refresh and exit */
+/* Set by SIGINT/SIGTERM: finish the refresh and exit (lock-free, so a handler may store it). */
+static atomic_bool mon_stop;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    mon_stop = 1;
+    atomic_store_explicit(&mon_stop, true, memory_order_relaxed);
 }
 
 static void usage(FILE *f)
@@ -448,7 +450,7 @@ static int clean(void)
 static void pause_for(double seconds)
 {
     double end = mono_now() + seconds;
-    while (!mon_stop) {
+    while (!atomic_load_explicit(&mon_stop, memory_order_relaxed)) {
         double left = end - mono_now();
         if (left <= 0)
             break;
@@ -494,7 +496,9 @@ int main(int argc, char **argv)
             if (*end || opt.count <= 0)
                 return bad("--count takes a positive number", argv[i]);
         } else {
-            return bad(has || a[0] != '-' ? "unknown argument" : "option without its value", a);
+            bool wants_value = !strcmp(a, "--pid") || !strcmp(a, "--job") ||
+                               !strcmp(a, "--interval") || !strcmp(a, "--count");
+            return bad(wants_value ? "option without its value" : "unknown argument", a);
         }
     }
     if (opt.once && opt.count)
@@ -512,7 +516,8 @@ int main(int argc, char **argv)
     mon_sample_t *a = &samples[0], *b = &samples[1];
     bool pid_refused = false, pid_seen = false;
     take_sample(a, &pid_refused);
-    for (unsigned refresh = 1; !mon_stop; refresh++) {
+    for (unsigned refresh = 1; !atomic_load_explicit(&mon_stop, memory_order_relaxed);
+         refresh++) {
         pause_for(opt.interval);
         take_sample(b, &pid_refused);
         if (pid_refused) {
