@@ -15,10 +15,11 @@
 /*
  * Protocol (docs/design.md, "RMA transport"): the inbox is this rank's part
  * of an MPI_Win_allocate window, under one passive-target MPI_Win_lock_all
- * epoch for the channel's life. A writer MPI_Puts payload and records, then
- * store64() flushes them (MPI_Win_flush: complete at the target) and only
- * then puts the counter and flushes again. The reader never calls a matching
- * receive: it polls its own memory after MPI_Win_sync.
+ * epoch for the channel's life. A writer MPI_Puts payload and records,
+ * flushes them (MPI_Win_flush: complete at the target), and only then puts
+ * the words that publish them (stamps, counters), completed locally; the
+ * next flush completes those at the target. The reader never calls a
+ * matching receive: it polls its own memory after MPI_Win_sync.
  */
 
 /*
@@ -48,7 +49,7 @@ struct sl_link {
     /* Puts issued, and how many of them a completed flush covers: at
      * MPI_THREAD_MULTIPLE there is no guard, so stream threads put and
      * flush at once, and a thread may skip its flush only when one that
-     * began after its own put has returned (sl_rma_store64). */
+     * began after its own put has returned (sl_rma_flush_counted). */
     _Atomic uint64_t puts_issued;
     _Atomic uint64_t puts_flushed;
     uint32_t liveness_ms;     /* a read not answered within this: the peer is dead */
@@ -388,46 +389,107 @@ static int sl_rma_put(sl_link_t *l, size_t off, const void *src, size_t len)
     return mrc == MPI_SUCCESS ? SLUICE_OK : sl_rma_mpi_fail(mrc, "MPI_Put");
 }
 
+/*
+ * Under the guard: complete every put counted so far at the target
+ * (MPI_Win_flush), unless a flush that began after all of them has already
+ * returned, on this thread or another (a flush completes the whole
+ * process's puts to the peer). MPI has no request-based flush: a flush
+ * towards a peer that died after the caller's check is bounded only by
+ * what MPI does (docs/design.md, "Liveness").
+ */
+static int sl_rma_flush_counted(sl_link_t *l)
+{
+    uint64_t issued = atomic_load_explicit(&l->puts_issued, memory_order_acquire);
+    if (atomic_load_explicit(&l->puts_flushed, memory_order_acquire) >= issued)
+        return MPI_SUCCESS;
+    int mrc = MPI_Win_flush(l->peer_rank, l->win);
+    uint64_t seen = atomic_load_explicit(&l->puts_flushed, memory_order_relaxed);
+    while (mrc == MPI_SUCCESS && seen < issued &&
+           !atomic_compare_exchange_weak_explicit(&l->puts_flushed, &seen, issued,
+                                                  memory_order_acq_rel, memory_order_relaxed))
+        ;
+    return mrc;
+}
+
+/*
+ * Put `n` words (`words[i]` to `offs[i]`), after everything counted before
+ * them is complete at the target (the release half), and complete them
+ * locally only: they are on their way, and the next flush (a later
+ * publication's or store's, or close's flush_all) completes them at the
+ * target. That saves a round trip per publication (docs/design.md, "RMA
+ * transport": what this rests on). They are counted as one more put, so
+ * that anything stored after them waits for them first: a stamp and then
+ * peer_closed must land in that order. A put of one aligned 8-byte word
+ * lands whole on every provider we know of. Under the guard; `words` stays
+ * valid until the local completion, in the caller's frame.
+ */
+static int sl_rma_put_words(sl_link_t *l, const size_t *offs, const uint64_t *words, size_t n)
+{
+    int mrc = sl_rma_flush_counted(l);
+    for (size_t i = 0; i < n && mrc == MPI_SUCCESS; i++)
+        mrc = MPI_Put(&words[i], 1, MPI_UINT64_T, l->peer_rank, (MPI_Aint)offs[i], 1,
+                      MPI_UINT64_T, l->win);
+    atomic_fetch_add_explicit(&l->puts_issued, 1, memory_order_acq_rel);
+    if (mrc == MPI_SUCCESS)
+        mrc = MPI_Win_flush_local(l->peer_rank, l->win);
+    return mrc;
+}
+
 static int sl_rma_store64(sl_link_t *l, size_t off, uint64_t value)
 {
-    /* MPI has no request-based flush: a flush towards a peer that died
-     * after this check is bounded only by what MPI does (docs/design.md,
-     * "Liveness"). */
     if (sl_rma_is_dead(l))
         return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
-    /* The flush: every earlier put is complete at the target before the
-     * counter that publishes it can land (the release half). Skipped when
-     * a flush that began after every put counted so far has returned, by
-     * this thread or another (a flush completes the whole process's puts):
-     * the stamps of records published together share the first one's. */
     int rc = sl_rma_enter_live(l, "rma: publishing a counter");
     if (rc != SLUICE_OK)
         return rc; /* nothing published */
-    uint64_t issued = atomic_load_explicit(&l->puts_issued, memory_order_acquire);
-    int mrc = MPI_SUCCESS;
-    if (atomic_load_explicit(&l->puts_flushed, memory_order_acquire) < issued) {
-        mrc = MPI_Win_flush(l->peer_rank, l->win);
-        uint64_t seen = atomic_load_explicit(&l->puts_flushed, memory_order_relaxed);
-        while (mrc == MPI_SUCCESS && seen < issued &&
-               !atomic_compare_exchange_weak_explicit(&l->puts_flushed, &seen, issued,
-                                                      memory_order_acq_rel, memory_order_relaxed))
-            ;
-    }
-    /* The counter itself is only completed locally: it is on its way, and
-     * the next flush (a later publication's, or close's flush_all)
-     * completes it at the target. A word is stored again only after a put
-     * in between (a record's stamp a lap later), so that flush comes first
-     * and two values of one word never race. That saves a round trip per
-     * publication (docs/design.md, "RMA transport": what this rests on).
-     * A put of one aligned 8-byte word lands whole on every provider we
-     * know of. */
-    uint64_t buf = value;
-    if (mrc == MPI_SUCCESS)
-        mrc = MPI_Put(&buf, 1, MPI_UINT64_T, l->peer_rank, (MPI_Aint)off, 1, MPI_UINT64_T, l->win);
-    if (mrc == MPI_SUCCESS)
-        mrc = MPI_Win_flush_local(l->peer_rank, l->win);
+    int mrc = sl_rma_put_words(l, &off, &value, 1);
     sl_rma_leave();
     return mrc == MPI_SUCCESS ? SLUICE_OK : sl_rma_mpi_fail(mrc, "counter publication");
+}
+
+/*
+ * Ring records: every body put, then one flush for them and for every
+ * earlier put (zero-copy products among them), then the stamps, all under
+ * one hold of the guard, so a wait for it fails before anything was put.
+ * The bodies are complete locally before return (the stamps' local
+ * completion covers them), so the caller's copies may go. An MPI error
+ * after a stamp may have gone out leaves the ring in a state no retry can
+ * mend: the link is marked dead.
+ */
+enum { SL_RMA_PUBLISH_MAX = 64 };
+static int sl_rma_publish(sl_link_t *l, const sl_stamped_t *recs, size_t n)
+{
+    if (n > SL_RMA_PUBLISH_MAX)
+        return sl_fail(SLUICE_EINVAL, "rma: %zu records in one publication (at most %d)", n,
+                       SL_RMA_PUBLISH_MAX);
+    if (sl_rma_is_dead(l))
+        return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
+    int rc = sl_rma_enter_live(l, "rma: publishing records");
+    if (rc != SLUICE_OK)
+        return rc; /* nothing was put */
+    int mrc = MPI_SUCCESS;
+    for (size_t i = 0; i < n && mrc == MPI_SUCCESS; i++)
+        mrc = sl_rma_chunks(l, recs[i].off + recs[i].body_off,
+                            (char *)(uintptr_t)recs[i].body, recs[i].body_len, true);
+    atomic_fetch_add_explicit(&l->puts_issued, 1, memory_order_acq_rel);
+    size_t offs[SL_RMA_PUBLISH_MAX];
+    uint64_t stamps[SL_RMA_PUBLISH_MAX];
+    for (size_t i = 0; i < n; i++) {
+        offs[i] = recs[i].off;
+        stamps[i] = recs[i].stamp;
+    }
+    bool bodies_ok = mrc == MPI_SUCCESS;
+    if (bodies_ok)
+        mrc = sl_rma_put_words(l, offs, stamps, n);
+    else
+        MPI_Win_flush_local(l->peer_rank, l->win); /* the bodies' buffers go with the caller */
+    sl_rma_leave();
+    if (mrc == MPI_SUCCESS)
+        return SLUICE_OK;
+    rc = sl_rma_mpi_fail(mrc, bodies_ok ? "publishing records" : "MPI_Put of a record");
+    if (bodies_ok)
+        atomic_store_explicit(l->dead, true, memory_order_relaxed);
+    return rc;
 }
 
 /*
@@ -613,6 +675,7 @@ const sl_transport_ops_t sl_rma_transport = {
     .put = sl_rma_put,
     .peer_ptr = sl_rma_peer_ptr,
     .store64 = sl_rma_store64,
+    .publish = sl_rma_publish,
     .load64 = sl_rma_load64,
     .get = sl_rma_get,
     .local_sync = sl_rma_local_sync,

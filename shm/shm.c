@@ -221,6 +221,11 @@ static int sl_shm_store64(sl_link_t *l, size_t off, uint64_t value)
     return SLUICE_OK;
 }
 
+static int sl_shm_publish(sl_link_t *l, const sl_stamped_t *recs, size_t n)
+{
+    return sl_publish_in_order(&sl_shm_transport, l, recs, n); /* neither step fails here */
+}
+
 static int sl_shm_load64(sl_link_t *l, size_t off, uint64_t *value_p)
 {
     /* Acquire: pairs with the owner's release store of its consumer counters. */
@@ -270,6 +275,7 @@ const sl_transport_ops_t sl_shm_transport = {
     .put = sl_shm_put,
     .peer_ptr = sl_shm_peer_ptr,
     .store64 = sl_shm_store64,
+    .publish = sl_shm_publish,
     .load64 = sl_shm_load64,
     .get = sl_shm_get,
     .local_sync = sl_shm_local_sync,

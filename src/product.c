@@ -279,7 +279,8 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, uint64_t seq, si
 /* A 64-byte-aligned local buffer of at least `bytes`: the newest spare, grown if it is short. */
 static int sl_resv_staging(sl_stream_t *st, sl_resv_t *r, size_t bytes)
 {
-    if (!r->staging && st->n_spare) {
+    bool spare = !r->staging && st->n_spare;
+    if (spare) {
         st->n_spare--;
         r->staging = st->spare[st->n_spare].buf;
         r->staging_bytes = st->spare[st->n_spare].bytes;
@@ -288,8 +289,14 @@ static int sl_resv_staging(sl_stream_t *st, sl_resv_t *r, size_t bytes)
         return SLUICE_OK;
     size_t cap = sl_align_up(bytes ? bytes : 1, SL_ARENA_ALIGN);
     void *n = aligned_alloc(SL_ARENA_ALIGN, cap);
-    if (!n)
+    if (!n) {
+        if (spare) { /* back where it came from, not lost with this slot */
+            st->n_spare++;
+            r->staging = NULL;
+            r->staging_bytes = 0;
+        }
         return sl_fail(SLUICE_ENOMEM, "cannot allocate %zu staging bytes", cap);
+    }
     free(r->staging);
     r->staging = n;
     r->staging_bytes = cap;
@@ -330,12 +337,13 @@ static sl_resv_t *sl_resv_find(sl_stream_t *st, uint64_t handle)
  * Settle the queue after a commit or cancel. Cancelled reservations at the
  * young end give their arena space back (the head goes back to where it
  * was); then, from the old end up to the first reservation still open, the
- * records of the committed ones are written and then stamped together (over
- * RMA one flush for all of them), and only then do they leave
- * the queue, so a failure leaves every one of them for the next settle to
- * write again. Cancelled ones leave a gap the receiver's tail steps over
- * with the next region it releases.
+ * records of the committed ones are published together (one push: over
+ * RMA one flush for all of them), and only then do they leave the queue.
+ * The push is all or nothing, so a failure leaves every one of them for the
+ * next settle to publish again. Cancelled ones leave a gap the receiver's
+ * tail steps over with the next region it releases.
  */
+_Static_assert(SL_RESV_MAX <= SL_RING_PUSH_MAX, "a settle publishes up to SL_RESV_MAX records");
 static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
 {
     while (st->resv_n) {
@@ -352,6 +360,9 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
         sl_resv_retire(st, r);
         st->resv_n--;
     }
+    /* Records of the committed ones, alive until they are published (over
+     * RMA, MPI reads them until then). */
+    sl_record_t recs[SL_RESV_MAX];
     uint32_t settled = 0, written = 0;
     for (; settled < st->resv_n; settled++) {
         sl_resv_t *r = sl_resv_at(st, settled);
@@ -360,21 +371,17 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
         if (r->state != SL_RESV_COMMITTED || !r->placed)
             continue;
         const sluice_endpoint_t *e = sl_channel_endpoint(ch, r->instance, SLUICE_SEND);
-        sl_record_t rec = { .kind = SL_REC_PRODUCT,
-                            .seq = st->token_seq,
-                            .instance = r->instance,
-                            .count = r->count,
-                            .fingerprint = sluice_type_fingerprint(e->type),
-                            .pos = r->pos,
-                            .bytes = r->len };
-        /* Its slot was set aside at reserve (sl_stream_owed). */
-        int rc = sl_ring_tx_write(&st->tx, ch->tp, ch->link, written, &rec);
-        if (rc)
-            return rc;
-        written++;
+        recs[written++] = (sl_record_t){ .kind = SL_REC_PRODUCT,
+                                         .seq = st->token_seq,
+                                         .instance = r->instance,
+                                         .count = r->count,
+                                         .fingerprint = sluice_type_fingerprint(e->type),
+                                         .pos = r->pos,
+                                         .bytes = r->len };
     }
     if (written) {
-        int rc = sl_ring_tx_publish(&st->tx, ch->tp, ch->link, written);
+        /* Their slots were set aside at reserve (sl_stream_owed). */
+        int rc = sl_ring_tx_push_n(&st->tx, ch->tp, ch->link, recs, written);
         if (rc)
             return rc;
         sl_stat_add(&ch->stats->product_publications, 1);

@@ -80,49 +80,49 @@ static inline uint64_t sl_ring_slot(uint64_t ctrl, uint64_t mask, uint64_t n)
     return sl_ring_slots(ctrl) + (n & mask) * SL_RECORD_BYTES;
 }
 
-/*
- * Write a record `k` places past the head, unpublished: its stamp is not
- * stored yet, so the consumer does not look at it. Writing it again before
- * it is published is harmless. Call only when there is room for k + 1.
- */
-static inline int sl_ring_tx_write(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
-                                   uint64_t k, const sl_record_t *rec)
-{
-    uint64_t slot = sl_ring_slot(r->ctrl, r->mask, r->head + k);
-    return t->put(l, slot + SL_RECORD_BODY_OFF, (const char *)rec + SL_RECORD_BODY_OFF,
-                  SL_RECORD_HEAD_BYTES - SL_RECORD_BODY_OFF + rec->aux_size);
-}
+/* Most records one sl_ring_tx_push_n publishes. */
+#define SL_RING_PUSH_MAX 16u
 
 /*
- * Publish the `n` records written past the head: store each one's stamp
- * (its record number + 1). store64 is a release store: it pairs with the
- * consumer's acquire load of the stamp in sl_ring_rx_peek(), so the
- * record's bytes are visible first (over RMA one flush covers all n). The
- * consumer takes records in order, so a stamp that lands early waits for
- * its predecessors. On failure the head stays: what was stamped is
- * stamped again by the retry, with the same values.
+ * Write `n` records at the head and publish them: each body, then each
+ * stamp (its record number + 1), through the transport's publish(). The
+ * stamp's release store pairs with the consumer's acquire load of it in
+ * sl_ring_rx_peek(), so a record's bytes are visible first (over RMA one
+ * flush covers all n). The consumer takes records in order, so a stamp
+ * that lands early waits for its predecessors. All or nothing: on failure
+ * nothing was stamped and the head stays, for a retry to write them again.
+ * Call only when there is room for n (sl_ring_tx_room_n); n <= SL_RING_PUSH_MAX.
  */
-static inline int sl_ring_tx_publish(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
-                                     uint64_t n)
+static inline int sl_ring_tx_push_n(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
+                                    const sl_record_t *recs, uint32_t n)
 {
-    for (uint64_t i = 0; i < n; i++) {
+    sl_stamped_t st[SL_RING_PUSH_MAX];
+    if (n > SL_RING_PUSH_MAX)
+        return sl_fail(SLUICE_EINVAL, "ring: %u records in one push (at most %u)", n,
+                       SL_RING_PUSH_MAX);
+    for (uint32_t i = 0; i < n; i++) {
         uint64_t number = r->head + i;
-        int rc = t->store64(l, sl_ring_slot(r->ctrl, r->mask, number), number + 1);
-        if (rc)
-            return rc;
+        st[i] = (sl_stamped_t){ .off = sl_ring_slot(r->ctrl, r->mask, number),
+                                .body_off = SL_RECORD_BODY_OFF,
+                                .body = (const char *)&recs[i] + SL_RECORD_BODY_OFF,
+                                .body_len = SL_RECORD_HEAD_BYTES - SL_RECORD_BODY_OFF +
+                                            recs[i].aux_size,
+                                .stamp = number + 1 };
     }
+    int rc = t->publish(l, st, n);
+    if (rc)
+        return rc;
     r->head += n;
     if (t->wake)
         t->wake(l);
     return SLUICE_OK;
 }
 
-/* Write one record and publish it. Call only after sl_ring_tx_room() said OK. */
+/* One record. Call only after sl_ring_tx_room() said OK. */
 static inline int sl_ring_tx_push(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
                                   const sl_record_t *rec)
 {
-    int rc = sl_ring_tx_write(r, t, l, 0, rec);
-    return rc ? rc : sl_ring_tx_publish(r, t, l, 1);
+    return sl_ring_tx_push_n(r, t, l, rec, 1);
 }
 
 /*
@@ -145,7 +145,7 @@ static inline int sl_ring_rx_stamp(const sl_ring_rx_t *r, uint64_t n, memory_ord
 /*
  * Copy the oldest record out, if any: SLUICE_OK, SLUICE_EAGAIN when empty.
  * The acquire load of its stamp pairs with the producer's release store in
- * sl_ring_tx_publish(). Line 1 is all a product, absent, end or fail mark
+ * sl_ring_tx_push_n(). Line 1 is all a product, absent, end or fail mark
  * without aux carries; the rest of the copy is zeroed for those, so one
  * cache line crosses. A stamp no producer writes: SLUICE_ECORRUPT.
  */
@@ -197,14 +197,16 @@ static inline uint64_t sl_ring_rx_published(const sl_ring_rx_t *r)
 #define SL_RING_WAKE_FREE 18u
 static inline bool sl_ring_rx_consume(sl_ring_rx_t *r)
 {
-    uint64_t depth = r->mask + 1, stamp;
-    bool was_full = depth <= SL_RING_WAKE_FREE ||
-                    sl_ring_rx_stamp(r, r->tail + depth - SL_RING_WAKE_FREE, memory_order_relaxed,
-                                     &stamp) > 0;
-    r->tail++;
+    uint64_t depth = r->mask + 1, stamp, old = r->tail++;
     _Atomic uint64_t *tail_p = (_Atomic uint64_t *)(void *)(r->base + r->ctrl + SL_RING_TAIL_OFF);
     atomic_store_explicit(tail_p, r->tail, memory_order_release);
-    return was_full;
+    /* The stamp is read after the tail is stored: a producer that filled
+     * the ring past it, went to sleep and then read the old tail must have
+     * done so within the store's flight (no fence orders the two: it would
+     * cost one per record), not across a preemption of this thread between
+     * them (docs/design.md, "Rings"). */
+    return depth <= SL_RING_WAKE_FREE ||
+           sl_ring_rx_stamp(r, old + depth - SL_RING_WAKE_FREE, memory_order_relaxed, &stamp) > 0;
 }
 
 #endif

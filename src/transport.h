@@ -11,6 +11,16 @@
 
 typedef struct sl_link sl_link_t; /* transport-private */
 
+/* A ring record for publish(): its body goes to `off` + `body_off`, then
+ * its stamp, the slot's first word, to `off`. */
+typedef struct sl_stamped {
+    size_t off;
+    size_t body_off;
+    const void *body;
+    size_t body_len;
+    uint64_t stamp;
+} sl_stamped_t;
+
 /* Longest name of a shared-memory segment, with its NUL. */
 #define SL_SEGMENT_NAME_MAX 96
 
@@ -85,11 +95,23 @@ typedef struct sl_transport_ops {
 
     /*
      * Store a 64-bit counter into the peer's inbox with release semantics:
-     * every put() and every write through peer_ptr() before it is visible to
-     * the peer before the counter is (pairs with the peer's acquire load of
-     * its local inbox).
+     * every put(), publish(), store64() and write through peer_ptr() before
+     * it is visible to the peer before the counter is (pairs with the
+     * peer's acquire load of its local inbox).
      */
     int (*store64)(sl_link_t *link, size_t off, uint64_t value);
+
+    /*
+     * Publish `n` ring records (ring.h): store every body, then every stamp
+     * with release semantics, so that the peer sees the bodies, and every
+     * put() and write through peer_ptr() before the call, before it sees
+     * any of the stamps. All or nothing: on failure no stamp was stored,
+     * and the ring is as it was (the one exception, an MPI error between
+     * two stamps, leaves the link dead: nothing more goes through it). The
+     * bodies may be reused as soon as it returns. MPI transports take the
+     * MPI guard once for all n, waiting at most one liveness period.
+     */
+    int (*publish)(sl_link_t *link, const sl_stamped_t *recs, size_t n);
 
     /* Load a 64-bit counter from the peer's inbox with acquire semantics. */
     int (*load64)(sl_link_t *link, size_t off, uint64_t *value_p);
@@ -133,6 +155,27 @@ typedef struct sl_transport_ops {
      */
     void (*wake)(sl_link_t *link);
 } sl_transport_ops_t;
+
+/*
+ * publish() for a transport whose put() is visible in order with its
+ * store64() and that cannot fail half-way (shared memory, the tests'
+ * loopbacks): each body, then each stamp.
+ */
+static inline int sl_publish_in_order(const sl_transport_ops_t *t, sl_link_t *l,
+                                      const sl_stamped_t *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = t->put(l, recs[i].off + recs[i].body_off, recs[i].body, recs[i].body_len);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = t->store64(l, recs[i].off, recs[i].stamp);
+        if (rc)
+            return rc;
+    }
+    return SLUICE_OK;
+}
 
 extern const sl_transport_ops_t sl_shm_transport;
 extern const sl_transport_ops_t sl_rma_transport;

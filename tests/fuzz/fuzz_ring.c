@@ -41,6 +41,12 @@ static int fz_lb_store64(sl_link_t *l, size_t off, uint64_t v)
     return SLUICE_OK;
 }
 
+static const sl_transport_ops_t fz_lb_ops;
+static int fz_lb_publish(sl_link_t *l, const sl_stamped_t *recs, size_t n)
+{
+    return sl_publish_in_order(&fz_lb_ops, l, recs, n);
+}
+
 static int fz_lb_load64(sl_link_t *l, size_t off, uint64_t *v)
 {
     *v = atomic_load_explicit((_Atomic uint64_t *)(void *)(l->mem + off), memory_order_acquire);
@@ -52,6 +58,7 @@ static const sl_transport_ops_t fz_lb_ops = {
     .name = "fuzz-loopback",
     .put = fz_lb_put,
     .store64 = fz_lb_store64,
+    .publish = fz_lb_publish,
     .load64 = fz_lb_load64,
 };
 

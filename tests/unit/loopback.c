@@ -41,6 +41,11 @@ static int lb_store64(sl_link_t *l, size_t off, uint64_t value)
     return SLUICE_OK;
 }
 
+static int lb_publish(sl_link_t *l, const sl_stamped_t *recs, size_t n)
+{
+    return sl_publish_in_order(&lb_ops, l, recs, n);
+}
+
 static int lb_load64(sl_link_t *l, size_t off, uint64_t *value_p)
 {
     /* Acquire: pairs with the owner's release store of its consumer counters. */
@@ -72,6 +77,7 @@ const sl_transport_ops_t lb_ops = {
     .put = lb_put,
     .peer_ptr = lb_peer_ptr,
     .store64 = lb_store64,
+    .publish = lb_publish,
     .load64 = lb_load64,
     .get = lb_get,
     .local_sync = lb_local_sync,

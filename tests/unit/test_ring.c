@@ -37,9 +37,19 @@ static int lb_load64(sl_link_t *l, size_t off, uint64_t *v)
     *v = atomic_load_explicit((_Atomic uint64_t *)(void *)(l->mem + off), memory_order_acquire);
     return 0;
 }
+static const sl_transport_ops_t lb_ops;
+static bool lb_publish_fails; /* the next publish fails before storing anything, once */
+static int lb_publish(sl_link_t *l, const sl_stamped_t *recs, size_t n)
+{
+    if (lb_publish_fails) {
+        lb_publish_fails = false;
+        return SLUICE_ETIMEDOUT; /* as RMA's does when the MPI guard stays held */
+    }
+    return sl_publish_in_order(&lb_ops, l, recs, n);
+}
 static const sl_transport_ops_t lb_ops = {
     .size = sizeof(sl_transport_ops_t), .name = "loopback",
-    .put = lb_put, .store64 = lb_store64, .load64 = lb_load64,
+    .put = lb_put, .store64 = lb_store64, .publish = lb_publish, .load64 = lb_load64,
 };
 
 #define DEPTH 8u
@@ -136,17 +146,14 @@ static void stamp_of_the_lap_before_says_retry(void **state)
     assert_int_equal(sl_ring_rx_published(&f->rx), 1);
 }
 
-/* Records written together and published together come out in order; unpublished ones do not. */
+/* Records pushed together come out in order, all of them at once. */
 static void records_published_together(void **state)
 {
     ring_fixture_t *f = *state;
-    sl_record_t r = { 0 };
-    for (uint64_t k = 0; k < 3; k++) {
-        r.seq = 100 + k;
-        assert_ok(sl_ring_tx_write(&f->tx, &lb_ops, &f->link, k, &r));
-    }
-    assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_EAGAIN);
-    assert_ok(sl_ring_tx_publish(&f->tx, &lb_ops, &f->link, 3));
+    sl_record_t recs[3] = { 0 }, r;
+    for (uint64_t k = 0; k < 3; k++)
+        recs[k].seq = 100 + k;
+    assert_ok(sl_ring_tx_push_n(&f->tx, &lb_ops, &f->link, recs, 3));
     assert_int_equal(sl_ring_rx_published(&f->rx), 3);
     for (uint64_t k = 0; k < 3; k++) {
         assert_ok(sl_ring_rx_peek(&f->rx, &r));
@@ -154,6 +161,30 @@ static void records_published_together(void **state)
         sl_ring_rx_consume(&f->rx);
     }
     assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_EAGAIN);
+}
+
+/*
+ * A push that fails publishes nothing and leaves the head: the consumer
+ * sees none of its records, a mark pushed next does not overwrite one it
+ * took, and the retry delivers each record once, in order.
+ */
+static void failed_push_publishes_nothing_and_retry_delivers_once(void **state)
+{
+    ring_fixture_t *f = *state;
+    sl_record_t recs[2] = { { .seq = 1 }, { .seq = 2 } }, mark = { .seq = 3 }, r;
+    lb_publish_fails = true;
+    assert_status(sl_ring_tx_push_n(&f->tx, &lb_ops, &f->link, recs, 2), SLUICE_ETIMEDOUT);
+    assert_int_equal(f->tx.head, 0);
+    assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_EAGAIN);
+    assert_ok(sl_ring_tx_push_n(&f->tx, &lb_ops, &f->link, recs, 2));
+    assert_ok(sl_ring_tx_push(&f->tx, &lb_ops, &f->link, &mark));
+    for (uint64_t k = 1; k <= 3; k++) {
+        assert_ok(sl_ring_rx_peek(&f->rx, &r));
+        assert_int_equal(r.seq, k);
+        sl_ring_rx_consume(&f->rx);
+    }
+    assert_status(sl_ring_rx_peek(&f->rx, &r), SLUICE_EAGAIN);
+    assert_ok(sl_ring_tx_room(&f->tx, &lb_ops, &f->link));
 }
 
 /* A product record crosses in its first line; the copy's second line is zero, not stale. */
@@ -388,6 +419,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(stamp_of_another_lap_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(stamp_of_the_lap_before_says_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(records_published_together, setup, teardown),
+        cmocka_unit_test_setup_teardown(failed_push_publishes_nothing_and_retry_delivers_once,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(product_records_fill_line_two_with_zeros, setup, teardown),
         cmocka_unit_test_setup_teardown(aux_size_beyond_the_maximum_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(tail_ahead_of_head_is_corrupt, setup, teardown),
