@@ -18,7 +18,7 @@ after)
     fi
     # Live test processes (not zombies: a job that just failed may take a
     # moment to be reaped by its launcher), given a few seconds to go.
-    names='conform|locktest|sharedtest|grouptest|servicetest|cxx|sluice-demo|sluice-bench|sluice-groupbe|sluice-soak|sluice-lockbenc|sluice-info|sluice-hlt'
+    names='conform|locktest|sharedtest|grouptest|servicetest|cxx|sluice-demo|sluice-bench|sluice-groupbe|sluice-soak|sluice-lockbenc|sluice-info|sluice-hlt|sluice-monitor'
     live() { pgrep -x "$names" | xargs -r ps -o pid=,stat=,comm= -p | awk '$2 !~ /^Z/'; }
     for _ in $(seq 50); do
         [[ -z "$(live)" ]] && break
