@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,23 @@ static int iters_for(size_t bytes)
 
 /* ------------------------------------------------------------ raw baselines */
 
+/*
+ * The baselines' MPI calls, each under sluice's MPI guard where sluice's own
+ * threads call MPI meanwhile: at MPI_THREAD_SERIALIZED with an RMA channel
+ * open, whose heartbeat thread tests and sends its beats (sluice_mpi_lock).
+ * Not on a shared-memory channel: no sluice thread enters MPI there, and an
+ * uncontended lock per call would still add to the one-node baseline.
+ */
+static bool guarded;
+#define BASE(call)                                                                                 \
+    do {                                                                                           \
+        if (guarded)                                                                               \
+            sluice_mpi_lock();                                                                     \
+        call;                                                                                      \
+        if (guarded)                                                                               \
+            sluice_mpi_unlock();                                                                   \
+    } while (0)
+
 /* One-way latency of a cache-line ping-pong through an MPI shared window;
  * -1 where no shared window can be made (osc/sm excluded). */
 static double raw_pingpong(void)
@@ -69,14 +87,15 @@ static double raw_pingpong(void)
     MPI_Aint sz;
     int disp;
     void *base, *pbase;
-    if (MPI_Win_allocate_shared(4096, 1, MPI_INFO_NULL, comm, &base, &win) !=
-        MPI_SUCCESS)
+    int rc;
+    BASE(rc = MPI_Win_allocate_shared(4096, 1, MPI_INFO_NULL, comm, &base, &win));
+    if (rc != MPI_SUCCESS)
         return -1;
-    MPI_Win_shared_query(win, peer, &sz, &disp, &pbase);
+    BASE(MPI_Win_shared_query(win, peer, &sz, &disp, &pbase));
     mine = base;   /* each side spins on its own line; the peer writes it */
     theirs = pbase;
     atomic_store(mine, 0);
-    MPI_Barrier(comm);
+    BASE(MPI_Barrier(comm));
     int n = quick ? 20000 : 200000;
     double t0 = 0;
     for (int i = 1; i <= n + 1000; i++) {
@@ -93,8 +112,8 @@ static double raw_pingpong(void)
         }
     }
     double one_way = (now_us() - t0) / n / 2;
-    MPI_Barrier(comm);
-    MPI_Win_free(&win);
+    BASE(MPI_Barrier(comm));
+    BASE(MPI_Win_free(&win));
     return one_way;
 }
 
@@ -122,21 +141,21 @@ static double two_sided(size_t bytes)
     memset(sbuf, 3, cap), memset(rbuf, 0, cap);
     uint64_t meta[8] = { bytes };
     int n = iters_for(bytes), warm = n / 10 + 1;
-    MPI_Barrier(comm);
+    BASE(MPI_Barrier(comm));
     double t0 = 0;
     for (int i = 0; i < n + warm; i++) {
         if (i == warm)
             t0 = now_us();
         if (is_ctrl) {
-            MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, comm);
-            MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, comm);
-            MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, comm, MPI_STATUS_IGNORE);
-            MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, comm, MPI_STATUS_IGNORE);
+            BASE(MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, comm));
+            BASE(MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, comm));
+            BASE(MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, comm, MPI_STATUS_IGNORE));
+            BASE(MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, comm, MPI_STATUS_IGNORE));
         } else {
-            MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, comm, MPI_STATUS_IGNORE);
-            MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, comm, MPI_STATUS_IGNORE);
-            MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, comm);
-            MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, comm);
+            BASE(MPI_Recv(meta, sizeof meta, MPI_BYTE, peer, 1, comm, MPI_STATUS_IGNORE));
+            BASE(MPI_Recv(rbuf, (int)bytes, MPI_BYTE, peer, 2, comm, MPI_STATUS_IGNORE));
+            BASE(MPI_Send(meta, sizeof meta, MPI_BYTE, peer, 1, comm));
+            BASE(MPI_Send(sbuf, (int)bytes, MPI_BYTE, peer, 2, comm));
         }
     }
     double t = (now_us() - t0) / n / 2;
@@ -161,8 +180,8 @@ static double raw_put(size_t bytes)
     memset(src, 7, bytes);
     _Atomic uint64_t *flag = (_Atomic uint64_t *)(void *)put_base;
     atomic_store(flag, 0);
-    MPI_Win_sync(put_win);
-    MPI_Barrier(comm);
+    BASE(MPI_Win_sync(put_win));
+    BASE(MPI_Barrier(comm));
     double t0 = 0;
     for (int i = 1; i <= n + warm; i++) {
         if (i == warm + 1)
@@ -170,21 +189,21 @@ static double raw_put(size_t bytes)
         uint64_t v = (uint64_t)i;
         for (int leg = 0; leg < 2; leg++) {
             if ((leg == 0) == is_ctrl) {
-                MPI_Put(src, (int)bytes, MPI_BYTE, peer, 64, (int)bytes, MPI_BYTE, put_win);
-                MPI_Win_flush(peer, put_win);
-                MPI_Put(&v, 1, MPI_UINT64_T, peer, 0, 1, MPI_UINT64_T, put_win);
-                MPI_Win_flush(peer, put_win);
+                BASE(MPI_Put(src, (int)bytes, MPI_BYTE, peer, 64, (int)bytes, MPI_BYTE, put_win));
+                BASE(MPI_Win_flush(peer, put_win));
+                BASE(MPI_Put(&v, 1, MPI_UINT64_T, peer, 0, 1, MPI_UINT64_T, put_win));
+                BASE(MPI_Win_flush(peer, put_win));
             } else {
                 int f;
                 while (atomic_load_explicit(flag, memory_order_acquire) != v) {
-                    MPI_Win_sync(put_win);
-                    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &f, MPI_STATUS_IGNORE);
+                    BASE(MPI_Win_sync(put_win));
+                    BASE(MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &f, MPI_STATUS_IGNORE));
                 }
             }
         }
     }
     double t = (now_us() - t0) / n / 2;
-    MPI_Barrier(comm);
+    BASE(MPI_Barrier(comm));
     free(src);
     return t;
 }
@@ -215,7 +234,7 @@ static void begin_event(sluice_token_t *tok)
 static double sluice_transition(void)
 {
     int n = quick ? 2000 : 20000, warm = 500;
-    MPI_Barrier(comm);
+    BASE(MPI_Barrier(comm));
     double t0 = 0;
     for (int i = 0; i < n + warm; i++) {
         if (i == warm)
@@ -246,7 +265,7 @@ static double sluice_product(size_t bytes, int zero_copy)
     int n = iters_for(bytes), warm = n / 10 + 1;
     sluice_token_t tok;
     begin_event(&tok);
-    MPI_Barrier(comm);
+    BASE(MPI_Barrier(comm));
     double t0 = 0;
     for (int i = 0; i < n + warm; i++) {
         if (i == warm)
@@ -288,8 +307,8 @@ static void find_where(void)
     char mine[MPI_MAX_PROCESSOR_NAME] = "", theirs[MPI_MAX_PROCESSOR_NAME] = "";
     int n = 0;
     MPI_Get_processor_name(mine, &n);
-    MPI_Sendrecv(mine, sizeof mine, MPI_CHAR, peer, 4, theirs, sizeof theirs, MPI_CHAR, peer, 4,
-                 comm, MPI_STATUS_IGNORE);
+    BASE(MPI_Sendrecv(mine, sizeof mine, MPI_CHAR, peer, 4, theirs, sizeof theirs, MPI_CHAR,
+                      peer, 4, comm, MPI_STATUS_IGNORE));
     const char *ctrl_host = is_ctrl ? mine : theirs, *src_host = is_ctrl ? theirs : mine;
     const char *osc = getenv("OMPI_MCA_osc");
     char note[128] = "";
@@ -681,16 +700,19 @@ int main(int argc, char **argv)
     }
 
     transport = sluice_channel_transport(ch);
+    guarded = strcmp(transport, "rma") == 0;
     find_where();
-    if (MPI_Win_allocate((64u << 20) + 4096, 1, MPI_INFO_NULL, comm, &put_base,
-                         &put_win) != MPI_SUCCESS) {
+    int wrc;
+    BASE(wrc = MPI_Win_allocate((64u << 20) + 4096, 1, MPI_INFO_NULL, comm, &put_base,
+                                &put_win));
+    if (wrc != MPI_SUCCESS) {
         if (!service) {
             fprintf(stderr, "MPI_Win_allocate for the raw put baseline failed\n");
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
         put_win = MPI_WIN_NULL; /* osc/rdma between jobs (PLATFORM.md): no put baseline */
     } else {
-        MPI_Win_lock_all(MPI_MODE_NOCHECK, put_win);
+        BASE(MPI_Win_lock_all(MPI_MODE_NOCHECK, put_win));
     }
     if (!only_waiting)
         pingpong_section();
@@ -705,8 +727,8 @@ int main(int argc, char **argv)
         CHECK(sluice_transition_send(ch, &t, 0));
     }
     if (put_win != MPI_WIN_NULL) {
-        MPI_Win_unlock_all(put_win);
-        MPI_Win_free(&put_win);
+        BASE(MPI_Win_unlock_all(put_win));
+        BASE(MPI_Win_free(&put_win));
     }
     CHECK(sluice_channel_close(ch));
     sluice_registry_destroy(reg);
