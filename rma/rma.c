@@ -53,6 +53,7 @@ struct sl_link {
     _Atomic uint64_t puts_issued;
     _Atomic uint64_t puts_flushed;
     uint32_t liveness_ms;     /* a read not answered within this: the peer is dead */
+    char path[32];            /* "rma/<osc component>" when Open MPI says which, else "rma" */
     _Atomic bool *dead;       /* the channel's: once set, every call that needs the peer fails at once */
     /* The heartbeat, two-sided (see sl_rma_watch64): */
     bool watch_active;        /* a receive of the peer's beat is posted */
@@ -61,6 +62,41 @@ struct sl_link {
     MPI_Request beat_req[SL_RMA_BEATS]; /* our beats in flight (heartbeat thread only) */
     uint64_t beat_buf[SL_RMA_BEATS];
 };
+
+/*
+ * Which one-sided component serves the window (under the guard, right
+ * after it was made). MPI has no call for it, but Open MPI names each
+ * window after its component ("pt2pt window 3", "rdma window 3", "ucx
+ * window 3"), except osc/sm, which names none and is the one that sets the
+ * "alloc_shared_noncontig" info key. Anything else: "rma", nothing claimed.
+ */
+static void sl_rma_find_path(sl_link_t *l)
+{
+    char name[MPI_MAX_OBJECT_NAME] = "", comp[16] = "";
+    int len = 0;
+    snprintf(l->path, sizeof l->path, "rma");
+    if (MPI_Win_get_name(l->win, name, &len) != MPI_SUCCESS)
+        return;
+    char word[16], rest[16];
+    int n;
+    if (sscanf(name, "%15[a-z0-9_] %15s %d", word, rest, &n) == 3 && !strcmp(rest, "window")) {
+        snprintf(comp, sizeof comp, "%s", word);
+    } else if (len == 0) {
+        MPI_Info info;
+        int found = 0;
+        if (MPI_Win_get_info(l->win, &info) == MPI_SUCCESS) {
+            char v[8];
+            MPI_Info_get(info, "alloc_shared_noncontig", sizeof v - 1, v, &found);
+            MPI_Info_free(&info);
+        }
+        if (found)
+            snprintf(comp, sizeof comp, "sm");
+    }
+    if (comp[0])
+        snprintf(l->path, sizeof l->path, "rma/%s", comp);
+}
+
+static const char *sl_rma_path(const sl_link_t *l) { return l->path; }
 
 static int sl_rma_mpi_fail(int mrc, const char *what)
 {
@@ -120,6 +156,7 @@ static int sl_rma_open(const sl_link_params_t *p, sl_link_t **link_p, void **loc
     int mrc = MPI_Win_allocate((MPI_Aint)p->bytes, 1, info, p->pair, &l->local, &l->win);
     MPI_Info_free(&info);
     if (mrc == MPI_SUCCESS) {
+        sl_rma_find_path(l);
         MPI_Win_set_errhandler(l->win, MPI_ERRORS_RETURN);
         memset(l->local, 0, p->bytes); /* first touch by the reader: pages land on its node */
         l->local_bytes = p->bytes;
@@ -676,6 +713,7 @@ const sl_transport_ops_t sl_rma_transport = {
     .peer_ptr = sl_rma_peer_ptr,
     .store64 = sl_rma_store64,
     .publish = sl_rma_publish,
+    .path = sl_rma_path,
     .load64 = sl_rma_load64,
     .get = sl_rma_get,
     .local_sync = sl_rma_local_sync,

@@ -393,6 +393,11 @@ int sluice_channel_close(sluice_channel_t *ch)
 
 const char *sluice_channel_transport(const sluice_channel_t *ch) { return ch->tp->name; }
 
+const char *sluice_channel_path(const sluice_channel_t *ch)
+{
+    return ch->tp->path ? ch->tp->path(ch->link) : ch->tp->name;
+}
+
 void sluice_channel_stats(const sluice_channel_t *ch, sluice_channel_stats_t *out)
 {
     const sluice_channel_t *c = ch;

@@ -149,6 +149,12 @@ typedef struct sl_transport_ops {
     void (*beat)(sl_link_t *link, uint64_t value);
 
     /*
+     * What carries this link beyond the transport's name, for
+     * sluice_channel_path ("rma/pt2pt"); NULL: the name says it all.
+     */
+    const char *(*path)(const sl_link_t *link);
+
+    /*
      * After a record was published: wake the peer's progress engine if it
      * sleeps on its doorbell (inbox.h). NULL where the peer cannot be woken
      * (its engine polls instead). Never waits.

@@ -299,8 +299,8 @@ static char where[2 * MPI_MAX_PROCESSOR_NAME + 192]; /* where the two processes 
 
 /*
  * "on one node (HOST)" or "on two nodes (controller on A, source on B)",
- * and for the RMA transport which osc components Open MPI was allowed (it
- * does not say which one a window got).
+ * and for the RMA transport the path (sluice_channel_path: which osc
+ * component serves the windows) and which components Open MPI was allowed.
  */
 static void find_where(void)
 {
@@ -311,9 +311,10 @@ static void find_where(void)
                       peer, 4, comm, MPI_STATUS_IGNORE));
     const char *ctrl_host = is_ctrl ? mine : theirs, *src_host = is_ctrl ? theirs : mine;
     const char *osc = getenv("OMPI_MCA_osc");
-    char note[128] = "";
+    char note[160] = "";
     if (strcmp(transport, "rma") == 0)
-        snprintf(note, sizeof note, " (osc: %s)", osc ? osc : "Open MPI's choice");
+        snprintf(note, sizeof note, " (path %s; osc allowed: %s)", sluice_channel_path(ch),
+                 osc ? osc : "Open MPI's choice");
     if (strcmp(ctrl_host, src_host) == 0)
         snprintf(where, sizeof where, "on one node (%s)%s", ctrl_host, note);
     else

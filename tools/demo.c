@@ -320,8 +320,8 @@ static int run_sluice(sluice_context_t *ctx, demo_result_t *r)
     int hn;
     MPI_Get_processor_name(host, &hn);
     if (cfg.is_ctrl)
-        printf("  controller-%d on %s; channel transport: %s\n", cfg.me, host,
-               sluice_channel_transport(ch[0]));
+        printf("  controller-%d on %s; channel transport: %s (path %s)\n", cfg.me, host,
+               sluice_channel_transport(ch[0]), sluice_channel_path(ch[0]));
     else
         printf("  source-%d on %s\n", cfg.me, host);
     fflush(stdout);

@@ -124,7 +124,7 @@ static bool lost(int rc) { return rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCL
 
 typedef struct hlt_report {
     int32_t is_client, index, killed, failed;
-    char host[64], transport[8];
+    char host[64], transport[8], path[16]; /* sluice_channel_transport, _path */
     double seconds, cpu_s, sluice_cpu_s;
     uint64_t events;          /* client: events of its run finished; server: events answered */
     uint64_t rejected;        /* client: cancelled by its filter; server: cancelled on it */
@@ -899,8 +899,8 @@ static double per_event_us(double s, uint64_t n) { return n ? s * 1e6 / (double)
 
 static void print_report(const hlt_report_t *all, int n)
 {
-    printf("\n  %-9s %-10s %-4s %8s %9s %9s %8s %8s %8s %9s %9s %11s %9s\n", "process", "host",
-           "tp", "events", "events/s", "rejected", "moved", "p50 ms", "p99 ms", "MiB out",
+    printf("\n  %-9s %-10s %-9s %8s %9s %9s %8s %8s %8s %9s %9s %11s %9s\n", "process", "host",
+           "path", "events", "events/s", "rejected", "moved", "p50 ms", "p99 ms", "MiB out",
            "MiB in", "sluice us/ev", "cpu us/ev");
     for (int i = 0; i < n; i++) {
         const hlt_report_t *r = &all[i];
@@ -916,8 +916,8 @@ static void print_report(const hlt_report_t *all, int n)
             snprintf(p50, sizeof p50, "%.2f", r->p50_ms);
             snprintf(p99, sizeof p99, "%.2f", r->p99_ms);
         }
-        printf("  %-9s %-10.10s %-4s %8llu %9.0f %9llu %8s %8s %8s %9.1f %9.1f %11.1f %9.0f\n",
-               who, r->host, r->transport, (unsigned long long)r->events,
+        printf("  %-9s %-10.10s %-9s %8llu %9.0f %9llu %8s %8s %8s %9.1f %9.1f %11.1f %9.0f\n",
+               who, r->host, r->path, (unsigned long long)r->events,
                r->seconds > 0 ? (double)r->events / r->seconds : 0,
                (unsigned long long)r->rejected, moved, p50, p99,
                (double)r->bytes_out / (1 << 20), (double)r->bytes_in / (1 << 20),
@@ -971,10 +971,11 @@ static void json_report(FILE *f, const hlt_report_t *all, int n, bool ok)
                 fprintf(f, ", \"max_open_lumis\": %u}", r->max_open_lumis);
                 continue;
             }
-            fprintf(f, ", \"transport\": \"%s\", \"verified\": %llu, \"redispatched\": %llu, "
+            fprintf(f, ", \"transport\": \"%s\", \"path\": \"%s\", \"verified\": %llu, "
+                       "\"redispatched\": %llu, "
                        "\"latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
                        "\"per_server\": [",
-                    r->transport, (unsigned long long)r->verified,
+                    r->transport, r->path, (unsigned long long)r->verified,
                     (unsigned long long)r->redispatched, r->p50_ms, r->p90_ms, r->p99_ms);
             for (uint32_t s = 0; s < cfg.servers; s++)
                 fprintf(f, "%s%llu", s ? ", " : "", (unsigned long long)r->per_server[s]);
@@ -1175,6 +1176,7 @@ int main(int argc, char **argv)
                            : open_channel(ctx, opened, (uint32_t)me, &ch[opened]);
     if (!failed) {
         snprintf(mine.transport, sizeof mine.transport, "%s", sluice_channel_transport(ch[0]));
+        snprintf(mine.path, sizeof mine.path, "%s", sluice_channel_path(ch[0]));
         failed = is_client ? client_run(ch, &mine) : server_run(ch, &mine);
     }
     for (uint32_t k = 0; k < opened; k++) {

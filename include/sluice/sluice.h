@@ -203,6 +203,15 @@ typedef struct sluice_channel_stats {
 /** Name of the transport the channel uses ("shm" or "rma"); a constant string. */
 const char *sluice_channel_transport(const sluice_channel_t *ch);
 
+/**
+ * The path the channel's data takes, in more detail than the transport:
+ * "shm", or for RMA "rma/" and the Open MPI one-sided component that
+ * serves its windows ("rma/pt2pt": emulated over messages, "rma/rdma",
+ * "rma/ucx", "rma/sm"), or just "rma" where the MPI library does not say.
+ * Valid until the channel is closed.
+ */
+const char *sluice_channel_path(const sluice_channel_t *ch);
+
 /** Counters of this side. Thread-safe; values may lag concurrent calls. */
 void sluice_channel_stats(const sluice_channel_t *ch, sluice_channel_stats_t *stats_p);
 

@@ -792,6 +792,7 @@ public:
     sluice_channel_t *get() const noexcept { return ch_.get(); }
     /* "shm" or "rma". */
     const char *transport() const { return sluice_channel_transport(ch_.get()); }
+    const char *path() const { return sluice_channel_path(ch_.get()); }
     sluice_channel_stats_t stats() const
     {
         sluice_channel_stats_t s;

@@ -89,6 +89,13 @@ int h_open(const char *name, uint32_t streams, const sluice_endpoint_t *eps, siz
                 sluice_channel_transport(*ch_p), want);
         exit(1);
     }
+    /* The transport line may also say which path that is (sluice_channel_path). */
+    const char *path = getenv("SLUICE_TEST_PATH");
+    if (rc == SLUICE_OK && path && strcmp(path, sluice_channel_path(*ch_p)) != 0) {
+        fprintf(stderr, "[%s] channel path is %s, configuration says %s\n", h_role,
+                sluice_channel_path(*ch_p), path);
+        exit(1);
+    }
     return rc;
 }
 
