@@ -792,6 +792,7 @@ public:
     sluice_channel_t *get() const noexcept { return ch_.get(); }
     /* "shm" or "rma". */
     const char *transport() const { return sluice_channel_transport(ch_.get()); }
+    /* "shm", "rma/pt2pt", "rma/rdma", ...: sluice_channel_path. */
     const char *path() const { return sluice_channel_path(ch_.get()); }
     sluice_channel_stats_t stats() const
     {
