@@ -850,9 +850,9 @@ static int source(sluice_context_t *ctx, const plan_t *p)
 static void *watchdog(void *arg)
 {
     (void)arg;
-    struct timespec t = { 10, 0 };
+    struct timespec t = { 3, 0 }; /* the verdict is printed by then */
     nanosleep(&t, NULL);
-    printf("[%s %d] MPI_Finalize did not return within 10 s after a death; leaving\n", role, me);
+    printf("[%s %d] MPI_Finalize did not return within 3 s after a death; leaving\n", role, me);
     fflush(stdout);
     _exit(0);
     return NULL;
