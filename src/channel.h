@@ -241,17 +241,16 @@ static inline void sl_mon_stream_rx(sluice_channel_t *ch, sl_stream_t *st)
 /*
  * The stream's token opens or closes; call it just before the store of
  * token_open (whose writers take turns on a stream), so a close of a token
- * already closed counts nothing. The scope stream's are no events.
+ * already closed stores nothing. Only the stream's own line is written: the
+ * reader sums the streams' event_open (no channel-wide counter that every
+ * stream thread would pull across cores), so streams past SL_MON_STREAMS
+ * are not in that sum. The scope stream's are no events.
  */
 static inline void sl_mon_token(sluice_channel_t *ch, sl_stream_t *st, bool open)
 {
     if (st == &ch->streams[SL_SCOPE(ch)] ||
         atomic_load_explicit(&st->token_open, memory_order_relaxed) == open)
         return;
-    if (open)
-        atomic_fetch_add_explicit(&ch->mon->events_open, 1, memory_order_relaxed);
-    else
-        atomic_fetch_sub_explicit(&ch->mon->events_open, 1, memory_order_relaxed);
     sl_mon_stream_t *g = sl_mon_stream_of(ch, st);
     if (g) {
         sl_mon_set(&g->event_seq, st->token_seq);
@@ -261,13 +260,13 @@ static inline void sl_mon_token(sluice_channel_t *ch, sl_stream_t *st, bool open
 
 /*
  * What a public call on the channel returns, counted on the status page
- * when it is a failure: not SLUICE_EAGAIN (retry) and not
- * SLUICE_EPEERCLOSED (the peer state says so), which are how channels
- * normally run and end. Costs a compare on success.
+ * when it is a failure that a healthy run does not return (sl_mon_counts:
+ * not EAGAIN, EPEERCLOSED, ECANCELED or EALREADY). Costs a compare on
+ * success.
  */
 static inline int sl_channel_result(sluice_channel_t *ch, int rc)
 {
-    if (SL_UNLIKELY(rc < 0) && rc != SLUICE_EAGAIN && rc != SLUICE_EPEERCLOSED)
+    if (SL_UNLIKELY(rc < 0) && sl_mon_counts(rc))
         sl_mon_error(ch->mon, rc, sluice_last_error());
     return rc;
 }

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +28,8 @@ static struct {
     bool linked;              /* the page still has its name */
     pid_t owner;              /* the process that made it (a forked child is not) */
     char path[256];
+    dev_t dev;                /* the file made, so that only it is ever unlinked */
+    ino_t ino;
     bool exit_hook;
 } sl_mon = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -49,6 +50,66 @@ static void sl_copy(char *dst, size_t n, const char *src)
 }
 
 /*
+ * Unlink `name` (in the folder `dir`, AT_FDCWD for a path) only if it
+ * still is the file (dev, ino) that was judged: a page replaced under the
+ * same name between the judgement and here is left alone. What remains is
+ * the window between this lstat and the unlink, which no unlink closes.
+ */
+static bool sl_mon_unlink_if(int dir, const char *name, dev_t dev, ino_t ino)
+{
+    struct stat now;
+    if (fstatat(dir, name, &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_dev != dev ||
+        now.st_ino != ino)
+        return false;
+    return unlinkat(dir, name, 0) == 0;
+}
+
+/* This process's own page: its name, if it still names the file it made. The lock is held. */
+static void sl_mon_unlink_own(void)
+{
+    if (sl_mon.owner == getpid())
+        sl_mon_unlink_if(AT_FDCWD, sl_mon.path, sl_mon.dev, sl_mon.ino);
+    sl_mon.linked = false;
+}
+
+/*
+ * Whether the page open on `fd` is provably stale: a regular file of this
+ * user, a page of this layout whose header is complete, made in this
+ * process's PID namespace on this boot (sl_mon_same_ident), and whose
+ * process (pid and start time) no longer runs. `pid` > 0 and `start` != 0
+ * ask for that very process too. Anything less proven is live, or not
+ * ours to judge. *st_p: the file's fstat, for sl_mon_unlink_if.
+ */
+static bool sl_mon_stale(int fd, const sl_mon_ident_t *self, int64_t pid, uint64_t start,
+                         struct stat *st_p)
+{
+    /* The header's fields one by one, not the page (300 KiB) on the stack. */
+#define SL_MON_PREAD(var, field)                                                                   \
+    (pread(fd, &(var), sizeof(var), offsetof(sl_mon_page_t, field)) == (ssize_t)sizeof(var))
+    uint64_t magic;
+    uint32_t version, header_bytes;
+    int64_t h_pid;
+    uint64_t h_start;
+    sl_mon_ident_t h_ident;
+    if (fstat(fd, st_p) != 0 || !S_ISREG(st_p->st_mode) || st_p->st_uid != geteuid() ||
+        (size_t)st_p->st_size < sizeof(sl_mon_page_t) || !SL_MON_PREAD(magic, magic) ||
+        !SL_MON_PREAD(version, version) || !SL_MON_PREAD(header_bytes, header_bytes))
+        return false;
+    /* A page being made has no magic yet: live. Another layout version: not
+     * ours to judge (its header may not name a namespace). */
+    if (magic != SL_MON_MAGIC || version != SL_MON_VERSION ||
+        header_bytes != offsetof(sl_mon_page_t, slot) || !SL_MON_PREAD(h_pid, pid) ||
+        !SL_MON_PREAD(h_start, start_time) || !SL_MON_PREAD(h_ident, ident))
+        return false;
+#undef SL_MON_PREAD
+    h_ident.boot_id[sizeof h_ident.boot_id - 1] = '\0';
+    if (!sl_mon_same_ident(&h_ident, self) || h_pid <= 0 || (pid > 0 && h_pid != pid) ||
+        (start != 0 && h_start != start))
+        return false;
+    return !sl_proc_alive(h_pid, h_start);
+}
+
+/*
  * Remove the name when the last context goes, and the mapping once no
  * channel uses a slot of it either (a channel left open past its context,
  * which sluice.h forbids, keeps counting into memory nobody reads rather
@@ -59,11 +120,8 @@ static void sl_mon_retire(void)
     sl_mon_page_t *p = sl_mon_page();
     if (!p)
         return;
-    if (sl_mon.contexts == 0 && sl_mon.linked) {
-        if (sl_mon.owner == getpid())
-            unlink(sl_mon.path);
-        sl_mon.linked = false;
-    }
+    if (sl_mon.contexts == 0 && sl_mon.linked)
+        sl_mon_unlink_own();
     if (!sl_mon.linked && sl_mon.slots == 0) {
         atomic_store_explicit(&sl_mon.page, NULL, memory_order_relaxed);
         munmap(p, sizeof *p);
@@ -78,21 +136,20 @@ static void sl_mon_at_exit(void)
 {
     if (pthread_mutex_trylock(&sl_mon.lock) != 0)
         return; /* another thread is inside: it cannot finish, leave the page */
-    if (sl_mon.linked && sl_mon.owner == getpid()) {
-        unlink(sl_mon.path);
-        sl_mon.linked = false;
-    }
+    if (sl_mon.linked && sl_mon.owner == getpid())
+        sl_mon_unlink_own();
     pthread_mutex_unlock(&sl_mon.lock);
 }
 
 /*
  * Pages that processes killed without a chance to unlink them left behind
- * (kill -9, or a launcher's SIGTERM): this user's pages whose pid is gone.
- * Once per process, when its page is made; a page whose pid was reused
- * stays until sluice-monitor --clean (which checks start times too). The
+ * (kill -9, or a launcher's SIGTERM): this user's pages that are provably
+ * stale (sl_mon_stale: of this PID namespace and boot, their process gone,
+ * a reused pid included). Pages of other containers or hosts sharing the
+ * folder are never judged. Once per process, when its page is made. The
  * lock is held.
  */
-static void sl_mon_sweep(const char *dir)
+static void sl_mon_sweep(const char *dir, const sl_mon_ident_t *self)
 {
     static bool swept;
     if (swept)
@@ -106,17 +163,16 @@ static void sl_mon_sweep(const char *dir)
     size_t n = strlen(mine);
     struct dirent *e;
     while ((e = readdir(d))) {
-        long long pid;
-        char tail;
-        if (strncmp(e->d_name, mine, n) != 0 ||
-            sscanf(e->d_name + n, "%lld%c", &pid, &tail) != 1 || pid <= 0 || pid == getpid())
+        if (strncmp(e->d_name, mine, n) != 0)
             continue;
-        struct stat sb;
-        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISREG(sb.st_mode) || sb.st_uid != geteuid())
+        /* O_NONBLOCK: a fifo planted under a page's name does not hang the open. */
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
             continue;
-        if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
-            unlinkat(dirfd(d), e->d_name, 0);
+        struct stat st;
+        if (sl_mon_stale(fd, self, 0, 0, &st))
+            sl_mon_unlink_if(dirfd(d), e->d_name, st.st_dev, st.st_ino);
+        close(fd);
     }
     closedir(d);
 }
@@ -126,25 +182,18 @@ void sl_mon_forget(int64_t pid, uint64_t start)
     char path[256];
     snprintf(path, sizeof path, "%s/%s%u-%lld", sluice_monitor_dir(), SLUICE_MONITOR_PREFIX,
              (unsigned)geteuid(), (long long)pid);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return;
-    /* Only that very process's page: this user's, with its pid and start. */
-    struct stat sb;
-    uint64_t head[4];
-    sl_mon_page_t probe;
-    bool same = fstat(fd, &sb) == 0 && sb.st_uid == geteuid() &&
-                pread(fd, head, sizeof head, 0) == (ssize_t)sizeof head &&
-                pread(fd, &probe.pid, sizeof probe.pid, offsetof(sl_mon_page_t, pid)) ==
-                    (ssize_t)sizeof probe.pid &&
-                pread(fd, &probe.start_time, sizeof probe.start_time,
-                      offsetof(sl_mon_page_t, start_time)) == (ssize_t)sizeof probe.start_time;
+    /* Only that very process's page, of this namespace and boot, and gone
+     * here too: a peer judged dead by its heartbeat may have run on another
+     * node or in another container, where a page of that pid is another's. */
+    sl_mon_ident_t self;
+    sl_mon_identity(&self);
+    struct stat st;
+    if (sl_mon_stale(fd, &self, pid, start, &st))
+        sl_mon_unlink_if(AT_FDCWD, path, st.st_dev, st.st_ino);
     close(fd);
-    /* And gone here too: a peer judged dead by its heartbeat may have run
-     * on another node, where a page of the same name would be another's. */
-    if (same && head[0] == SL_MON_MAGIC && probe.pid == pid && probe.start_time == start &&
-        kill((pid_t)pid, 0) != 0 && errno == ESRCH)
-        unlink(path);
 }
 
 static void sl_mon_job(sl_mon_page_t *p)
@@ -166,36 +215,74 @@ static void sl_mon_job(sl_mon_page_t *p)
     gethostname(p->host, sizeof p->host - 1);
 }
 
+/*
+ * Open a new page file, O_EXCL. Its plain name holds this pid; a file there
+ * is replaced only when it is provably stale (sl_mon_stale), else the page
+ * takes a name with a suffix (a live page of the same pid in another PID
+ * namespace, or a file that is not a page, stays). -1 and errno if none.
+ */
+static int sl_mon_open_new(const char *dir, const sl_mon_ident_t *self)
+{
+    int n = snprintf(sl_mon.path, sizeof sl_mon.path, "%s/%s%u-%d", dir, SLUICE_MONITOR_PREFIX,
+                     (unsigned)geteuid(), (int)getpid());
+    const int flags = O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
+    int fd = open(sl_mon.path, flags, 0600);
+    if (fd >= 0 || errno != EEXIST)
+        return fd;
+    int old = open(sl_mon.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (old >= 0) {
+        struct stat st;
+        bool replaced = sl_mon_stale(old, self, getpid(), 0, &st) &&
+                        sl_mon_unlink_if(AT_FDCWD, sl_mon.path, st.st_dev, st.st_ino);
+        close(old);
+        if (replaced && (fd = open(sl_mon.path, flags, 0600)) >= 0)
+            return fd;
+    }
+    /* Not ours to remove: another name. The suffix need not be secret,
+     * O_EXCL keeps it from clobbering anything; a few tries. */
+    uint64_t r = sl_now_ns() ^ ((uint64_t)getpid() << 32);
+    for (int attempt = 0; attempt < 4 && n > 0 && (size_t)n < sizeof sl_mon.path; attempt++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        snprintf(sl_mon.path + n, sizeof sl_mon.path - (size_t)n, ".%08x", (unsigned)(r >> 32));
+        fd = open(sl_mon.path, flags, 0600);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
 /* Make the page; the lock is held. On failure, why (for SLUICE_MONITOR=1). */
 static int sl_mon_create(const char *name, char *why, size_t why_len)
 {
-    sl_mon_sweep(sluice_monitor_dir());
-    snprintf(sl_mon.path, sizeof sl_mon.path, "%s/%s%u-%d", sluice_monitor_dir(),
-             SLUICE_MONITOR_PREFIX, (unsigned)geteuid(), (int)getpid());
-    int fd = -1;
-    for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
-        fd = open(sl_mon.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-        /* The name holds this pid: whoever made it is dead (a pid is
-         * reused only then) or was this process. Replace it, once. */
-        if (fd < 0 && errno == EEXIST && attempt == 0)
-            unlink(sl_mon.path);
-        else if (fd < 0)
-            break;
-    }
+    sl_mon_ident_t self;
+    sl_mon_identity(&self);
+    sl_mon_sweep(sluice_monitor_dir(), &self);
+    int fd = sl_mon_open_new(sluice_monitor_dir(), &self);
     if (fd < 0) {
         snprintf(why, why_len, "open %s: %s", sl_mon.path, strerror(errno));
         return -1;
     }
-    const char *step = "ftruncate";
+    /* Reserve the memory now: tmpfs sizes lazily, and a full /dev/shm would
+     * otherwise kill this process with SIGBUS at the first write of a slot
+     * (as shm/shm.c does for its segments). Failing here means no page. */
+    const char *step = "posix_fallocate";
     void *mem = MAP_FAILED;
-    if (ftruncate(fd, sizeof(sl_mon_page_t)) == 0) {
-        step = "mmap";
-        mem = mmap(NULL, sizeof(sl_mon_page_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    struct stat st;
+    int err = posix_fallocate(fd, 0, (off_t)sizeof(sl_mon_page_t));
+    if (err == 0) {
+        step = "fstat";
+        if (fstat(fd, &st) != 0) {
+            err = errno;
+        } else {
+            step = "mmap";
+            mem = mmap(NULL, sizeof(sl_mon_page_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            err = errno;
+        }
     }
-    int err = errno;
     close(fd);
     if (mem == MAP_FAILED) {
-        unlink(sl_mon.path);
+        unlink(sl_mon.path); /* made by this open, O_EXCL: ours */
         snprintf(why, why_len, "%s %s: %s", step, sl_mon.path, strerror(err));
         return -1;
     }
@@ -211,6 +298,7 @@ static int sl_mon_create(const char *name, char *why, size_t why_len)
     p->pid = getpid();
     p->uid = geteuid();
     p->start_time = sl_proc_start_time(getpid());
+    p->ident = self;
     sl_copy(p->name, sizeof p->name, name);
     sl_mon_job(p);
     sl_mon_set(&p->updated_ns, sl_now_ns());
@@ -218,6 +306,8 @@ static int sl_mon_create(const char *name, char *why, size_t why_len)
      * sees it sees the header above. */
     atomic_store_explicit(&p->magic, SL_MON_MAGIC, memory_order_release);
     sl_mon.owner = getpid();
+    sl_mon.dev = st.st_dev;
+    sl_mon.ino = st.st_ino;
     sl_mon.linked = true;
     sl_mon.slots = 0;
     atomic_store_explicit(&sl_mon.page, p, memory_order_relaxed);
@@ -229,7 +319,8 @@ static int sl_mon_create(const char *name, char *why, size_t why_len)
 void sl_mon_context_attach(const char *name)
 {
     pthread_mutex_lock(&sl_mon.lock);
-    /* A forked child inherits the parent's mapping, not its page. */
+    /* A forked child inherits the parent's mapping (it claims no slot of
+     * it and never unlinks it): its first context drops it and makes its own. */
     sl_mon_page_t *p = sl_mon_page();
     if (p && sl_mon.owner != getpid()) {
         atomic_store_explicit(&sl_mon.page, NULL, memory_order_relaxed);
@@ -378,11 +469,16 @@ void sl_mon_error(sl_mon_slot_t *s, int status, const char *message)
 
 void sl_mon_peer(sl_mon_slot_t *s, sluice_monitor_peer_t state)
 {
-    /* Closed or dead is final: a later "alive" (none comes) would not undo it. */
+    /* Forward only (unknown < alive < closed < dead): a CAS, so that a
+     * "closed" from one thread cannot overwrite the "dead" another thread
+     * stored between its load and its store. Relaxed: the state is one word
+     * that the reader takes on its own. */
     uint32_t was = atomic_load_explicit(&s->peer_state, memory_order_relaxed);
-    if (was == (uint32_t)state || was == SLUICE_MONITOR_PEER_DEAD)
-        return;
-    atomic_store_explicit(&s->peer_state, (uint32_t)state, memory_order_relaxed);
+    do {
+        if (was >= (uint32_t)state)
+            return;
+    } while (!atomic_compare_exchange_weak_explicit(&s->peer_state, &was, (uint32_t)state,
+                                                    memory_order_relaxed, memory_order_relaxed));
     sl_mon_touch();
 }
 

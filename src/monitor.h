@@ -22,7 +22,8 @@
  */
 
 #define SL_MON_MAGIC 0x314e4f4d45434c53ull /* "SLCEMON1" read little-endian */
-#define SL_MON_VERSION 1u
+/* 2: the header names its PID namespace and boot (sl_mon_ident_t); no channel-wide events_open. */
+#define SL_MON_VERSION 2u
 #define SL_MON_SLOTS SLUICE_MONITOR_CHANNELS
 #define SL_MON_STREAMS SLUICE_MONITOR_STREAMS
 #define SL_MON_ERROR SLUICE_MONITOR_ERROR_MAX
@@ -43,7 +44,7 @@ typedef struct sl_mon_stream {
     _Atomic uint64_t arena_out;  /* arena_head - arena_tail_cache */
     _Atomic uint64_t arena_in;   /* own arena: newest region's end - released tail */
     _Atomic uint64_t event_seq;
-    _Atomic uint64_t event_open;
+    _Atomic uint64_t event_open; /* 0 or 1; the reader sums them (events open on the channel) */
     uint64_t reserved;
 } sl_mon_stream_t;
 
@@ -63,11 +64,11 @@ typedef struct sl_mon_slot {
     uint64_t peer_start;
 
     _Alignas(64) sl_mon_counters_t stats;
-    /* Channel gauges: events_open by every stream's thread (an atomic
-     * add); runs, lumis and the global ring by the global writer (the
-     * controller's global lock, the source's reader). */
-    _Alignas(64) _Atomic uint64_t events_open;
-    _Atomic uint64_t runs_open, lumis_open, run, lumi;
+    /* Channel gauges, by the global writer only (the controller's global
+     * lock, the source's reader). Events open are no channel gauge: each
+     * stream's thread stores its own on its stream's line (event_open), and
+     * the reader sums them, so no line is shared by the stream threads. */
+    _Alignas(64) _Atomic uint64_t runs_open, lumis_open, run, lumi;
     _Atomic uint64_t global_head, global_seen, global_tail;
     _Alignas(64) _Atomic uint32_t peer_state; /* a sluice_monitor_peer_t */
     _Atomic uint32_t error_busy; /* taken with an exchange, never waited on */
@@ -78,6 +79,26 @@ typedef struct sl_mon_slot {
     _Alignas(64) sl_mon_stream_t stream[SL_MON_STREAMS];
 } sl_mon_slot_t;
 
+/*
+ * Where a page's pid means something: its PID namespace (the device and
+ * inode of /proc/self/ns/pid, which name a namespace) and its machine's boot
+ * (/proc/sys/kernel/random/boot_id). Containers sharing /dev/shm, or nodes
+ * sharing SLUICE_MONITOR_DIR, have pages whose pids are not this process's
+ * to check. Zero and "" when unknown (no /proc): then nothing matches.
+ */
+typedef struct sl_mon_ident {
+    uint64_t pidns_dev, pidns_ino;
+    char boot_id[40];
+} sl_mon_ident_t;
+
+/* This process's identity (reads /proc each time: a child may be in another namespace). */
+void sl_mon_identity(sl_mon_ident_t *id);
+/*
+ * Whether a page's identity is provably this process's namespace and boot:
+ * only then may its pid be judged here (alive, dead, removable).
+ */
+bool sl_mon_same_ident(const sl_mon_ident_t *page, const sl_mon_ident_t *self);
+
 typedef struct sl_mon_page {
     _Atomic uint64_t magic;      /* stored last (release) once the rest is set */
     uint32_t version, header_bytes;
@@ -87,6 +108,7 @@ typedef struct sl_mon_page {
     int64_t pid;
     uint64_t uid;
     uint64_t start_time;
+    sl_mon_ident_t ident;        /* where pid and start_time mean something */
     int32_t rank, world_size;
     char name[64], host[64], job[64], mpi_job[64];
     _Atomic uint64_t updated_ns;
@@ -116,13 +138,36 @@ void sl_mon_slot_release(sl_mon_slot_t *s);
 
 /*
  * The peer (pid, start) was found dead: remove the page it could not, if
- * it is here, this user's, names that very process and no process of that
- * pid runs here. Never blocks on the peer.
+ * it is here under its plain name, this user's, of this PID namespace and
+ * boot, names that very process and that process does not run here. Never
+ * blocks on the peer.
  */
 void sl_mon_forget(int64_t pid, uint64_t start);
 
+/*
+ * Whether a public call's status counts as a channel error. Not success or
+ * the positive results (SLUICE_ABSENT, SLUICE_EOF), and not the statuses of
+ * a healthy run: SLUICE_EAGAIN (retry), SLUICE_EPEERCLOSED (the peer state
+ * says so), SLUICE_ECANCELED (the controller cancelled the event, as early
+ * rejection does for every event it drops) and SLUICE_EALREADY (a call on
+ * an event another thread finished meanwhile, a view released twice).
+ * SLUICE_ENOTFOUND counts: where a counted call returns it (a product
+ * instance this side never declared) it is a mistake; where it is a normal
+ * answer (sluice_transition_token) the call is not counted at all.
+ */
+static inline bool sl_mon_counts(int status)
+{
+    return status < 0 && status != SLUICE_EAGAIN && status != SLUICE_EPEERCLOSED &&
+           status != SLUICE_ECANCELED && status != SLUICE_EALREADY;
+}
+
 /* A failed call on the channel: counted, and its message kept (unless another thread is writing one). */
 void sl_mon_error(sl_mon_slot_t *s, int status, const char *message);
+/*
+ * What this side learned of its peer. The state only moves forward
+ * (unknown, alive, closed, dead): a compare-and-swap, so a "closed" racing
+ * a "dead" never overwrites it, and dead is final.
+ */
 void sl_mon_peer(sl_mon_slot_t *s, sluice_monitor_peer_t state);
 /* A global transition sent (controller) or taken (source). One writer. */
 void sl_mon_transition(sl_mon_slot_t *s, uint32_t kind, uint32_t run, uint32_t lumi);

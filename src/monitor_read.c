@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The status page's reader side (sluice_monitor_read): a read-only copy, checked before it is trusted. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -16,6 +18,34 @@ static uint64_t sl_ld(const _Atomic uint64_t *p)
     return atomic_load_explicit(p, memory_order_relaxed);
 }
 
+void sl_mon_identity(sl_mon_ident_t *id)
+{
+    memset(id, 0, sizeof *id);
+    /* A namespace is named by the device and inode of its nsfs file. */
+    struct stat st;
+    if (stat("/proc/self/ns/pid", &st) == 0) {
+        id->pidns_dev = (uint64_t)st.st_dev;
+        id->pidns_ino = (uint64_t)st.st_ino;
+    }
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, id->boot_id, sizeof id->boot_id - 1);
+        close(fd);
+        id->boot_id[n > 0 ? n : 0] = '\0';
+        id->boot_id[strcspn(id->boot_id, "\n")] = '\0';
+    }
+}
+
+bool sl_mon_same_ident(const sl_mon_ident_t *page, const sl_mon_ident_t *self)
+{
+    /* Unknown on either side proves nothing. The boot id tells hosts apart
+     * (the first namespace has the same inode on every host), the namespace
+     * containers of one host. */
+    return self->pidns_ino != 0 && self->boot_id[0] != '\0' &&
+           page->pidns_dev == self->pidns_dev && page->pidns_ino == self->pidns_ino &&
+           strncmp(page->boot_id, self->boot_id, sizeof page->boot_id) == 0;
+}
+
 /* A string of `n` bytes another process wrote: cut at its last byte. */
 static void sl_str(char *dst, const char *src, size_t n)
 {
@@ -23,9 +53,11 @@ static void sl_str(char *dst, const char *src, size_t n)
     dst[n - 1] = '\0';
 }
 
+/* The streams described one by one, and the events open on them (their sum). */
 static void sl_read_streams(const sl_mon_slot_t *s, sluice_monitor_channel_t *c)
 {
     c->n_streams = c->streams < SL_MON_STREAMS ? c->streams : SL_MON_STREAMS;
+    c->events_open = 0;
     for (uint32_t i = 0; i < c->n_streams; i++) {
         const sl_mon_stream_t *g = &s->stream[i];
         c->stream[i] = (sluice_monitor_stream_t){
@@ -33,6 +65,7 @@ static void sl_read_streams(const sl_mon_slot_t *s, sluice_monitor_channel_t *c)
             .taken = sl_ld(&g->rx_tail), .arena_out = sl_ld(&g->arena_out),
             .arena_in = sl_ld(&g->arena_in), .event = sl_ld(&g->event_seq),
             .event_open = sl_ld(&g->event_open) != 0 };
+        c->events_open += (uint64_t)c->stream[i].event_open;
     }
 }
 
@@ -57,8 +90,13 @@ static void sl_read_error(const sl_mon_slot_t *s, sluice_monitor_channel_t *c)
     }
 }
 
-/* One slot: 1 copied, 0 free (or never settled while read), into *c. */
-static int sl_read_slot(const sl_mon_slot_t *s, sluice_monitor_channel_t *c)
+/*
+ * One slot: 1 copied, 0 free (or never settled while read), into *c.
+ * `judge`: the page is of this namespace and boot, so a local peer's pid
+ * can be checked here.
+ */
+static int sl_read_slot(const sl_mon_slot_t *s, uint32_t index, bool judge,
+                        sluice_monitor_channel_t *c)
 {
     for (int i = 0; i < SL_MON_READ_TRIES; i++) {
         /* Acquire: pairs with the release increment in sl_mon_end. */
@@ -69,6 +107,7 @@ static int sl_read_slot(const sl_mon_slot_t *s, sluice_monitor_channel_t *c)
         if (state == SL_MON_FREE)
             return 0;
         memset(c, 0, sizeof *c);
+        c->slot = index;
         c->generation = g1;
         sl_str(c->name, s->name, sizeof c->name);
         sl_str(c->peer, s->peer, sizeof c->peer);
@@ -86,7 +125,8 @@ static int sl_read_slot(const sl_mon_slot_t *s, sluice_monitor_channel_t *c)
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&s->gen, memory_order_relaxed) != g1)
             continue;
-        c->peer_exited = c->open && c->peer_local && !sl_proc_alive(c->peer_pid, c->peer_start);
+        c->peer_exited = judge && c->open && c->peer_local &&
+                         !sl_proc_alive(c->peer_pid, c->peer_start);
         /* The live part: each value on its own, no consistency between them. */
         uint32_t ps = atomic_load_explicit(&s->peer_state, memory_order_relaxed);
         c->peer_state = ps <= SLUICE_MONITOR_PEER_DEAD ? (sluice_monitor_peer_t)ps
@@ -100,7 +140,6 @@ static int sl_read_slot(const sl_mon_slot_t *s, sluice_monitor_channel_t *c)
             .bytes_sent = sl_ld(&k->bytes_sent), .bytes_received = sl_ld(&k->bytes_received),
             .discarded = sl_ld(&k->discarded),
             .product_publications = sl_ld(&k->product_publications) };
-        c->events_open = sl_ld(&s->events_open);
         c->runs_open = sl_ld(&s->runs_open);
         c->lumis_open = sl_ld(&s->lumis_open);
         c->run = sl_ld(&s->run);
@@ -110,6 +149,12 @@ static int sl_read_slot(const sl_mon_slot_t *s, sluice_monitor_channel_t *c)
         c->global_taken = sl_ld(&s->global_tail);
         sl_read_error(s, c);
         sl_read_streams(s, c);
+        /* Still the same channel: a release and a new claim meanwhile
+         * would give the identity above the new channel's zeroed counters.
+         * As above, the acquire fence keeps the live reads before this load. */
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->gen, memory_order_relaxed) != g1)
+            continue;
         return 1;
     }
     return 0;
@@ -145,10 +190,17 @@ static int sl_read_page(const sl_mon_page_t *p, size_t file_bytes, sluice_monito
     out->rank = p->rank;
     out->world_size = p->world_size;
     out->updated_ns = sl_ld(&p->updated_ns);
-    out->alive = p->pid > 0 && sl_proc_alive(p->pid, p->start_time);
+    /* Its pid is judged here only if it is a pid of this namespace and boot. */
+    sl_mon_ident_t self, ident;
+    sl_mon_identity(&self);
+    memcpy(&ident, &p->ident, sizeof ident);
+    ident.boot_id[sizeof ident.boot_id - 1] = '\0';
+    out->same_namespace = sl_mon_same_ident(&ident, &self);
+    out->alive = !out->same_namespace ? -1 : p->pid > 0 && sl_proc_alive(p->pid, p->start_time);
     out->n_channels = 0;
     for (uint32_t i = 0; i < SL_MON_SLOTS; i++)
-        out->n_channels += (uint32_t)sl_read_slot(&p->slot[i], &out->channel[out->n_channels]);
+        out->n_channels += (uint32_t)sl_read_slot(&p->slot[i], i, out->same_namespace,
+                                                  &out->channel[out->n_channels]);
     return SLUICE_OK;
 }
 

@@ -44,7 +44,10 @@ typedef struct sluice_monitor_stream {
 
 /** One channel of a process: identity, counters and gauges. */
 typedef struct sluice_monitor_channel {
-    uint64_t generation;      /**< changes when the slot is given to another channel */
+    uint32_t slot;            /**< its slot in the page (0 .. SLUICE_MONITOR_CHANNELS-1) */
+    uint64_t generation;      /**< the slot's generation: changes when the slot is given to a
+                                   channel, again when that channel is open, and when it is
+                                   freed; (slot, generation) names one channel in one state */
     char name[64];            /**< the channel's name */
     sluice_role_t role;       /**< this side's role */
     char peer[64];            /**< the peer's process name */
@@ -59,9 +62,12 @@ typedef struct sluice_monitor_channel {
     int peer_local;           /**< the peer runs on this node (its pid can be checked here) */
     sluice_monitor_peer_t peer_state; /**< what this side last learned of its peer */
     int peer_exited;          /**< 1 when the peer runs on this node and the reader found its
-                                   process gone (whatever this side has learned yet) */
+                                   process gone (whatever this side has learned yet); always 0
+                                   for a page of another PID namespace or host */
     sluice_channel_stats_t stats; /**< the counters sluice_channel_stats returns */
-    uint64_t events_open;     /**< events whose token is open on this side */
+    uint64_t events_open;     /**< events whose token is open on this side, summed over the
+                                   streams described one by one (n_streams): a lower bound when
+                                   streams > n_streams */
     uint64_t runs_open;       /**< runs begun and not yet ended, as this side sent or took them */
     uint64_t lumis_open;      /**< lumis likewise */
     uint64_t run;             /**< the last run begun */
@@ -69,7 +75,8 @@ typedef struct sluice_monitor_channel {
     uint64_t global_sent;     /**< controller: global records published */
     uint64_t global_peer_took; /**< controller: of those, taken by the source as last read */
     uint64_t global_taken;    /**< source: global records taken */
-    uint64_t errors;          /**< calls on the channel that failed (not EAGAIN, not peer closed) */
+    uint64_t errors;          /**< calls on the channel that failed: every negative status but
+                                   EAGAIN, EPEERCLOSED, ECANCELED and EALREADY (docs/monitor.md) */
     int last_status;          /**< status of the last of them, 0 if none */
     char last_error[SLUICE_MONITOR_ERROR_MAX]; /**< its message; "" if none or torn */
     uint32_t n_streams;       /**< entries of `stream` filled: min(streams, SLUICE_MONITOR_STREAMS) */
@@ -89,7 +96,11 @@ typedef struct sluice_monitor_process {
     char job[64];             /**< SLURM_JOB_ID, "" outside Slurm */
     char mpi_job[64];         /**< the MPI launcher's job (PMIX_NAMESPACE, else OMPI's jobid) */
     uint64_t updated_ns;      /**< CLOCK_MONOTONIC of its last channel open, close, error or peer change */
-    int alive;                /**< 1 while the process (pid and start time) still runs here */
+    int same_namespace;       /**< 1 when the page was made in the reader's PID namespace on
+                                   this boot of this machine: only then does its pid mean a
+                                   process here. 0: another container or host shares the folder */
+    int alive;                /**< 1 while the process (pid and start time) still runs here, 0
+                                   once it is gone; -1 (unknown) when same_namespace is 0 */
     uint32_t n_channels;      /**< entries of `channel` filled */
     sluice_monitor_channel_t channel[SLUICE_MONITOR_CHANNELS]; /**< its channels, in slot order */
 } sluice_monitor_process_t;
