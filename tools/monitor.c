@@ -19,7 +19,9 @@
 /*
  * It only reads: each page is opened read-only, checked to be this user's,
  * copied by sluice_monitor_read (which maps it read-only) and closed. It
- * never writes to, locks against or signals a watched process. Exit
+ * never writes to, locks against or signals a watched process. What a page
+ * holds is printed escaped: a name with control bytes cannot drive the
+ * terminal. Exit
  * status: 0; 1 when --pid names a page that is refused or absent; 2 for a
  * bad command line.
  */
@@ -30,6 +32,8 @@ typedef struct mon_sample {
     size_t n;
     sluice_monitor_process_t *proc[MON_MAX_PAGES];
     char path[MON_MAX_PAGES][300];
+    dev_t dev[MON_MAX_PAGES]; /* the file read, for --clean: unlink only that one */
+    ino_t ino[MON_MAX_PAGES];
     double t;                 /* CLOCK_MONOTONIC seconds when taken */
 } mon_sample_t;
 
@@ -66,6 +70,7 @@ static void usage(FILE *f)
             "  --count N      N refreshes, then exit (default: until Ctrl-C)\n"
             "  --json         one JSON object per refresh, one line each (docs/monitor.md)\n"
             "  --clean        remove this user's pages of processes that are gone, then exit\n"
+            "                 (pages of another PID namespace or host are never removed)\n"
             "SLUICE_MONITOR_DIR sets the directory of the pages.\n",
             sluice_monitor_dir(), SLUICE_MONITOR_PREFIX);
 }
@@ -79,6 +84,33 @@ static double mono_now(void)
 
 /* ------------------------------------------------------------ reading */
 
+/*
+ * `s` for a terminal: bytes that are not printable ASCII (control bytes,
+ * escape sequences, other encodings) as \xNN, and the backslash as \\.
+ * A page is another process's memory: its strings must not move the
+ * cursor or retitle the window. Cut to fit `n` bytes.
+ */
+static const char *term(const char *s, char *buf, size_t n)
+{
+    size_t o = 0;
+    for (; *s && o + 5 <= n; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '\\')
+            o += (size_t)snprintf(buf + o, n - o, "\\\\");
+        else if (ch < 0x20 || ch >= 0x7f)
+            o += (size_t)snprintf(buf + o, n - o, "\\x%02x", ch);
+        else
+            buf[o++] = (char)ch;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Room for a string of 64 bytes, each escaped (4 bytes). */
+typedef struct mon_esc {
+    char b[64 * 4 + 1];
+} mon_esc_t;
+
 /* Paths already refused, so each is said once on stderr. */
 static char refused_said[64][300];
 static size_t n_refused_said;
@@ -90,16 +122,17 @@ static void refuse(const char *path, const char *why)
             return;
     if (n_refused_said < 64)
         snprintf(refused_said[n_refused_said++], sizeof refused_said[0], "%s", path);
-    fprintf(stderr, "sluice-monitor: refusing %s: %s\n", path, why);
+    char esc[sizeof refused_said[0] * 4];
+    fprintf(stderr, "sluice-monitor: refusing %s: %s\n", term(path, esc, sizeof esc), why);
 }
 
-/* The pid in a page's name (sluice-mon-UID-PID), or -1. */
+/* The pid in a page's name (sluice-mon-UID-PID, or sluice-mon-UID-PID.SUFFIX), or -1. */
 static long name_pid(const char *name)
 {
     const char *dash = strrchr(name, '-');
     char *end;
     long pid = dash ? strtol(dash + 1, &end, 10) : -1;
-    return dash && *end == '\0' ? pid : -1;
+    return dash && (*end == '\0' || *end == '.') ? pid : -1;
 }
 
 /*
@@ -137,9 +170,12 @@ static int read_page(const char *path, mon_sample_t *s)
     }
     p->size = sizeof *p;
     int rc = sluice_monitor_read(fd, p);
+    struct stat read_st = st; /* fstat of the fd read, above */
     close(fd);
     if (rc == SLUICE_EVERSION || rc == SLUICE_ECORRUPT) {
-        fprintf(stderr, "sluice-monitor: skipping %s: %s\n", path, sluice_last_error());
+        char esc[sizeof s->path[0] * 4];
+        fprintf(stderr, "sluice-monitor: skipping %s: %s\n", term(path, esc, sizeof esc),
+                sluice_last_error());
         return 0;
     }
     if (rc != SLUICE_OK)
@@ -153,6 +189,8 @@ static int read_page(const char *path, mon_sample_t *s)
         (opt.job && strcmp(p->job, opt.job) != 0 && strcmp(p->mpi_job, opt.job) != 0))
         return 0;
     snprintf(s->path[s->n], sizeof s->path[0], "%s", path);
+    s->dev[s->n] = read_st.st_dev;
+    s->ino[s->n] = read_st.st_ino;
     s->n++;
     return 1;
 }
@@ -184,27 +222,38 @@ static void take_sample(mon_sample_t *s, bool *pid_refused)
 
 /* ------------------------------------------------------------ rates */
 
-static const sluice_monitor_process_t *find_proc(const mon_sample_t *s,
+/* The same page in the earlier sample: same file name, pid and start time. */
+static const sluice_monitor_process_t *find_proc(const mon_sample_t *s, const char *path,
                                                  const sluice_monitor_process_t *p)
 {
     for (size_t i = 0; i < s->n; i++)
-        if (s->proc[i]->pid == p->pid && s->proc[i]->start_time == p->start_time)
+        if (s->proc[i]->pid == p->pid && s->proc[i]->start_time == p->start_time &&
+            strcmp(s->path[i], path) == 0)
             return s->proc[i];
     return NULL;
 }
 
-/* The same channel in the earlier sample: same name, role and peer, counters not gone back. */
+/*
+ * The same channel in the earlier sample: the same slot with the same
+ * generation (a slot given to another channel, even of the same name, has
+ * another), so its counters only grew.
+ */
 static const sluice_monitor_channel_t *find_channel(const sluice_monitor_process_t *p,
                                                     const sluice_monitor_channel_t *c)
 {
     for (uint32_t i = 0; p && i < p->n_channels; i++) {
         const sluice_monitor_channel_t *o = &p->channel[i];
-        if (strcmp(o->name, c->name) == 0 && o->role == c->role && strcmp(o->peer, c->peer) == 0 &&
-            o->stats.transitions_sent <= c->stats.transitions_sent &&
-            o->stats.transitions_received <= c->stats.transitions_received)
+        if (o->slot == c->slot && o->generation == c->generation &&
+            strcmp(o->name, c->name) == 0)
             return o;
     }
     return NULL;
+}
+
+/* b - a, or 0 if the counter went back. */
+static uint64_t up(uint64_t a, uint64_t b)
+{
+    return b > a ? b - a : 0;
 }
 
 typedef struct mon_rates {
@@ -219,12 +268,14 @@ static mon_rates_t rates_of(const sluice_monitor_channel_t *a, const sluice_moni
     if (!a || dt <= 0)
         return r;
     const sluice_channel_stats_t *x = &a->stats, *y = &b->stats;
+    /* Counters only grow within one generation; should one not have (a
+     * torn pair of samples), the rate is 0, never a wrapped 1.8e19. */
+#define MON_GROWTH(f1, f2) ((double)(up(x->f1, y->f1) + up(x->f2, y->f2)) / dt)
     r.known = true;
-    r.transitions = (double)(y->transitions_sent + y->transitions_received -
-                             x->transitions_sent - x->transitions_received) / dt;
-    r.products = (double)(y->products_sent + y->products_received - x->products_sent -
-                          x->products_received) / dt;
-    r.bytes = (double)(y->bytes_sent + y->bytes_received - x->bytes_sent - x->bytes_received) / dt;
+    r.transitions = MON_GROWTH(transitions_sent, transitions_received);
+    r.products = MON_GROWTH(products_sent, products_received);
+    r.bytes = MON_GROWTH(bytes_sent, bytes_received);
+#undef MON_GROWTH
     return r;
 }
 
@@ -244,6 +295,16 @@ static const char *peer_state(const sluice_monitor_channel_t *c)
     case SLUICE_MONITOR_PEER_DEAD: return "dead";
     default: return "opening";
     }
+}
+
+/*
+ * Whether the process runs: a page of another PID namespace or host (a
+ * container or node sharing the folder) has a pid that means nothing here,
+ * so it is neither "running" nor "exited".
+ */
+static const char *process_state(const sluice_monitor_process_t *p)
+{
+    return !p->same_namespace ? "other namespace/host" : p->alive > 0 ? "running" : "exited";
 }
 
 /* ------------------------------------------------------------ text */
@@ -266,7 +327,9 @@ static const char *human(double v, char *buf, size_t n)
 
 static void text_channel(const sluice_monitor_channel_t *c, const mon_rates_t *r)
 {
-    char t[16], p[16], b[16];
+    char t[16], p[16], b[16], in_flight[24];
+    mon_esc_t name, transport, peer;
+    char last_error[SLUICE_MONITOR_ERROR_MAX * 4 + 1];
     if (r->known) {
         snprintf(t, sizeof t, "%.1f", r->transitions);
         snprintf(p, sizeof p, "%.1f", r->products);
@@ -276,15 +339,20 @@ static void text_channel(const sluice_monitor_channel_t *c, const mon_rates_t *r
         snprintf(p, sizeof p, "-");
         snprintf(b, sizeof b, "-");
     }
+    /* Summed over the streams shown: "3+" when the channel has more (at least 3). */
+    snprintf(in_flight, sizeof in_flight, "%" PRIu64 "%s", c->events_open,
+             c->streams > c->n_streams ? "+" : "");
     printf("  %-16s %-10s %-4s peer %s (pid %" PRId64 ") %-7s streams %-4u transitions/s %-8s "
-           "products/s %-8s bytes/s %-7s in flight %-3" PRIu64 " runs %" PRIu64 " lumis %" PRIu64
+           "products/s %-8s bytes/s %-7s in flight %-3s runs %" PRIu64 " lumis %" PRIu64
            " (run %" PRIu64 " lumi %" PRIu64 ")  errors %" PRIu64 "\n",
-           c->name, role_name(c->role), c->open ? c->transport : "open", c->peer, c->peer_pid,
-           peer_state(c), c->streams, t, p, b, c->events_open, c->runs_open, c->lumis_open, c->run,
-           c->lumi, c->errors);
+           term(c->name, name.b, sizeof name.b), role_name(c->role),
+           c->open ? term(c->transport, transport.b, sizeof transport.b) : "open",
+           term(c->peer, peer.b, sizeof peer.b), c->peer_pid, peer_state(c), c->streams, t, p, b,
+           in_flight, c->runs_open, c->lumis_open, c->run, c->lumi, c->errors);
     if (c->errors)
         printf("    last error: %s (%d): %s\n", sluice_strerror(c->last_status), c->last_status,
-               c->last_error[0] ? c->last_error : "(message being written)");
+               c->last_error[0] ? term(c->last_error, last_error, sizeof last_error)
+                                : "(message being written)");
     if (c->role == SLUICE_CONTROLLER)
         printf("    global ring %" PRIu64 "/%u (sent %" PRIu64 ", taken by peer >= %" PRIu64 ")\n",
                c->global_sent - c->global_peer_took, c->global_depth, c->global_sent,
@@ -317,12 +385,15 @@ static void print_text(const mon_sample_t *a, const mon_sample_t *b, unsigned re
                SLUICE_MONITOR_PREFIX);
     for (size_t i = 0; i < b->n; i++) {
         const sluice_monitor_process_t *p = b->proc[i];
-        const sluice_monitor_process_t *old = find_proc(a, p);
+        const sluice_monitor_process_t *old = find_proc(a, b->path[i], p);
         double dt = b->t - a->t;
+        mon_esc_t name, host, job, mpi_job;
         printf("pid %" PRId64 " %s  rank %d/%d  host %s  job %s  mpi job %s  %s  %u channel%s\n",
-               p->pid, p->name, p->rank, p->world_size, p->host, p->job[0] ? p->job : "-",
-               p->mpi_job[0] ? p->mpi_job : "-", p->alive ? "running" : "exited", p->n_channels,
-               p->n_channels == 1 ? "" : "s");
+               p->pid, term(p->name, name.b, sizeof name.b), p->rank, p->world_size,
+               term(p->host, host.b, sizeof host.b),
+               p->job[0] ? term(p->job, job.b, sizeof job.b) : "-",
+               p->mpi_job[0] ? term(p->mpi_job, mpi_job.b, sizeof mpi_job.b) : "-",
+               process_state(p), p->n_channels, p->n_channels == 1 ? "" : "s");
         for (uint32_t j = 0; j < p->n_channels; j++) {
             const sluice_monitor_channel_t *c = &p->channel[j];
             mon_rates_t r = rates_of(find_channel(old, c), c, dt);
@@ -367,17 +438,19 @@ static void json_channel(const sluice_monitor_channel_t *c, const mon_rates_t *r
            ",\"product_publications\":%" PRIu64 "},",
            k->transitions_sent, k->transitions_received, k->products_sent, k->products_received,
            k->bytes_sent, k->bytes_received, k->discarded, k->product_publications);
+    printf("\"slot\":%u,\"generation\":%" PRIu64 ",", c->slot, c->generation);
     if (r->known)
         printf("\"rates\":{\"transitions\":%.3f,\"products\":%.3f,\"bytes\":%.3f},",
                r->transitions, r->products, r->bytes);
     else
         printf("\"rates\":null,");
-    printf("\"events_open\":%" PRIu64 ",\"runs_open\":%" PRIu64 ",\"lumis_open\":%" PRIu64
-           ",\"run\":%" PRIu64 ",\"lumi\":%" PRIu64 ",\"global\":{\"sent\":%" PRIu64
-           ",\"peer_took\":%" PRIu64 ",\"taken\":%" PRIu64 "},\"errors\":%" PRIu64
-           ",\"last_status\":%d,\"last_error\":",
-           c->events_open, c->runs_open, c->lumis_open, c->run, c->lumi, c->global_sent,
-           c->global_peer_took, c->global_taken, c->errors, c->last_status);
+    printf("\"events_open\":%" PRIu64 ",\"events_open_partial\":%s,\"runs_open\":%" PRIu64
+           ",\"lumis_open\":%" PRIu64 ",\"run\":%" PRIu64 ",\"lumi\":%" PRIu64
+           ",\"global\":{\"sent\":%" PRIu64 ",\"peer_took\":%" PRIu64 ",\"taken\":%" PRIu64
+           "},\"errors\":%" PRIu64 ",\"last_status\":%d,\"last_error\":",
+           c->events_open, c->streams > c->n_streams ? "true" : "false", c->runs_open,
+           c->lumis_open, c->run, c->lumi, c->global_sent, c->global_peer_took, c->global_taken,
+           c->errors, c->last_status);
     json_str(c->last_error);
     printf(",\"stream\":[");
     for (uint32_t i = 0; i < c->n_streams; i++) {
@@ -393,13 +466,13 @@ static void json_channel(const sluice_monitor_channel_t *c, const mon_rates_t *r
 
 static void print_json(const mon_sample_t *a, const mon_sample_t *b)
 {
-    printf("{\"version\":1,\"time\":%.3f,\"interval\":%.3f,\"uid\":%u,\"dir\":", (double)time(NULL),
+    printf("{\"version\":2,\"time\":%.3f,\"interval\":%.3f,\"uid\":%u,\"dir\":", (double)time(NULL),
            b->t - a->t, (unsigned)getuid());
     json_str(sluice_monitor_dir());
     printf(",\"processes\":[");
     for (size_t i = 0; i < b->n; i++) {
         const sluice_monitor_process_t *p = b->proc[i];
-        const sluice_monitor_process_t *old = find_proc(a, p);
+        const sluice_monitor_process_t *old = find_proc(a, b->path[i], p);
         printf("%s{\"pid\":%" PRId64 ",\"name\":", i ? "," : "", p->pid);
         json_str(p->name);
         printf(",\"host\":");
@@ -408,7 +481,9 @@ static void print_json(const mon_sample_t *a, const mon_sample_t *b)
         json_str(p->job);
         printf(",\"mpi_job\":");
         json_str(p->mpi_job);
-        printf(",\"alive\":%s,\"page\":", p->alive ? "true" : "false");
+        printf(",\"same_namespace\":%s,\"alive\":%s,\"page\":",
+               p->same_namespace ? "true" : "false",
+               !p->same_namespace ? "null" : p->alive > 0 ? "true" : "false");
         json_str(b->path[i]);
         printf(",\"channels\":[");
         for (uint32_t j = 0; j < p->n_channels; j++) {
@@ -425,7 +500,13 @@ static void print_json(const mon_sample_t *a, const mon_sample_t *b)
 
 /* ------------------------------------------------------------ main */
 
-/* --clean: this user's pages of processes that are gone. */
+/*
+ * --clean: this user's pages of processes that are gone. Only pages of this
+ * PID namespace and boot are judged (another container's or node's pid
+ * means nothing here), and a page is unlinked only if its name still is
+ * the file that was read (a process may have made a new page of that name
+ * since).
+ */
 static int clean(void)
 {
     static mon_sample_t s;
@@ -433,14 +514,18 @@ static int clean(void)
     take_sample(&s, &ignored);
     unsigned removed = 0;
     for (size_t i = 0; i < s.n; i++) {
-        if (s.proc[i]->alive)
+        char esc[sizeof s.path[0] * 4];
+        term(s.path[i], esc, sizeof esc);
+        if (!s.proc[i]->same_namespace || s.proc[i]->alive != 0)
             continue;
-        if (unlink(s.path[i]) == 0) {
-            printf("sluice-monitor: removed %s (pid %" PRId64 " is gone)\n", s.path[i],
-                   s.proc[i]->pid);
+        struct stat now;
+        if (lstat(s.path[i], &now) != 0 || now.st_dev != s.dev[i] || now.st_ino != s.ino[i]) {
+            fprintf(stderr, "sluice-monitor: not removing %s: it changed since it was read\n", esc);
+        } else if (unlink(s.path[i]) == 0) {
+            printf("sluice-monitor: removed %s (pid %" PRId64 " is gone)\n", esc, s.proc[i]->pid);
             removed++;
         } else {
-            fprintf(stderr, "sluice-monitor: cannot remove %s: %s\n", s.path[i], strerror(errno));
+            fprintf(stderr, "sluice-monitor: cannot remove %s: %s\n", esc, strerror(errno));
         }
     }
     printf("sluice-monitor: %u page%s removed\n", removed, removed == 1 ? "" : "s");
