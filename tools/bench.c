@@ -295,7 +295,7 @@ static double sluice_product(size_t bytes, int zero_copy)
 /* ------------------------------------------------------------ report */
 
 static const char *transport;
-static char where[2 * MPI_MAX_PROCESSOR_NAME + 192]; /* where the two processes run */
+static char where[2 * MPI_MAX_PROCESSOR_NAME + 256]; /* where the two processes run */
 
 /*
  * "on one node (HOST)" or "on two nodes (controller on A, source on B)",
@@ -313,7 +313,7 @@ static void find_where(void)
     const char *osc = getenv("OMPI_MCA_osc");
     char note[160] = "";
     if (strcmp(transport, "rma") == 0)
-        snprintf(note, sizeof note, " (path %s; osc allowed: %s)", sluice_channel_path(ch),
+        snprintf(note, sizeof note, " (path %.16s; osc allowed: %.96s)", sluice_channel_path(ch),
                  osc ? osc : "Open MPI's choice");
     if (strcmp(ctrl_host, src_host) == 0)
         snprintf(where, sizeof where, "on one node (%s)%s", ctrl_host, note);
