@@ -26,7 +26,7 @@
  * Every MPI call runs under the library-wide guard (src/mpiguard.h), and
  * every wait for the guard has a deadline: the call's own where it has one
  * (open, connect, close), else the liveness period (the data path: put,
- * store64, get, local_sync), which bounds how long a stream thread can sit
+ * publish, store64, get, local_sync), which bounds how long a stream thread can sit
  * here because another thread is stuck in MPI or holds sluice_mpi_lock.
  */
 #define sl_rma_leave sl_mpi_leave
@@ -68,13 +68,15 @@ struct sl_link {
  * after it was made). MPI has no call for it, but Open MPI names each
  * window after its component ("pt2pt window 3", "rdma window 3", "ucx
  * window 3"), except osc/sm, which names none and is the one that sets the
- * "alloc_shared_noncontig" info key. Anything else: "rma", nothing claimed.
+ * "alloc_shared_noncontig" info key. Other MPI libraries: "rma", nothing
+ * claimed (MPICH, for one, sets that key on every window).
  */
 static void sl_rma_find_path(sl_link_t *l)
 {
+    snprintf(l->path, sizeof l->path, "rma");
+#ifdef OMPI_MAJOR_VERSION
     char name[MPI_MAX_OBJECT_NAME] = "", comp[16] = "";
     int len = 0;
-    snprintf(l->path, sizeof l->path, "rma");
     if (MPI_Win_get_name(l->win, name, &len) != MPI_SUCCESS)
         return;
     char word[16], rest[16];
@@ -86,7 +88,12 @@ static void sl_rma_find_path(sl_link_t *l)
         int found = 0;
         if (MPI_Win_get_info(l->win, &info) == MPI_SUCCESS) {
             char v[8];
+#if MPI_VERSION >= 4
+            int vlen = (int)sizeof v;
+            MPI_Info_get_string(info, "alloc_shared_noncontig", &vlen, v, &found);
+#else
             MPI_Info_get(info, "alloc_shared_noncontig", sizeof v - 1, v, &found);
+#endif
             MPI_Info_free(&info);
         }
         if (found)
@@ -94,6 +101,7 @@ static void sl_rma_find_path(sl_link_t *l)
     }
     if (comp[0])
         snprintf(l->path, sizeof l->path, "rma/%s", comp);
+#endif
 }
 
 static const char *sl_rma_path(const sl_link_t *l) { return l->path; }
@@ -422,6 +430,8 @@ static int sl_rma_put(sl_link_t *l, size_t off, const void *src, size_t len)
     /* MPI_Put takes a const origin since MPI-3; the cast only shares the loop. */
     int mrc = sl_rma_chunks(l, off, (char *)(uintptr_t)src, len, true);
     atomic_fetch_add_explicit(&l->puts_issued, 1, memory_order_acq_rel);
+    if (mrc != MPI_SUCCESS) /* pieces that went out read `src` until they complete here */
+        MPI_Win_flush_local(l->peer_rank, l->win);
     sl_rma_leave();
     return mrc == MPI_SUCCESS ? SLUICE_OK : sl_rma_mpi_fail(mrc, "MPI_Put");
 }
@@ -463,13 +473,15 @@ static int sl_rma_flush_counted(sl_link_t *l)
 static int sl_rma_put_words(sl_link_t *l, const size_t *offs, const uint64_t *words, size_t n)
 {
     int mrc = sl_rma_flush_counted(l);
+    if (mrc != MPI_SUCCESS)
+        return mrc; /* none of the words went out */
     for (size_t i = 0; i < n && mrc == MPI_SUCCESS; i++)
         mrc = MPI_Put(&words[i], 1, MPI_UINT64_T, l->peer_rank, (MPI_Aint)offs[i], 1,
                       MPI_UINT64_T, l->win);
     atomic_fetch_add_explicit(&l->puts_issued, 1, memory_order_acq_rel);
-    if (mrc == MPI_SUCCESS)
-        mrc = MPI_Win_flush_local(l->peer_rank, l->win);
-    return mrc;
+    /* Even after a failed put: those that went out read `words` until then. */
+    int lrc = MPI_Win_flush_local(l->peer_rank, l->win);
+    return mrc != MPI_SUCCESS ? mrc : lrc;
 }
 
 static int sl_rma_store64(sl_link_t *l, size_t off, uint64_t value)
@@ -485,13 +497,14 @@ static int sl_rma_store64(sl_link_t *l, size_t off, uint64_t value)
 }
 
 /*
- * Ring records: every body put, then one flush for them and for every
- * earlier put (zero-copy products among them), then the stamps, all under
+ * Ring records: every payload and body put, then one flush for them and for
+ * every earlier put (zero-copy products among them), then the stamps, all under
  * one hold of the guard, so a wait for it fails before anything was put.
  * The bodies are complete locally before return (the stamps' local
- * completion covers them), so the caller's copies may go. An MPI error
- * after a stamp may have gone out leaves the ring in a state no retry can
- * mend: the link is marked dead.
+ * completion covers them; on an error a local flush of its own), so the
+ * caller's copies may go. An MPI error in the middle may have let a stamp
+ * out, which no retry could mend: the link is marked dead, whether or not
+ * one did.
  */
 enum { SL_RMA_PUBLISH_MAX = 64 };
 static int sl_rma_publish(sl_link_t *l, const sl_stamped_t *recs, size_t n)
@@ -505,9 +518,14 @@ static int sl_rma_publish(sl_link_t *l, const sl_stamped_t *recs, size_t n)
     if (rc != SLUICE_OK)
         return rc; /* nothing was put */
     int mrc = MPI_SUCCESS;
-    for (size_t i = 0; i < n && mrc == MPI_SUCCESS; i++)
-        mrc = sl_rma_chunks(l, recs[i].off + recs[i].body_off,
-                            (char *)(uintptr_t)recs[i].body, recs[i].body_len, true);
+    for (size_t i = 0; i < n && mrc == MPI_SUCCESS; i++) {
+        if (recs[i].payload_len)
+            mrc = sl_rma_chunks(l, recs[i].payload_off, (char *)(uintptr_t)recs[i].payload,
+                                recs[i].payload_len, true);
+        if (mrc == MPI_SUCCESS)
+            mrc = sl_rma_chunks(l, recs[i].off + recs[i].body_off,
+                                (char *)(uintptr_t)recs[i].body, recs[i].body_len, true);
+    }
     atomic_fetch_add_explicit(&l->puts_issued, 1, memory_order_acq_rel);
     size_t offs[SL_RMA_PUBLISH_MAX];
     uint64_t stamps[SL_RMA_PUBLISH_MAX];
@@ -518,14 +536,13 @@ static int sl_rma_publish(sl_link_t *l, const sl_stamped_t *recs, size_t n)
     bool bodies_ok = mrc == MPI_SUCCESS;
     if (bodies_ok)
         mrc = sl_rma_put_words(l, offs, stamps, n);
-    else
-        MPI_Win_flush_local(l->peer_rank, l->win); /* the bodies' buffers go with the caller */
+    if (mrc != MPI_SUCCESS) /* the bodies' buffers go with the caller */
+        MPI_Win_flush_local(l->peer_rank, l->win);
     sl_rma_leave();
     if (mrc == MPI_SUCCESS)
         return SLUICE_OK;
     rc = sl_rma_mpi_fail(mrc, bodies_ok ? "publishing records" : "MPI_Put of a record");
-    if (bodies_ok)
-        atomic_store_explicit(l->dead, true, memory_order_relaxed);
+    atomic_store_explicit(l->dead, true, memory_order_relaxed);
     return rc;
 }
 

@@ -11,7 +11,8 @@
  * Below MPI_THREAD_MULTIPLE only one thread may be inside MPI at a time
  * (SERIALIZED), so every MPI call sluice makes runs under one process-wide
  * mutex, which the application may take too (sluice_mpi_lock). It is held
- * around single MPI calls, never across a wait. A holder is not always
+ * around single MPI calls, or the few of one RMA publication (record puts,
+ * a flush, stamp puts, a local flush), never across a wait. A holder is not always
  * quick, though: an application thread may keep it (sluice_mpi_lock), and
  * some MPI calls have no bound of their own (MPI_Win_flush towards a dead
  * peer on osc/pt2pt; the window collectives of an RMA open and close). So

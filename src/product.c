@@ -315,6 +315,7 @@ static void sl_resv_retire(sl_stream_t *st, sl_resv_t *r)
         st->spare[st->n_spare++] = (struct sl_spare){ r->staging, r->staging_bytes };
     r->staging = NULL;
     r->staging_bytes = 0;
+    r->src = NULL;
     r->state = 0;
 }
 
@@ -361,8 +362,10 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
         st->resv_n--;
     }
     /* Records of the committed ones, alive until they are published (over
-     * RMA, MPI reads them until then). */
+     * RMA, MPI reads them until then), and the caller's bytes that go with
+     * one (sl_commit_locked). */
     sl_record_t recs[SL_RESV_MAX];
+    sl_ring_payload_t pays[SL_RESV_MAX];
     uint32_t settled = 0, written = 0;
     for (; settled < st->resv_n; settled++) {
         sl_resv_t *r = sl_resv_at(st, settled);
@@ -371,6 +374,10 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
         if (r->state != SL_RESV_COMMITTED || !r->placed)
             continue;
         const sluice_endpoint_t *e = sl_channel_endpoint(ch, r->instance, SLUICE_SEND);
+        pays[written] = (sl_ring_payload_t){
+            .off = st->arena_off + sl_arena_offset(r->pos, ch->geo.arena_bytes),
+            .src = r->src,
+            .len = r->src ? r->len : 0 };
         recs[written++] = (sl_record_t){ .kind = SL_REC_PRODUCT,
                                          .seq = st->token_seq,
                                          .instance = r->instance,
@@ -381,7 +388,7 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
     }
     if (written) {
         /* Their slots were set aside at reserve (sl_stream_owed). */
-        int rc = sl_ring_tx_push_n(&st->tx, ch->tp, ch->link, recs, written);
+        int rc = sl_ring_tx_push_payloads(&st->tx, ch->tp, ch->link, recs, pays, written);
         if (rc)
             return rc;
         sl_stat_add(&ch->stats->product_publications, 1);
@@ -518,14 +525,27 @@ static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reser
             memcpy(r->staging, src, r->len);
             src = NULL;
         }
-        rc = ch->tp->put(ch->link, st->arena_off + sl_arena_offset(r->pos, ch->geo.arena_bytes),
-                         src ? src : r->staging, r->len);
-        if (rc)
+        /* The caller's bytes go out with the record, in one transport call
+         * (the settle below): a failure then sends neither, and the caller
+         * has its buffer back with nothing reading it. */
+        if (src)
+            r->src = src;
+        else if ((rc = ch->tp->put(ch->link,
+                                   st->arena_off + sl_arena_offset(r->pos, ch->geo.arena_bytes),
+                                   r->staging, r->len)))
             return rc;
     }
     r->state = SL_RESV_COMMITTED;
     res->data = NULL;
-    return sl_resv_settle(ch, st);
+    rc = sl_resv_settle(ch, st);
+    if (r->src) {
+        /* Not published, so none of it went out: the product is not sent
+         * (the caller hears why), and nothing keeps the caller's pointer. */
+        r->src = NULL;
+        r->state = SL_RESV_CANCELLED;
+        sl_resv_settle(ch, st); /* best effort: the first failure is the answer */
+    }
+    return rc;
 }
 
 static int sl_cancel_locked(sl_stream_t *st, sluice_channel_t *ch, sluice_reservation_t *res)

@@ -80,21 +80,31 @@ static inline uint64_t sl_ring_slot(uint64_t ctrl, uint64_t mask, uint64_t n)
     return sl_ring_slots(ctrl) + (n & mask) * SL_RECORD_BYTES;
 }
 
-/* Most records one sl_ring_tx_push_n publishes. */
+/* Most records one push publishes. */
 #define SL_RING_PUSH_MAX 16u
 
+/* A product's bytes that go out with its record (sl_ring_tx_push_payloads). */
+typedef struct sl_ring_payload {
+    size_t off;               /* in the peer's inbox */
+    const void *src;          /* NULL: none */
+    size_t len;
+} sl_ring_payload_t;
+
 /*
- * Write `n` records at the head and publish them: each body, then each
- * stamp (its record number + 1), through the transport's publish(). The
- * stamp's release store pairs with the consumer's acquire load of it in
- * sl_ring_rx_peek(), so a record's bytes are visible first (over RMA one
- * flush covers all n). The consumer takes records in order, so a stamp
- * that lands early waits for its predecessors. All or nothing: on failure
- * nothing was stamped and the head stays, for a retry to write them again.
- * Call only when there is room for n (sl_ring_tx_room_n); n <= SL_RING_PUSH_MAX.
+ * Write `n` records at the head and publish them: each payload (where
+ * `payloads` names one) and body, then each stamp (its record number + 1),
+ * through one call of the transport's publish(). The stamp's release store
+ * pairs with the consumer's acquire load of it in sl_ring_rx_peek(), so a
+ * record's bytes are visible first (over RMA one flush covers all n). The
+ * consumer takes records in order, so a stamp that lands early waits for
+ * its predecessors. All or nothing: on failure nothing was stamped and the
+ * head stays, for a retry to write them again, and no payload went out, so
+ * its source may be given back. Call only when there is room for n
+ * (sl_ring_tx_room_n); n <= SL_RING_PUSH_MAX.
  */
-static inline int sl_ring_tx_push_n(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
-                                    const sl_record_t *recs, uint32_t n)
+static inline int sl_ring_tx_push_payloads(sl_ring_tx_t *r, const sl_transport_ops_t *t,
+                                           sl_link_t *l, const sl_record_t *recs,
+                                           const sl_ring_payload_t *payloads, uint32_t n)
 {
     sl_stamped_t st[SL_RING_PUSH_MAX];
     if (n > SL_RING_PUSH_MAX)
@@ -108,6 +118,11 @@ static inline int sl_ring_tx_push_n(sl_ring_tx_t *r, const sl_transport_ops_t *t
                                 .body_len = SL_RECORD_HEAD_BYTES - SL_RECORD_BODY_OFF +
                                             recs[i].aux_size,
                                 .stamp = number + 1 };
+        if (payloads && payloads[i].src) {
+            st[i].payload_off = payloads[i].off;
+            st[i].payload = payloads[i].src;
+            st[i].payload_len = payloads[i].len;
+        }
     }
     int rc = t->publish(l, st, n);
     if (rc)
@@ -116,6 +131,13 @@ static inline int sl_ring_tx_push_n(sl_ring_tx_t *r, const sl_transport_ops_t *t
     if (t->wake)
         t->wake(l);
     return SLUICE_OK;
+}
+
+/* Records without payloads. */
+static inline int sl_ring_tx_push_n(sl_ring_tx_t *r, const sl_transport_ops_t *t, sl_link_t *l,
+                                    const sl_record_t *recs, uint32_t n)
+{
+    return sl_ring_tx_push_payloads(r, t, l, recs, NULL, n);
 }
 
 /* One record. Call only after sl_ring_tx_room() said OK. */
@@ -200,6 +222,7 @@ static inline bool sl_ring_rx_consume(sl_ring_rx_t *r)
     uint64_t depth = r->mask + 1, stamp, old = r->tail++;
     _Atomic uint64_t *tail_p = (_Atomic uint64_t *)(void *)(r->base + r->ctrl + SL_RING_TAIL_OFF);
     atomic_store_explicit(tail_p, r->tail, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst); /* nor may the compiler hoist the load */
     /* The stamp is read after the tail is stored: a producer that filled
      * the ring past it, went to sleep and then read the old tail must have
      * done so within the store's flight (no fence orders the two: it would

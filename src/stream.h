@@ -52,6 +52,8 @@ typedef struct sl_resv {
     bool placed;              /* holds arena space; false when dropped (the peer finished) */
     void *staging;            /* local buffer where the transport has no peer pointer, */
     size_t staging_bytes;     /* taken from the stream's spares, given back when it leaves the queue */
+    const void *src;          /* the caller's bytes, put with the record by the commit that
+                                 names them (sluice_product_send); NULL once it returned */
 } sl_resv_t;
 
 /*

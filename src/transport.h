@@ -11,14 +11,18 @@
 
 typedef struct sl_link sl_link_t; /* transport-private */
 
-/* A ring record for publish(): its body goes to `off` + `body_off`, then
- * its stamp, the slot's first word, to `off`. */
+/* A ring record for publish(): its payload (if any) goes to `payload_off`,
+ * its body to `off` + `body_off`, then its stamp, the slot's first word, to
+ * `off`. */
 typedef struct sl_stamped {
     size_t off;
     size_t body_off;
     const void *body;
     size_t body_len;
     uint64_t stamp;
+    size_t payload_off;       /* a product's bytes into the peer's arena, */
+    const void *payload;      /* put with the record so that either both */
+    size_t payload_len;       /* go out or neither does; 0: none */
 } sl_stamped_t;
 
 /* Longest name of a shared-memory segment, with its NUL. */
@@ -102,14 +106,17 @@ typedef struct sl_transport_ops {
     int (*store64)(sl_link_t *link, size_t off, uint64_t value);
 
     /*
-     * Publish `n` ring records (ring.h): store every body, then every stamp
-     * with release semantics, so that the peer sees the bodies, and every
-     * put() and write through peer_ptr() before the call, before it sees
-     * any of the stamps. All or nothing: on failure no stamp was stored,
-     * and the ring is as it was (the one exception, an MPI error between
-     * two stamps, leaves the link dead: nothing more goes through it). The
+     * Publish `n` ring records (ring.h): store every payload and body, then
+     * every stamp with release semantics, so that the peer sees them, and
+     * every put() and write through peer_ptr() before the call, before it
+     * sees any of the stamps. Payloads and bodies may be reused as soon as
+     * it returns. All or nothing: on failure no stamp was stored,
+     * and the ring is as it was (the one exception, an MPI error in the
+     * middle, leaves the link dead: nothing more goes through it). The
      * bodies may be reused as soon as it returns. MPI transports take the
-     * MPI guard once for all n, waiting at most one liveness period.
+     * MPI guard once for all n, waiting at most one liveness period. All
+     * or nothing holds per call, so per ring: an operation that pushes to
+     * several rings (end of job, a scoped transition) is not.
      */
     int (*publish)(sl_link_t *link, const sl_stamped_t *recs, size_t n);
 
@@ -171,7 +178,11 @@ static inline int sl_publish_in_order(const sl_transport_ops_t *t, sl_link_t *l,
                                       const sl_stamped_t *recs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        int rc = t->put(l, recs[i].off + recs[i].body_off, recs[i].body, recs[i].body_len);
+        int rc = recs[i].payload_len
+                     ? t->put(l, recs[i].payload_off, recs[i].payload, recs[i].payload_len)
+                     : SLUICE_OK;
+        if (!rc)
+            rc = t->put(l, recs[i].off + recs[i].body_off, recs[i].body, recs[i].body_len);
         if (rc)
             return rc;
     }

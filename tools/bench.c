@@ -313,7 +313,7 @@ static void find_where(void)
     const char *osc = getenv("OMPI_MCA_osc");
     char note[160] = "";
     if (strcmp(transport, "rma") == 0)
-        snprintf(note, sizeof note, " (path %.16s; osc allowed: %.96s)", sluice_channel_path(ch),
+        snprintf(note, sizeof note, " (path %.24s; osc allowed: %.96s)", sluice_channel_path(ch),
                  osc ? osc : "Open MPI's choice");
     if (strcmp(ctrl_host, src_host) == 0)
         snprintf(where, sizeof where, "on one node (%s)%s", ctrl_host, note);

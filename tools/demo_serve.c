@@ -113,8 +113,8 @@ static int serve_admit(demo_service_t *sv, uint32_t wait_ms)
     }
     sv->client[m] = (demo_client_t){ .ctx = ctx, .ch = ch, .number = number, .pid = peer.pid };
     sv->live++;
-    printf("  controller %u (pid %d) connected; channel transport: %s\n", number, peer.pid,
-           sluice_channel_transport(ch));
+    printf("  controller %u (pid %d) connected; channel transport: %s (path %s)\n", number,
+           peer.pid, sluice_channel_transport(ch), sluice_channel_path(ch));
     fflush(stdout);
     return 0;
 }

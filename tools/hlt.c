@@ -124,7 +124,7 @@ static bool lost(int rc) { return rc == SLUICE_EPEERDEAD || rc == SLUICE_EPEERCL
 
 typedef struct hlt_report {
     int32_t is_client, index, killed, failed;
-    char host[64], transport[8], path[16]; /* sluice_channel_transport, _path */
+    char host[64], transport[8], path[24]; /* sluice_channel_transport, _path */
     double seconds, cpu_s, sluice_cpu_s;
     uint64_t events;          /* client: events of its run finished; server: events answered */
     uint64_t rejected;        /* client: cancelled by its filter; server: cancelled on it */

@@ -31,7 +31,8 @@ int sluice_version(void);
  * (SERIALIZED: osc/pt2pt needs it), only one thread may be inside MPI at a
  * time, and sluice's own calls may run on any of your threads: hold this
  * guard around your own MPI calls made while sluice may be in use. sluice
- * holds it only around single MPI calls, never across a wait, but one MPI
+ * holds it only around single MPI calls (or the few that publish one batch
+ * of records over RMA), never across a wait, but one MPI
  * call may last: the window collectives of an RMA open or close (entered
  * once both sides agreed), or an MPI_Win_flush towards a peer that died, on
  * osc/pt2pt, which MPI does not bound. sluice's own waits for the guard

@@ -24,6 +24,10 @@ struct sl_link {
 
 /* The transport (SL_CAP_PEER_POINTER, no SL_CAP_NEEDS_PROGRESS: waits never call progress). */
 extern const sl_transport_ops_t lb_ops;
+/* The same without SL_CAP_PEER_POINTER, so the core puts as it does over RMA; its next
+ * `lb_publish_failures` publications fail with SLUICE_ETIMEDOUT, storing nothing. */
+extern const sl_transport_ops_t lb_put_ops;
+extern _Atomic int lb_publish_failures;
 void *lb_peer_ptr(sl_link_t *l, size_t off);
 
 /* ------------------------------------------------------------ fixture */

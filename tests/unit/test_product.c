@@ -246,6 +246,39 @@ static void fewer_reservations_than_the_ring_depth_stay_open(void **state)
     assert_status(rc, SLUICE_ELIMIT);
 }
 
+/*
+ * Over a transport without a pointer into the peer's arena (RMA), a send
+ * puts the caller's bytes with the record, in one publication: when that
+ * fails, nothing of the product went out, the send says so, and the
+ * caller's buffer is its own again. The product is never delivered later,
+ * its arena space is free, and the next send arrives alone and intact.
+ * (Before, the payload was put first: a publication that then failed left
+ * a committed product that the next settle delivered, read from a buffer
+ * the caller had been told was free.)
+ */
+static void a_send_whose_publication_fails_sends_nothing(void **state)
+{
+    pair_t *p = *state;
+    p->ctl.ch->tp = &lb_put_ops;
+    sluice_token_t ct, sc;
+    start_event(p, &ct, &sc);
+    uint64_t head = ctl_head(p), w[WORDS];
+    for (uint64_t i = 0; i < WORDS; i++)
+        w[i] = 500 + i;
+    atomic_store(&lb_publish_failures, 1);
+    assert_status(sluice_product_send(&ct, INST_BLOCK, w, sizeof w, WORDS, 0), SLUICE_ETIMEDOUT);
+    memset(w, 0xee, sizeof w); /* the send returned: the buffer is the caller's */
+    assert_int_equal(ctl_head(p), head);
+    assert_int_equal(p->ctl.ch->streams[0].resv_n, 0);
+    assert_int_equal(ring_fill(p->src.ch, 0), 0);
+    assert_ok(send_run(&ct, INST_BLOCK, WORDS, 700, 0));
+    assert_int_equal(stats(p->ctl.ch).products_sent, 1);
+    expect_run(&sc, INST_BLOCK, WORDS, 700);
+    assert_ok(sluice_event_finish(&ct));
+    expect_absent(&sc, INST_BLOCK);
+    assert_ok(sluice_event_finish(&sc));
+}
+
 static void finish_cancels_open_reservations_and_publishes_committed_ones(void **state)
 {
     pair_t *p = *state;
@@ -692,6 +725,7 @@ int main(void)
                                         setup_ring64, teardown),
         ONE(fewer_reservations_than_the_ring_depth_stay_open),
         ONE(finish_cancels_open_reservations_and_publishes_committed_ones),
+        ONE(a_send_whose_publication_fails_sends_nothing),
         ONE(a_reservation_waiting_while_another_thread_finishes_gets_ealready),
         ONE(a_receive_waiting_while_another_thread_finishes_gets_ealready),
         ONE(an_absent_mark_waiting_for_room_never_takes_a_reserved_slot),
