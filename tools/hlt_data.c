@@ -3,7 +3,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "hlt.h"
+#include "hlt_data.h"
 
 uint32_t hlt_fed_words(size_t raw_bytes, uint32_t feds)
 {
