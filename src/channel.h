@@ -193,13 +193,30 @@ static inline int sl_channel_geometry(const sluice_channel_t *ch, sl_geometry_t 
 
 /*
  * Bytes of arena traffic between two unprompted looks at the consumer's
- * tail. On a node a look is one cache-line read and a restart at offset 0
- * keeps copy-in writing into lines still in the writer's L1 (a 1 MiB walk
- * made 4 KiB copy-in 5x slower than zero copy); over RMA a look is a round
- * trip and the target's cache is not the writer's, so it stays rare.
+ * tail (sl_arena_warm). On a node a look is one cache-line read and a
+ * restart at offset 0 keeps copy-in writing into lines still in the
+ * writer's cache (a 1 MiB walk made 4 KiB copy-in 5x slower than zero
+ * copy). What stays warm is this much per stream, so the channel's streams
+ * share a budget: 32 KiB each up to 8 streams, down to 4 KiB each at 64
+ * (with 32 KiB each, 64 streams walked 4 MiB and their CPU per event rose
+ * by half; a look per 4 KiB costs a single stream 0.1-0.2 us at 4 KiB
+ * products, so few streams keep the longer interval). Over RMA a look is a
+ * round trip and the target's cache is not the writer's, so it stays rare.
  */
-#define SL_ARENA_WARM_LOCAL (1u << 15)
+#define SL_ARENA_WARM_BUDGET (1u << 18)
+#define SL_ARENA_WARM_LOCAL_MAX (1u << 15)
+#define SL_ARENA_WARM_LOCAL_MIN (1u << 12)
 #define SL_ARENA_WARM_REMOTE (1u << 20)
+
+static inline uint64_t sl_arena_warm(const sluice_channel_t *ch)
+{
+    if (!(ch->tp->caps & SL_CAP_PEER_POINTER))
+        return SL_ARENA_WARM_REMOTE;
+    uint64_t per = SL_ARENA_WARM_BUDGET / (ch->n_streams ? ch->n_streams : 1);
+    return per > SL_ARENA_WARM_LOCAL_MAX ? SL_ARENA_WARM_LOCAL_MAX
+           : per < SL_ARENA_WARM_LOCAL_MIN ? SL_ARENA_WARM_LOCAL_MIN
+                                           : per;
+}
 
 static inline void sl_stat_add(_Atomic uint64_t *c, uint64_t v)
 {

@@ -233,8 +233,7 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, uint64_t seq, si
      * the consumer's tail, look again: if the consumer has released
      * everything, sl_arena_place() restarts at offset 0, so a steady exchange
      * keeps reusing cache-warm memory instead of walking the whole arena. */
-    uint64_t warm = ch->tp->caps & SL_CAP_PEER_POINTER ? SL_ARENA_WARM_LOCAL
-                                                        : SL_ARENA_WARM_REMOTE;
+    uint64_t warm = sl_arena_warm(ch);
     if (st->arena_head - st->arena_tail_cache >= warm && st->arena_head >= st->arena_reload_at) {
         int lrc = sl_arena_load_tail(ch, st);
         if (lrc)
@@ -496,9 +495,11 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
 }
 
 /*
- * Commit: the payload goes to the peer now (where the transport puts it,
- * from `src`, or from the staging buffer), the record once every older
- * reservation is settled. Called with the stream's lock held.
+ * Commit: the record goes out once every older reservation is settled. The
+ * payload, where the transport puts it (no peer pointer): from the staging
+ * buffer now, or, for the caller's own bytes (`src`, sluice_product_send),
+ * inside that publication when this is the oldest reservation, else copied
+ * to staging first. Called with the stream's lock held.
  */
 static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reservation_t *res,
                             const void *src)
@@ -516,9 +517,9 @@ static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reser
         /* The peer finished the event: it would discard the product unread. */
         sl_stat_add(&ch->stats->discarded, 1);
     } else if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && r->len) {
-        /* An older reservation is still open: the record (and the flush
-         * that completes this put) comes later, so the caller's buffer may
-         * not be the put's origin. */
+        /* An older reservation is still open or unpublished: the record
+         * (and the flush that completes this put) comes later, so the
+         * caller's buffer may not be the put's origin. */
         if (src && r != sl_resv_at(st, 0)) {
             if ((rc = sl_resv_staging(st, r, r->len)))
                 return rc;
@@ -538,12 +539,15 @@ static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reser
     r->state = SL_RESV_COMMITTED;
     res->data = NULL;
     rc = sl_resv_settle(ch, st);
-    if (r->src) {
+    if (rc && r->src) {
         /* Not published, so none of it went out: the product is not sent
-         * (the caller hears why), and nothing keeps the caller's pointer. */
+         * (the caller hears why), and nothing keeps the caller's pointer.
+         * r was the only reservation (the oldest, reserved in this call),
+         * so this settle only gives its space back: it publishes nothing
+         * and cannot fail. */
         r->src = NULL;
         r->state = SL_RESV_CANCELLED;
-        sl_resv_settle(ch, st); /* best effort: the first failure is the answer */
+        sl_resv_settle(ch, st);
     }
     return rc;
 }

@@ -109,10 +109,10 @@ typedef struct sl_transport_ops {
      * Publish `n` ring records (ring.h): store every payload and body, then
      * every stamp with release semantics, so that the peer sees them, and
      * every put() and write through peer_ptr() before the call, before it
-     * sees any of the stamps. Payloads and bodies may be reused as soon as
-     * it returns. All or nothing: on failure no stamp was stored,
+     * sees any of the stamps. All or nothing: on failure no stamp was stored,
      * and the ring is as it was (the one exception, an MPI error in the
-     * middle, leaves the link dead: nothing more goes through it). The
+     * middle, may have let some stamps out and leaves the link dead:
+     * nothing more goes through it, but the peer may read those). The
      * bodies may be reused as soon as it returns. MPI transports take the
      * MPI guard once for all n, waiting at most one liveness period. All
      * or nothing holds per call, so per ring: an operation that pushes to

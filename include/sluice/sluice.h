@@ -406,13 +406,25 @@ typedef struct sluice_reservation {
 int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t bytes, uint64_t count,
                            unsigned flags, sluice_reservation_t *res_p);
 
-/** Publish a reserved product. Do not touch `res->data` afterwards. */
+/**
+ * Publish a reserved product. Do not touch `res->data` afterwards. A
+ * failure (SLUICE_ETIMEDOUT when the MPI guard stays held, a dead peer)
+ * leaves the product committed: it goes out with the next publication of
+ * its stream that succeeds (a later commit or send, or the event's finish),
+ * unless the event fails or the peer is gone; do not commit it again.
+ */
 int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res);
 
 /** Drop a reservation without publishing anything. */
 int sluice_product_cancel(sluice_token_t *token, sluice_reservation_t *res);
 
-/** Reserve, copy `bytes` from `data`, commit: one copy. */
+/**
+ * Reserve, copy `bytes` from `data`, commit: one copy. `data` is the
+ * caller's again when the call returns, whatever it returned. On a failure
+ * the product is not sent, with one exception: when an older product of
+ * the stream is still committed but unpublished (its own commit failed),
+ * this one was staged behind it and goes out with it, as a commit's would.
+ */
 int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *data, size_t bytes,
                         uint64_t count, unsigned flags);
 
