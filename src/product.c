@@ -233,12 +233,14 @@ static int sl_arena_wait(sluice_channel_t *ch, sl_stream_t *st, uint64_t seq, si
      * the consumer's tail, look again: if the consumer has released
      * everything, sl_arena_place() restarts at offset 0, so a steady exchange
      * keeps reusing cache-warm memory instead of walking the whole arena. */
-    uint64_t warm = sl_arena_warm(ch);
-    if (st->arena_head - st->arena_tail_cache >= warm && st->arena_head >= st->arena_reload_at) {
-        int lrc = sl_arena_load_tail(ch, st);
-        if (lrc)
-            return lrc;
-        st->arena_reload_at = st->arena_head + warm;
+    if (st->arena_head >= st->arena_reload_at) { /* the cheap test first: the hot path */
+        uint64_t warm = sl_arena_warm(ch);
+        if (st->arena_head - st->arena_tail_cache >= warm) {
+            int lrc = sl_arena_load_tail(ch, st);
+            if (lrc)
+                return lrc;
+            st->arena_reload_at = st->arena_head + warm;
+        }
     }
     for (;;) {
         int rc = sl_arena_place(st->arena_head, st->arena_tail_cache, cap, bytes, pos_p);
