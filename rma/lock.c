@@ -43,6 +43,8 @@ struct sluice_lock {
     MPI_Comm comm;           /* private duplicate */
     MPI_Win win;
     sl_word_t *base;         /* this rank's page */
+    sl_word_t **pages;       /* every rank's page, mapped here: a shared-memory window whose
+                                words are used with the processor's atomics; NULL: MPI's */
     int rank, size;
     sluice_lock_options_t opt;
     sl_lock_peer_t *peers;   /* per rank, from create's all-gather */
@@ -88,10 +90,36 @@ static int sl_lock_enter(const sl_deadline_t *dl, const char *what)
     return sl_mpi_enter_until(dl, what);
 }
 
+/*
+ * On a shared-memory window (lk->pages, docs/locks.md "One node: the
+ * processor's atomics") the same operations are sequentially consistent
+ * atomics on the mapped word: no MPI call, so no guard, and nothing to flush.
+ */
+static sl_word_t *sl_lock_word(const sluice_lock_t *lk, int target, int word)
+{
+    return &lk->pages[target][word];
+}
+
+static void sl_lock_count_op(sluice_lock_t *lk, int target)
+{
+    if (target != lk->rank)
+        sl_lock_count(&lk->n_remote, 1);
+}
+
 static int sl_lock_fop(sluice_lock_t *lk, int target, int word, sl_word_t value, MPI_Op op,
                        sl_word_t *old_p, const sl_deadline_t *dl)
 {
     sl_word_t old = 0;
+    if (lk->pages) {
+        sl_word_t *w = sl_lock_word(lk, target, word);
+        /* The protocol uses only these two. */
+        old = op == MPI_NO_OP ? __atomic_load_n(w, __ATOMIC_SEQ_CST)
+                              : __atomic_exchange_n(w, value, __ATOMIC_SEQ_CST);
+        sl_lock_count_op(lk, target);
+        if (old_p)
+            *old_p = old;
+        return SLUICE_OK;
+    }
     int erc = sl_lock_enter(dl, "lock: MPI_Fetch_and_op");
     if (erc != SLUICE_OK)
         return erc; /* nothing done */
@@ -102,8 +130,7 @@ static int sl_lock_fop(sluice_lock_t *lk, int target, int word, sl_word_t value,
     if (rc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "lock: MPI_Fetch_and_op on rank %d word %d failed", target,
                        word);
-    if (target != lk->rank)
-        sl_lock_count(&lk->n_remote, 1);
+    sl_lock_count_op(lk, target);
     if (old_p)
         *old_p = old;
     return SLUICE_OK;
@@ -112,6 +139,14 @@ static int sl_lock_fop(sluice_lock_t *lk, int target, int word, sl_word_t value,
 static int sl_lock_cas(sluice_lock_t *lk, int target, int word, sl_word_t expect, sl_word_t value,
                        sl_word_t *old_p, const sl_deadline_t *dl)
 {
+    if (lk->pages) {
+        /* On failure `expect` becomes the value found; on success it was it. */
+        __atomic_compare_exchange_n(sl_lock_word(lk, target, word), &expect, value, false,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+        sl_lock_count_op(lk, target);
+        *old_p = expect;
+        return SLUICE_OK;
+    }
     sl_word_t old = 0;
     int erc = sl_lock_enter(dl, "lock: MPI_Compare_and_swap");
     if (erc != SLUICE_OK)
@@ -123,8 +158,7 @@ static int sl_lock_cas(sluice_lock_t *lk, int target, int word, sl_word_t expect
     if (rc != MPI_SUCCESS)
         return sl_fail(SLUICE_EMPI, "lock: MPI_Compare_and_swap on rank %d word %d failed", target,
                        word);
-    if (target != lk->rank)
-        sl_lock_count(&lk->n_remote, 1);
+    sl_lock_count_op(lk, target);
     *old_p = old;
     return SLUICE_OK;
 }
@@ -139,6 +173,26 @@ static int sl_lock_write(sluice_lock_t *lk, int target, int word, sl_word_t v,
                          const sl_deadline_t *dl)
 {
     return sl_lock_fop(lk, target, word, v, MPI_REPLACE, NULL, dl);
+}
+
+/*
+ * A waiter on the processor's atomics calls no MPI, yet other ranks may
+ * need it to: over osc/pt2pt, or osc/rdma's emulated atomics, a rank's
+ * windows are served only while it is inside MPI, and the holder may be
+ * writing into one of them (sluice_shared's set, the caller's own data)
+ * before it can release. So such a waiter runs MPI's progress engine once
+ * every PROGRESS_EVERY polls while it spins and yields, then after every
+ * sleep of its back-off (found by the shared-data tests, which hung until
+ * the deadline without it). Not more often: with more ranks than cores
+ * Open MPI's progress yields the processor, and a probe on every poll
+ * doubled the time of a hand-off at 16 ranks on 2 cores.
+ */
+enum { PROGRESS_EVERY = 16, SLEEPS_FROM = 2 * SPIN_POLLS + 16 /* sl_backoff_pause */ };
+
+static void sl_lock_progress(const sluice_lock_t *lk, uint32_t polls)
+{
+    if (lk->pages && (polls % PROGRESS_EVERY == 0 || polls > SLEEPS_FROM))
+        sl_mpi_poke();
 }
 
 /* ------------------------------------------------------------ liveness */
@@ -210,6 +264,7 @@ static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
             return rc;
         if (st == ST_GRANTED && !stuck)
             return SLUICE_OK;
+        sl_lock_progress(lk, b.polls);
         if (!stuck && b.polls >= SPIN_POLLS && sl_now_ns() >= next_check) {
             next_check = sl_now_ns() + check_every;
             if (sl_lock_peer_dead(lk, lk->pred)) {
@@ -261,6 +316,7 @@ static int sl_lock_wait_idle(sluice_lock_t *lk, sl_word_t st, const sl_deadline_
         int rc = sl_lock_read(lk, lk->rank, W_STATE, &st, dl);
         if (rc != SLUICE_OK)
             return rc;
+        sl_lock_progress(lk, b.polls);
     }
     return SLUICE_OK;
 }
@@ -388,6 +444,7 @@ static int sl_lock_successor(sluice_lock_t *lk, int cur, const sl_deadline_t *dl
                                                  "never linked (did it die?)", cur);
             if ((rc = sl_lock_read(lk, cur, W_NEXT, &next, dl)) != SLUICE_OK)
                 return rc;
+            sl_lock_progress(lk, b.polls);
         }
     }
     *next_p = next;
@@ -497,7 +554,48 @@ static int sl_lock_options_check(const sluice_lock_options_t *user, sluice_lock_
     if (out->max_sleep_us < 1 || out->max_sleep_us > 100000)
         return sl_fail(SLUICE_ERANGE, "lock options: max_sleep_us %u outside 1 .. 100000",
                        out->max_sleep_us);
+    if (out->mpi_atomics > 1)
+        return sl_fail(SLUICE_EINVAL, "lock options: mpi_atomics %u is neither 0 nor 1",
+                       out->mpi_atomics);
     return SLUICE_OK;
+}
+
+/*
+ * Make the lock's window, under the guard. Ranks all on one node (lk->pages
+ * allocated) get a shared-memory window and map every page; where MPI cannot
+ * make one (no osc/sm, or jobs connected after their start: PLATFORM
+ * notes), the call fails alike on every rank and they all fall back to
+ * MPI_Win_allocate and MPI's atomics.
+ */
+static int sl_lock_window(sluice_lock_t *lk)
+{
+    MPI_Info info;
+    MPI_Info_create(&info);
+    /* Swaps, compare-and-swaps and no-op fetches mix on each word, so the
+     * "accumulate_ops" hint keeps its default; the unit is common. */
+    MPI_Info_set(info, "same_disp_unit", "true");
+    int mrc;
+    if (lk->pages) {
+        MPI_Info_set(info, "alloc_shared_noncontig", "true"); /* each page near its rank */
+        mrc = MPI_Win_allocate_shared(PAGE_BYTES, sizeof(sl_word_t), info, lk->comm, &lk->base,
+                                      &lk->win);
+        if (mrc == MPI_SUCCESS) {
+            /* A local call on a window just made: a failure here is this
+             * rank's alone, and its create fails (the window stays with MPI). */
+            for (int r = 0; r < lk->size && mrc == MPI_SUCCESS; r++) {
+                MPI_Aint bytes;
+                int unit;
+                mrc = MPI_Win_shared_query(lk->win, r, &bytes, &unit, &lk->pages[r]);
+            }
+            MPI_Info_free(&info);
+            return mrc;
+        }
+        free(lk->pages);
+        lk->pages = NULL;
+    }
+    mrc = MPI_Win_allocate(PAGE_BYTES, sizeof(sl_word_t), info, lk->comm, &lk->base, &lk->win);
+    MPI_Info_free(&info);
+    return mrc;
 }
 
 int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_lock_t **lock_p)
@@ -559,17 +657,20 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     if ((rc = sl_mpi_wait(&req, &dl, 64, "lock: MPI_Iallgather of identities")) != SLUICE_OK)
         goto leak; /* the request still owns `peers` */
 
+    /* Every rank decides alike from the same table and options. */
+    bool one_node = !lk->opt.mpi_atomics;
+    for (int r = 0; r < lk->size && one_node; r++)
+        one_node = lk->peers[r].node == lk->peers[0].node;
+    if (one_node && !(lk->pages = calloc((size_t)lk->size, sizeof *lk->pages))) {
+        rc = sl_fail(SLUICE_ENOMEM, "lock: cannot allocate the table of %d pages", lk->size);
+        goto free_peers;
+    }
+
     /* Not entering means not entering the collective: the other ranks wait
      * in it without this one (docs/design.md, "MPI threading contract"). */
     if ((rc = sl_mpi_enter_until(&dl, "lock: MPI_Win_allocate")) != SLUICE_OK)
         goto free_peers;
-    MPI_Info info;
-    MPI_Info_create(&info);
-    /* Swaps, compare-and-swaps and no-op fetches mix on each word, so the
-     * "accumulate_ops" hint keeps its default; the unit is common. */
-    MPI_Info_set(info, "same_disp_unit", "true");
-    mrc = MPI_Win_allocate(PAGE_BYTES, sizeof(sl_word_t), info, lk->comm, &lk->base, &lk->win);
-    MPI_Info_free(&info);
+    mrc = sl_lock_window(lk);
     if (mrc == MPI_SUCCESS) {
         MPI_Win_set_errhandler(lk->win, MPI_ERRORS_RETURN);
         lk->base[W_TAIL] = NOBODY;
@@ -593,6 +694,7 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
                                 : sl_fail(SLUICE_EMPI, "lock: MPI_Ibarrier failed");
     }
     if (rc != SLUICE_OK) {
+        free(lk->pages);
         free(lk->peers); /* the all-gather is done; the barrier and window stay with MPI */
         goto leak;
     }
@@ -600,6 +702,7 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     return SLUICE_OK;
 
 free_peers:
+    free(lk->pages);
     free(lk->peers);
 free_comm:
     /* A guard held past the deadline leaves the communicator to MPI. */
@@ -648,6 +751,7 @@ int sluice_lock_destroy(sluice_lock_t *lk)
             rc = sl_fail(SLUICE_EMPI, "lock: freeing the lock window failed");
     }
     /* On a timeout the window and communicator are left to MPI (docs/locks.md). */
+    free(lk->pages);
     free(lk->peers);
     free(lk);
     return rc;
@@ -664,4 +768,9 @@ int sluice_lock_stats(const sluice_lock_t *lk, sluice_lock_stats_t *out)
     out->owner_dead = atomic_load_explicit(&m->n_owner_dead, memory_order_relaxed);
     out->timed_out = atomic_load_explicit(&m->n_timed_out, memory_order_relaxed);
     return SLUICE_OK;
+}
+
+const char *sluice_lock_atomics(const sluice_lock_t *lk)
+{
+    return !lk ? NULL : lk->pages ? "cpu" : "mpi";
 }

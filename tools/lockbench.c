@@ -103,24 +103,40 @@ static uint64_t remote(int target)
 
 /* --- sluice_lock */
 
-static sluice_lock_t *sl_lock;
+/* [0] with the default options; [1] told to use MPI's atomics ("sluice_mpi"), which [0]
+ * does too unless every rank shares one node (sluice_lock_atomics). */
+static sluice_lock_t *sl_lock[2];
+
+static void sluice_counts_of(sluice_lock_t *lk, lock_counts_t *out)
+{
+    sluice_lock_stats_t s;
+    check_sluice(sluice_lock_stats(lk, &s), "sluice_lock_stats");
+    *out = (lock_counts_t){ s.acquired, s.remote_ops, s.remote_ops * SLUICE_WORD_BYTES };
+}
 
 static void sluice_acquire(void)
 {
-    check_sluice(sluice_lock_acquire(sl_lock, ACQUIRE_TIMEOUT_MS), "sluice_lock_acquire");
+    check_sluice(sluice_lock_acquire(sl_lock[0], ACQUIRE_TIMEOUT_MS), "sluice_lock_acquire");
 }
 
 static void sluice_release(void)
 {
-    check_sluice(sluice_lock_release(sl_lock), "sluice_lock_release");
+    check_sluice(sluice_lock_release(sl_lock[0]), "sluice_lock_release");
 }
 
-static void sluice_counts(lock_counts_t *out)
+static void sluice_counts(lock_counts_t *out) { sluice_counts_of(sl_lock[0], out); }
+
+static void sluice_mpi_acquire(void)
 {
-    sluice_lock_stats_t s;
-    check_sluice(sluice_lock_stats(sl_lock, &s), "sluice_lock_stats");
-    *out = (lock_counts_t){ s.acquired, s.remote_ops, s.remote_ops * SLUICE_WORD_BYTES };
+    check_sluice(sluice_lock_acquire(sl_lock[1], ACQUIRE_TIMEOUT_MS), "sluice_lock_acquire");
 }
+
+static void sluice_mpi_release(void)
+{
+    check_sluice(sluice_lock_release(sl_lock[1]), "sluice_lock_release");
+}
+
+static void sluice_mpi_counts(lock_counts_t *out) { sluice_counts_of(sl_lock[1], out); }
 
 /* --- MPI_Win_lock(MPI_LOCK_EXCLUSIVE) on rank 0 */
 
@@ -220,6 +236,7 @@ static void central_counts(lock_counts_t *out)
 
 static const lock_kind_t kinds[] = {
     { "sluice", sluice_acquire, sluice_release, sluice_counts },
+    { "sluice_mpi", sluice_mpi_acquire, sluice_mpi_release, sluice_mpi_counts },
     { "mpi_win_lock", winlock_acquire, winlock_release, winlock_counts },
     { "central", central_acquire, central_release, central_counts },
 };
@@ -237,7 +254,11 @@ static void alloc_window(size_t bytes, MPI_Comm comm, void *base_p, MPI_Win *win
 
 static void locks_create(void)
 {
-    check_sluice(sluice_lock_create(MPI_COMM_WORLD, NULL, &sl_lock), "sluice_lock_create");
+    sluice_lock_options_t o;
+    sluice_lock_options_init(&o);
+    check_sluice(sluice_lock_create(MPI_COMM_WORLD, &o, &sl_lock[0]), "sluice_lock_create");
+    o.mpi_atomics = 1;
+    check_sluice(sluice_lock_create(MPI_COMM_WORLD, &o, &sl_lock[1]), "sluice_lock_create");
 
     void *base;
     alloc_window(8, MPI_COMM_WORLD, &base, &wl.win);
@@ -264,7 +285,8 @@ static void locks_destroy(void)
     MPI_CHECK(MPI_Comm_free(&cl.comm));
     free(cl.seen);
     MPI_CHECK(MPI_Win_free(&wl.win));
-    check_sluice(sluice_lock_destroy(sl_lock), "sluice_lock_destroy");
+    for (int i = 0; i < 2; i++)
+        check_sluice(sluice_lock_destroy(sl_lock[i]), "sluice_lock_destroy");
 }
 
 /* ------------------------------------------------------------ measuring */
@@ -375,8 +397,9 @@ static void print_header(void)
     MPI_Get_library_version(lib, &len);
     lib[strcspn(lib, "\n")] = '\0';
     const char *osc = getenv("OMPI_MCA_osc");
-    printf("lockbench: %s; osc: %s%s; ranks: %d\n", lib, osc ? "OMPI_MCA_osc=" : "",
-           osc ? osc : "default selection (OMPI_MCA_osc not set)", g_size);
+    printf("lockbench: %s; osc: %s%s; ranks: %d; sluice's atomics: %s\n", lib,
+           osc ? "OMPI_MCA_osc=" : "", osc ? osc : "default selection (OMPI_MCA_osc not set)",
+           g_size, sluice_lock_atomics(sl_lock[0]));
 }
 
 static void print_report(const lock_result_t *res, int iters, int reps)
@@ -407,8 +430,8 @@ static void print_report(const lock_result_t *res, int iters, int reps)
            "moved, per acquire+release, averaged over ranks\n"
            "x_sluice: this lock's us_per_acq / sluice's; sluice_x: sluice's / this lock's "
            "(below 1: sluice faster)\n");
-    printf("sluice / mpi_win_lock = %.2f, sluice / central = %.2f\n\n", sluice_us / rows[1].us,
-           sluice_us / rows[2].us);
+    printf("sluice / mpi_win_lock = %.2f, sluice / central = %.2f, sluice / sluice_mpi = %.2f\n\n",
+           sluice_us / rows[2].us, sluice_us / rows[3].us, sluice_us / rows[1].us);
 
     printf("csv,lock,ranks,iters,us_per_acq,acq_per_s,remote_ops_per_acq,bytes_per_acq,"
            "ratio_sluice\n");
@@ -507,12 +530,11 @@ int main(int argc, char **argv)
     if (provided < MPI_THREAD_SERIALIZED && g_rank == 0)
         fprintf(stderr, "lockbench: MPI gave thread level %d, below SERIALIZED; osc/pt2pt "
                         "may refuse windows\n", provided);
+    locks_create();
     if (g_rank == 0) {
         print_header();
         fflush(stdout);
     }
-
-    locks_create();
     /* Unmeasured: first touches of pages and of MPI's connections. */
     lock_counts_t ignored;
     for (int k = 0; k < N_KINDS; k++)

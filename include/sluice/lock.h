@@ -33,6 +33,8 @@ typedef struct sluice_lock_options {
     uint32_t liveness_ms;   /**< a waiter checks its predecessor at most every tenth of this
                                  (default 1000, 10 .. 600000) */
     uint32_t max_sleep_us;  /**< longest back-off sleep of a waiter (default 100, 1 .. 100000) */
+    uint32_t mpi_atomics;   /**< 1: use MPI's one-sided atomics even where every rank shares
+                                 one node (docs/locks.md, "One node"); default 0 */
 } sluice_lock_options_t;
 
 /** Fill `o` with the defaults. Never fails; any thread. */
@@ -102,6 +104,14 @@ typedef struct sluice_lock_stats {
 
 /** This process's counters since create. Never blocks; any thread. */
 int sluice_lock_stats(const sluice_lock_t *lock, sluice_lock_stats_t *out);
+
+/**
+ * Which atomics the lock works with: "cpu" (every rank on one node, the
+ * lock's window in shared memory: the processor's atomics on it) or "mpi"
+ * (MPI's one-sided atomics), decided at create alike on every rank
+ * (docs/locks.md, "One node"); NULL for a NULL lock. Never blocks; any thread.
+ */
+const char *sluice_lock_atomics(const sluice_lock_t *lock);
 
 #ifdef __cplusplus
 }

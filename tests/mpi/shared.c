@@ -110,6 +110,9 @@ static int case_set_visible(void)
     H_TRUE(sh, "no shared data");
     H_TRUE(sluice_shared_version(sh) == 0, "fresh version %llu",
            (unsigned long long)sluice_shared_version(sh));
+    /* Everyone has looked before the set: a create returns on each rank at
+     * its own time, and the setter's may return first. */
+    MPI_Barrier(MPI_COMM_WORLD);
     const char msg[] = "set by the last rank";
     uint64_t v = 0;
     if (rank == size - 1)
