@@ -10,6 +10,7 @@
 #include <sluice/lock.h>
 
 #include "../src/backoff.h"
+#include "../src/heartbeat.h"
 #include "../src/internal.h"
 #include "../src/liveness.h"
 #include "../src/mpiguard.h"
@@ -33,6 +34,16 @@ enum { ST_IDLE = 0, ST_WAITING = 1, ST_GRANTED = 2, ST_ABANDONED = 3, ST_PASSED 
 
 enum { HOME = 0, NOBODY = -1, SPIN_POLLS = 64 };
 
+/* Heartbeats to a successor on another node ("A holder that dies"): the
+ * message tag on the lock's own communicator, and how many sends may be in
+ * flight before a beat is skipped. */
+enum { BEAT_TAG = 1, BEATS_OUT = 4 };
+
+typedef struct sl_lock_beats_out {
+    MPI_Request req[BEATS_OUT];
+    uint64_t buf[BEATS_OUT];
+} sl_lock_beats_out_t;
+
 typedef struct sl_lock_peer {
     int64_t pid;
     uint64_t start;    /* process start time: (pid, start) names one process */
@@ -54,6 +65,13 @@ struct sluice_lock {
     sl_word_t resume;        /* a release that timed out: the node it was passing, or NOBODY */
     _Atomic uintptr_t owner; /* the thread that acquired the held lock (sl_lock_self), or 0 */
     _Atomic uint64_t n_acquired, n_remote, n_passed, n_owner_dead, n_timed_out;
+    /* Liveness across nodes (only while `beating`): */
+    bool beating;            /* registered with the heartbeat thread */
+    sl_beat_t beat;
+    _Atomic uint64_t beat_word;
+    sl_lock_beats_out_t *out; /* heartbeat thread only; leaked if a send never completes */
+    sl_word_t watched;       /* the predecessor whose beats are being listened for */
+    uint64_t heard_ns;       /* when it was last heard of (or the wait began) */
 };
 
 /* A name for the calling thread: the address of a thread-local byte. */
@@ -212,13 +230,88 @@ static uint64_t sl_lock_node_hash(void)
     return sl_fnv1a(h, ns, strlen(ns));
 }
 
-/* Whether `r` is known dead: only ranks on this node can be checked. */
-static bool sl_lock_peer_dead(const sluice_lock_t *lk, sl_word_t r)
+static bool sl_lock_remote(const sluice_lock_t *lk, sl_word_t r)
+{
+    return r >= 0 && r < lk->size && lk->peers[r].node != lk->my_node;
+}
+
+/*
+ * The heartbeat thread, every quarter of liveness_ms: a rank on another
+ * node queued right behind this one hears that this process lives. Only
+ * the successor listens (it is the one that would claim the lock), so a
+ * beat is one small message, whatever the number of ranks. `next` is read
+ * from this rank's own memory (what the last progress applied); the
+ * guard is waited for only briefly, and a send still in flight in every
+ * slot (a dead or slow successor) skips the beat.
+ */
+static void sl_lock_beat(void *arg, uint64_t value)
+{
+    sluice_lock_t *lk = arg;
+    /* Queued (waiting, holding, or an abandoned place not yet passed over). */
+    sl_word_t st = __atomic_load_n(&lk->base[W_STATE], __ATOMIC_RELAXED);
+    sl_word_t next = __atomic_load_n(&lk->base[W_NEXT], __ATOMIC_RELAXED);
+    if (st == ST_IDLE || st == ST_PASSED || !sl_lock_remote(lk, next))
+        return;
+    sl_deadline_t dl = sl_deadline_in(lk->opt.liveness_ms / 10);
+    if (sl_mpi_enter_until(&dl, "lock: a heartbeat") != SLUICE_OK)
+        return;
+    for (int i = 0; i < BEATS_OUT; i++) {
+        int done = 1;
+        if (lk->out->req[i] != MPI_REQUEST_NULL &&
+            MPI_Test(&lk->out->req[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            done = 0;
+        if (done) {
+            lk->out->buf[i] = value;
+            MPI_Isend(&lk->out->buf[i], 1, MPI_UINT64_T, (int)next, BEAT_TAG, lk->comm,
+                      &lk->out->req[i]);
+            break;
+        }
+    }
+    sl_mpi_leave();
+}
+
+/*
+ * Whether predecessor `r` on another node fell silent: no beat from it for
+ * liveness_ms since the wait began (a new predecessor gets a whole period).
+ * Beats from anyone else (a former predecessor) are taken and dropped.
+ * Without the beats (MPI below MPI_THREAD_SERIALIZED) nobody is judged.
+ */
+static bool sl_lock_silent(sluice_lock_t *lk, sl_word_t r)
+{
+    uint64_t now = sl_now_ns();
+    if (lk->watched != r) {
+        lk->watched = r;
+        lk->heard_ns = now;
+    }
+    if (!lk->beating)
+        return false;
+    sl_deadline_t dl = sl_deadline_in(lk->opt.liveness_ms / 10);
+    if (sl_mpi_enter_until(&dl, "lock: listening for heartbeats") != SLUICE_OK)
+        return false; /* no verdict this time */
+    for (;;) {
+        int got = 0;
+        MPI_Message msg;
+        MPI_Status st;
+        uint64_t v;
+        if (MPI_Improbe(MPI_ANY_SOURCE, BEAT_TAG, lk->comm, &got, &msg, &st) != MPI_SUCCESS ||
+            !got || MPI_Mrecv(&v, 1, MPI_UINT64_T, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            break;
+        if (st.MPI_SOURCE == r)
+            lk->heard_ns = now;
+    }
+    sl_mpi_leave();
+    return now - lk->heard_ns > (uint64_t)lk->opt.liveness_ms * 1000000ull;
+}
+
+/* Whether `r` is known dead: by pid on this node, by its silence on another. */
+static bool sl_lock_peer_dead(sluice_lock_t *lk, sl_word_t r)
 {
     if (r < 0 || r >= lk->size || r == lk->rank)
         return false;
     const sl_lock_peer_t *p = &lk->peers[r];
-    return p->node == lk->my_node && !sl_proc_alive(p->pid, p->start);
+    if (p->node != lk->my_node)
+        return sl_lock_silent(lk, r);
+    return !sl_proc_alive(p->pid, p->start);
 }
 
 /* ------------------------------------------------------------ the local gate */
@@ -254,6 +347,7 @@ static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
     sl_backoff_init(&b, SPIN_POLLS, lk->opt.max_sleep_us);
     uint64_t check_every = (uint64_t)lk->opt.liveness_ms * 100000ull; /* a tenth, in ns */
     uint64_t next_check = 0;
+    lk->watched = NOBODY; /* the predecessor is given a whole period from now */
     for (;;) {
         sl_word_t st = ST_WAITING;
         /* This node is queued: a guard that stays held (SLUICE_ETIMEDOUT)
@@ -598,6 +692,68 @@ static int sl_lock_window(sluice_lock_t *lk)
     return mrc;
 }
 
+/*
+ * Beats (sl_lock_beat) where a rank runs on another node and MPI lets the
+ * heartbeat thread call it; below MPI_THREAD_SERIALIZED a holder that dies
+ * on another node is not detected (docs/locks.md).
+ */
+static int sl_lock_start_beats(sluice_lock_t *lk)
+{
+    lk->watched = NOBODY;
+    bool remote = false;
+    for (int r = 0; r < lk->size; r++)
+        remote = remote || sl_lock_remote(lk, r);
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    if (!remote || level < MPI_THREAD_SERIALIZED)
+        return SLUICE_OK;
+    if (!(lk->out = malloc(sizeof *lk->out)))
+        return sl_fail(SLUICE_ENOMEM, "lock: cannot allocate the heartbeat buffers");
+    for (int i = 0; i < BEATS_OUT; i++)
+        lk->out->req[i] = MPI_REQUEST_NULL;
+    lk->beat = (sl_beat_t){ .word = &lk->beat_word, .period_ms = lk->opt.liveness_ms,
+                            .fn = sl_lock_beat, .arg = lk };
+    int rc = sl_heartbeat_join(&lk->beat);
+    if (rc != SLUICE_OK) {
+        free(lk->out);
+        lk->out = NULL;
+        return rc;
+    }
+    lk->beating = true;
+    return SLUICE_OK;
+}
+
+/*
+ * Destroy, under the guard, after everyone's barrier (nobody waits any
+ * more): drop the beats that came, and free the send buffers unless a send
+ * is still in flight (to a dead rank): then they stay with MPI.
+ */
+static void sl_lock_stop_beats(sluice_lock_t *lk)
+{
+    if (!lk->out)
+        return;
+    bool idle = true;
+    for (int i = 0; i < BEATS_OUT; i++) {
+        int done = 1;
+        if (lk->out->req[i] != MPI_REQUEST_NULL &&
+            MPI_Test(&lk->out->req[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            done = 0;
+        idle = idle && done;
+    }
+    for (;;) {
+        int got = 0;
+        MPI_Message msg;
+        uint64_t v;
+        if (MPI_Improbe(MPI_ANY_SOURCE, BEAT_TAG, lk->comm, &got, &msg, MPI_STATUS_IGNORE) !=
+                MPI_SUCCESS ||
+            !got || MPI_Mrecv(&v, 1, MPI_UINT64_T, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            break;
+    }
+    if (idle)
+        free(lk->out);
+    lk->out = NULL;
+}
+
 int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_lock_t **lock_p)
 {
     if (!lock_p || comm == MPI_COMM_NULL)
@@ -698,6 +854,8 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
         free(lk->peers); /* the all-gather is done; the barrier and window stay with MPI */
         goto leak;
     }
+    if ((rc = sl_lock_start_beats(lk)) != SLUICE_OK)
+        goto leak; /* the others have their lock: this one's window stays with MPI */
     *lock_p = lk;
     return SLUICE_OK;
 
@@ -725,6 +883,10 @@ int sluice_lock_destroy(sluice_lock_t *lk)
         return SLUICE_OK;
     if (atomic_load_explicit(&lk->gate, memory_order_acquire) != 0)
         return sl_fail(SLUICE_EBUSY, "lock: destroyed while this process holds or waits for it");
+    if (lk->beating) {
+        sl_heartbeat_leave(&lk->beat); /* the thread no longer touches the lock */
+        lk->beating = false;
+    }
     sl_deadline_t dl = sl_deadline_in(lk->opt.timeout_ms);
     MPI_Request req;
     int rc = sl_mpi_enter_until(&dl, "lock: MPI_Ibarrier of destroy");
@@ -741,6 +903,7 @@ int sluice_lock_destroy(sluice_lock_t *lk)
     sl_deadline_t last = sl_deadline_in(lk->opt.timeout_ms);
     if (rc == SLUICE_OK &&
         (rc = sl_mpi_enter_until(&last, "lock: freeing the lock window")) == SLUICE_OK) {
+        sl_lock_stop_beats(lk);
         int mrc = MPI_Win_unlock_all(lk->win);
         if (mrc == MPI_SUCCESS)
             mrc = MPI_Win_free(&lk->win);

@@ -38,14 +38,16 @@ static uint32_t sl_heartbeat_beat(void)
     sl_hb.beats++;
     for (sl_beat_t *b = sl_hb.list; b; b = b->next) {
         atomic_store_explicit(b->word, sl_hb.beats, memory_order_relaxed);
-        if (b->tp->beat)
+        if (!b->tp)
+            b->fn(b->arg, sl_hb.beats);
+        else if (b->tp->beat)
             b->tp->beat(b->link, sl_hb.beats);
         if (b->period_ms < period)
             period = b->period_ms;
         /* Only when the guard is free: a thread already inside MPI drives
          * progress itself, and an application holding the guard across a
          * long call must not stop the beat. */
-        if (!progressed && (b->tp->caps & SL_CAP_NEEDS_PROGRESS)) {
+        if (!progressed && (!b->tp || (b->tp->caps & SL_CAP_NEEDS_PROGRESS))) {
             sl_mpi_poke();
             progressed = true;
         }

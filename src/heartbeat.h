@@ -24,8 +24,12 @@
 typedef struct sl_beat {
     _Atomic uint64_t *word;   /* the heartbeat word in the local inbox */
     uint32_t period_ms;       /* the channel's liveness period */
-    const sl_transport_ops_t *tp;
+    const sl_transport_ops_t *tp; /* a channel's transport; NULL: `fn` below */
     sl_link_t *link;
+    /* Not a channel (a lock, rma/lock.c): called on every beat instead of
+     * the transport's beat, and MPI progress is driven for it. */
+    void (*fn)(void *arg, uint64_t value);
+    void *arg;
     struct sl_beat *next;
 } sl_beat_t;
 

@@ -15,10 +15,14 @@ extern "C" {
 #endif
 
 /**
- * A queue lock built on MPI one-sided atomics: FIFO, a constant number of
- * remote operations per acquire and release whatever the number of ranks,
- * a deadline on every wait, trylock, and recovery from a holder that dies
- * on the same node as its successor (SLUICE_OWNERDEAD). The lock is held by
+ * A queue lock built on one-sided atomics (MPI's; the processor's on a
+ * shared window when every rank shares one node): FIFO, a constant number
+ * of remote operations per acquire and release whatever the number of
+ * ranks, a deadline on every wait, trylock, and recovery from a holder that
+ * dies (SLUICE_OWNERDEAD): on the successor's node seen by pid, on another
+ * node by heartbeats missing for liveness_ms, which needs
+ * MPI_THREAD_SERIALIZED or above (docs/locks.md, "A holder that dies"). The
+ * lock is held by
  * a process: any of its threads may acquire it, and release it from any
  * thread. Under MPI_THREAD_SERIALIZED its MPI calls take sluice's MPI guard
  * (sluice_mpi_lock), so the application's own MPI calls must too.
@@ -30,8 +34,9 @@ typedef struct sluice_lock_options {
     size_t size;            /**< sizeof(sluice_lock_options_t): set by sluice_lock_options_init */
     uint32_t timeout_ms;    /**< deadline of create, destroy and of a release that waits for a
                                  successor to link (default 30000, 1 .. 3600000) */
-    uint32_t liveness_ms;   /**< a waiter checks its predecessor at most every tenth of this
-                                 (default 1000, 10 .. 600000) */
+    uint32_t liveness_ms;   /**< a waiter checks its predecessor at most every tenth of this;
+                                 one on another node is dead after this long without a
+                                 heartbeat (default 1000, 10 .. 600000) */
     uint32_t max_sleep_us;  /**< longest back-off sleep of a waiter (default 100, 1 .. 100000) */
     uint32_t mpi_atomics;   /**< 1: use MPI's one-sided atomics even where every rank shares
                                  one node (docs/locks.md, "One node"); default 0 */

@@ -474,6 +474,7 @@ static void *watchdog(void *arg)
 static int case_owner_dead(void)
 {
     H_TRUE(size >= 2, "needs 2 ranks");
+    int hosts = count_hosts(); /* before anyone dies: it is collective */
     sluice_lock_t *lk = make_lock_within(2000);
     H_TRUE(lk, "no lock");
     if (rank == 1) {
@@ -500,7 +501,8 @@ static int case_owner_dead(void)
     if (rc == SLUICE_OWNERDEAD) {
         H_TRUE(rank == 0, "rank %d was told the owner died, but rank 0 queued first", rank);
         H_TRUE(took < 0.3 + 3.0, "the death was seen after %.2f s", took);
-        printf("[%s] owner_dead: told the holder died, after %.3f s\n", h_role, took);
+        printf("[%s] owner_dead: told the holder died, after %.3f s (%d ranks on %d hosts)\n",
+               h_role, took, size, hosts);
     }
     /* The survivors agree on what they saw: exactly one was told. */
     board_wait(B_LOG_LEN, size - 1);
