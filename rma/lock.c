@@ -270,6 +270,20 @@ static void sl_lock_beat(void *arg, uint64_t value)
     sl_mpi_leave();
 }
 
+/* Take one beat that came, from anyone (under the guard); its sender in *from_p. */
+static bool sl_lock_take_beat(sluice_lock_t *lk, int *from_p)
+{
+    int got = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    uint64_t v;
+    if (MPI_Improbe(MPI_ANY_SOURCE, BEAT_TAG, lk->comm, &got, &msg, &st) != MPI_SUCCESS || !got ||
+        MPI_Mrecv(&v, 1, MPI_UINT64_T, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        return false;
+    *from_p = st.MPI_SOURCE;
+    return true;
+}
+
 /*
  * Whether predecessor `r` on another node fell silent: no beat from it for
  * liveness_ms since the wait began (a new predecessor gets a whole period).
@@ -288,17 +302,9 @@ static bool sl_lock_silent(sluice_lock_t *lk, sl_word_t r)
     sl_deadline_t dl = sl_deadline_in(lk->opt.liveness_ms / 10);
     if (sl_mpi_enter_until(&dl, "lock: listening for heartbeats") != SLUICE_OK)
         return false; /* no verdict this time */
-    for (;;) {
-        int got = 0;
-        MPI_Message msg;
-        MPI_Status st;
-        uint64_t v;
-        if (MPI_Improbe(MPI_ANY_SOURCE, BEAT_TAG, lk->comm, &got, &msg, &st) != MPI_SUCCESS ||
-            !got || MPI_Mrecv(&v, 1, MPI_UINT64_T, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            break;
-        if (st.MPI_SOURCE == r)
+    for (int from; sl_lock_take_beat(lk, &from);)
+        if (from == r)
             lk->heard_ns = now;
-    }
     sl_mpi_leave();
     return now - lk->heard_ns > (uint64_t)lk->opt.liveness_ms * 1000000ull;
 }
@@ -740,15 +746,8 @@ static void sl_lock_stop_beats(sluice_lock_t *lk)
             done = 0;
         idle = idle && done;
     }
-    for (;;) {
-        int got = 0;
-        MPI_Message msg;
-        uint64_t v;
-        if (MPI_Improbe(MPI_ANY_SOURCE, BEAT_TAG, lk->comm, &got, &msg, MPI_STATUS_IGNORE) !=
-                MPI_SUCCESS ||
-            !got || MPI_Mrecv(&v, 1, MPI_UINT64_T, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            break;
-    }
+    for (int from; sl_lock_take_beat(lk, &from);)
+        ; /* dropped */
     if (idle)
         free(lk->out);
     lk->out = NULL;
