@@ -35,19 +35,29 @@ enum { ST_IDLE = 0, ST_WAITING = 1, ST_GRANTED = 2, ST_ABANDONED = 3, ST_PASSED 
 enum { HOME = 0, NOBODY = -1, SPIN_POLLS = 64 };
 
 /* Heartbeats to a successor on another node ("A holder that dies"): the
- * message tag on the lock's own communicator, and how many sends may be in
- * flight before a beat is skipped. */
+ * message tag on the lock's own communicator, and how many sends to the
+ * current successor may be in flight before a beat is skipped. */
 enum { BEAT_TAG = 1, BEATS_OUT = 4 };
 
+/* One send slot. A send that never completes (its destination died, or
+ * stopped listening) is let go with MPI_Request_free once the slot is
+ * needed for another successor; its 8-byte buffer stays with MPI (leaked
+ * on purpose: at most BEATS_OUT per successor that stopped listening). */
+typedef struct sl_lock_beat_slot {
+    MPI_Request req;
+    uint64_t *buf; /* NULL: none yet, or the last one was left to MPI */
+    int dest;
+} sl_lock_beat_slot_t;
+
 typedef struct sl_lock_beats_out {
-    MPI_Request req[BEATS_OUT];
-    uint64_t buf[BEATS_OUT];
+    sl_lock_beat_slot_t slot[BEATS_OUT];
 } sl_lock_beats_out_t;
 
 typedef struct sl_lock_peer {
     int64_t pid;
     uint64_t start;    /* process start time: (pid, start) names one process */
     uint64_t node;     /* hash of host name and boot id */
+    uint64_t beats;    /* its MPI thread level lets its heartbeat thread send beats */
 } sl_lock_peer_t;
 
 struct sluice_lock {
@@ -236,6 +246,25 @@ static bool sl_lock_remote(const sluice_lock_t *lk, sl_word_t r)
 }
 
 /*
+ * Whether a send slot is free (under the guard): its send completed, or it
+ * had none, or `let_go` lets an unfinished one go (its buffer with it).
+ */
+static bool sl_lock_slot_settle(sl_lock_beat_slot_t *s, bool let_go)
+{
+    if (s->req == MPI_REQUEST_NULL)
+        return true;
+    int done = 0;
+    if (MPI_Test(&s->req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done)
+        return true;
+    if (!let_go)
+        return false;
+    MPI_Request_free(&s->req);
+    s->req = MPI_REQUEST_NULL;
+    s->buf = NULL; /* MPI's until the send ends, which may be never */
+    return true;
+}
+
+/*
  * The heartbeat thread, every quarter of liveness_ms: a rank on another
  * node queued right behind this one hears that this process lives. Only
  * the successor listens (it is the one that would claim the lock), so a
@@ -247,24 +276,36 @@ static bool sl_lock_remote(const sluice_lock_t *lk, sl_word_t r)
 static void sl_lock_beat(void *arg, uint64_t value)
 {
     sluice_lock_t *lk = arg;
-    /* Queued (waiting, holding, or an abandoned place not yet passed over). */
-    sl_word_t st = __atomic_load_n(&lk->base[W_STATE], __ATOMIC_RELAXED);
-    sl_word_t next = __atomic_load_n(&lk->base[W_NEXT], __ATOMIC_RELAXED);
-    if (st == ST_IDLE || st == ST_PASSED || !sl_lock_remote(lk, next))
-        return;
     sl_deadline_t dl = sl_deadline_in(lk->opt.liveness_ms / 10);
     if (sl_mpi_enter_until(&dl, "lock: a heartbeat") != SLUICE_OK)
         return;
-    for (int i = 0; i < BEATS_OUT; i++) {
-        int done = 1;
-        if (lk->out->req[i] != MPI_REQUEST_NULL &&
-            MPI_Test(&lk->out->req[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            done = 0;
-        if (done) {
-            lk->out->buf[i] = value;
-            MPI_Isend(&lk->out->buf[i], 1, MPI_UINT64_T, (int)next, BEAT_TAG, lk->comm,
-                      &lk->out->req[i]);
-            break;
+    int finalized = 1;
+    if (MPI_Finalized(&finalized) != MPI_SUCCESS || finalized) {
+        sl_mpi_leave(); /* a lock not destroyed before MPI_Finalize: no more beats */
+        return;
+    }
+    /* This rank's own words, as the last progress applied them (a hint:
+     * a beat early or late by one period changes nothing). Queued means
+     * waiting, holding, or an abandoned place not yet passed over. */
+    MPI_Win_sync(lk->win);
+    sl_word_t st = __atomic_load_n(&lk->base[W_STATE], __ATOMIC_RELAXED);
+    sl_word_t next = __atomic_load_n(&lk->base[W_NEXT], __ATOMIC_RELAXED);
+    if (st != ST_IDLE && st != ST_PASSED && sl_lock_remote(lk, next)) {
+        sl_lock_beat_slot_t *free_slot = NULL;
+        for (int i = 0; i < BEATS_OUT; i++) {
+            sl_lock_beat_slot_t *s = &lk->out->slot[i];
+            /* A send to a former successor does not hold up the beats. */
+            if (!sl_lock_slot_settle(s, s->dest != (int)next))
+                continue;
+            if (!free_slot && (s->buf || (s->buf = malloc(sizeof *s->buf))))
+                free_slot = s;
+        }
+        if (free_slot) {
+            *free_slot->buf = value;
+            free_slot->dest = (int)next;
+            if (MPI_Isend(free_slot->buf, 1, MPI_UINT64_T, (int)next, BEAT_TAG, lk->comm,
+                          &free_slot->req) != MPI_SUCCESS)
+                free_slot->req = MPI_REQUEST_NULL;
         }
     }
     sl_mpi_leave();
@@ -288,7 +329,8 @@ static bool sl_lock_take_beat(sluice_lock_t *lk, int *from_p)
  * Whether predecessor `r` on another node fell silent: no beat from it for
  * liveness_ms since the wait began (a new predecessor gets a whole period).
  * Beats from anyone else (a former predecessor) are taken and dropped.
- * Without the beats (MPI below MPI_THREAD_SERIALIZED) nobody is judged.
+ * Without beats (this process or `r` below MPI_THREAD_SERIALIZED) nobody
+ * is judged.
  */
 static bool sl_lock_silent(sluice_lock_t *lk, sl_word_t r)
 {
@@ -297,8 +339,8 @@ static bool sl_lock_silent(sluice_lock_t *lk, sl_word_t r)
         lk->watched = r;
         lk->heard_ns = now;
     }
-    if (!lk->beating)
-        return false;
+    if (!lk->beating || !lk->peers[r].beats)
+        return false; /* a rank that cannot beat is never judged by its silence */
     sl_deadline_t dl = sl_deadline_in(lk->opt.liveness_ms / 10);
     if (sl_mpi_enter_until(&dl, "lock: listening for heartbeats") != SLUICE_OK)
         return false; /* no verdict this time */
@@ -346,6 +388,26 @@ static void sl_lock_gate_leave(sluice_lock_t *lk)
 
 /* ------------------------------------------------------------ acquire */
 
+/*
+ * Give this rank's queued place up after a failed wait (`why`), unless the
+ * grant won the race (then the lock is held: SLUICE_OK). This step waits
+ * for the guard without a bound: a place left WAITING would be granted to
+ * nobody and stop the queue for good.
+ */
+static int sl_lock_abandon(sluice_lock_t *lk, int why)
+{
+    sl_word_t was;
+    int rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_ABANDONED, &was, NULL);
+    if (rc != SLUICE_OK)
+        return rc;
+    if (was == ST_GRANTED)
+        return SLUICE_OK;
+    if (why == SLUICE_ETIMEDOUT)
+        return sl_fail(SLUICE_ETIMEDOUT, "lock: not granted before the deadline "
+                                         "(predecessor rank %lld)", (long long)lk->pred);
+    return why;
+}
+
 /* Wait for this rank's node to read GRANTED; see "A holder that dies". */
 static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
 {
@@ -361,7 +423,7 @@ static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
         int rc = sl_lock_read(lk, lk->rank, W_STATE, &st, dl);
         bool stuck = rc == SLUICE_ETIMEDOUT;
         if (rc != SLUICE_OK && !stuck)
-            return rc;
+            return sl_lock_abandon(lk, rc);
         if (st == ST_GRANTED && !stuck)
             return SLUICE_OK;
         sl_lock_progress(lk, b.polls);
@@ -378,7 +440,7 @@ static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
                 rc = sl_lock_cas(lk, HOME, W_HOLDER, lk->pred, lk->rank, &was, dl);
                 stuck = rc == SLUICE_ETIMEDOUT;
                 if (rc != SLUICE_OK && !stuck)
-                    return rc;
+                    return sl_lock_abandon(lk, rc);
                 if (!stuck && was == lk->pred) {
                     /* Claimed: the grant must follow, whatever it waits. */
                     if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_GRANTED, &was,
@@ -389,18 +451,8 @@ static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
                 }
             }
         }
-        if (stuck || sl_backoff_pause(&b, dl) != SLUICE_OK) {
-            /* Give the place up unless the grant won the race: this step
-             * waits for the guard without a bound (it must happen). */
-            sl_word_t was;
-            if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_ABANDONED, &was,
-                                  NULL)) != SLUICE_OK)
-                return rc;
-            if (was == ST_GRANTED)
-                return SLUICE_OK;
-            return sl_fail(SLUICE_ETIMEDOUT, "lock: not granted before the deadline "
-                                             "(predecessor rank %lld)", (long long)lk->pred);
-        }
+        if (stuck || sl_backoff_pause(&b, dl) != SLUICE_OK)
+            return sl_lock_abandon(lk, SLUICE_ETIMEDOUT);
     }
 }
 
@@ -421,9 +473,25 @@ static int sl_lock_wait_idle(sluice_lock_t *lk, sl_word_t st, const sl_deadline_
     return SLUICE_OK;
 }
 
+/*
+ * Drop the beats that came while this rank was not waiting (its former
+ * predecessors' that it no longer listened to), so that they do not pile
+ * up in MPI's queue. Under the guard, waited for briefly.
+ */
+static void sl_lock_drop_beats(sluice_lock_t *lk)
+{
+    sl_deadline_t dl = sl_deadline_in(lk->opt.liveness_ms / 10);
+    if (!lk->beating || sl_mpi_enter_until(&dl, "lock: dropping old heartbeats") != SLUICE_OK)
+        return;
+    for (int from; sl_lock_take_beat(lk, &from);)
+        ;
+    sl_mpi_leave();
+}
+
 /* The queue part of acquire, under the gate. */
 static int sl_lock_enqueue_and_wait(sluice_lock_t *lk, const sl_deadline_t *dl)
 {
+    sl_lock_drop_beats(lk);
     sl_word_t st;
     int rc = sl_lock_read(lk, lk->rank, W_STATE, &st, dl);
     if (rc != SLUICE_OK)
@@ -444,8 +512,11 @@ static int sl_lock_enqueue_and_wait(sluice_lock_t *lk, const sl_deadline_t *dl)
         (rc = sl_lock_write(lk, lk->rank, W_STATE, ST_WAITING, dl)) != SLUICE_OK)
         return rc;
     sl_word_t pred;
-    if ((rc = sl_lock_fop(lk, HOME, W_TAIL, lk->rank, MPI_REPLACE, &pred, dl)) != SLUICE_OK)
+    if ((rc = sl_lock_fop(lk, HOME, W_TAIL, lk->rank, MPI_REPLACE, &pred, dl)) != SLUICE_OK) {
+        /* Not queued: the node goes back to IDLE, or trylock would read it as queued. */
+        sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE, NULL);
         return rc;
+    }
     lk->pred = pred;
     if (pred == NOBODY) {
         if ((rc = sl_lock_write(lk, lk->rank, W_STATE, ST_GRANTED, NULL)) != SLUICE_OK)
@@ -455,7 +526,7 @@ static int sl_lock_enqueue_and_wait(sluice_lock_t *lk, const sl_deadline_t *dl)
     /* Link behind the predecessor, dead or alive: a releaser passing over a
      * dead abandoned node still needs its `next`. */
     if ((rc = sl_lock_write(lk, (int)pred, W_NEXT, lk->rank, NULL)) != SLUICE_OK)
-        return rc;
+        return sl_lock_abandon(lk, rc);
     return sl_lock_wait_granted(lk, dl);
 }
 
@@ -559,9 +630,21 @@ static int sl_lock_successor(sluice_lock_t *lk, int cur, const sl_deadline_t *dl
 static int sl_lock_hand_on(sluice_lock_t *lk, const sl_deadline_t *dl)
 {
     int cur = lk->resume == NOBODY ? lk->rank : (int)lk->resume;
+    sl_word_t named = lk->rank; /* whom `holder` names: this rank or the node passed over */
     for (;;) {
         sl_word_t next, was;
         int rc = sl_lock_successor(lk, cur, dl, &next);
+        if (rc == SLUICE_ETIMEDOUT && named != lk->rank) {
+            /* The lock stays this rank's, so `holder` names it again: the
+             * passed-over node does not beat, and its successor must not
+             * claim the lock from it meanwhile. If it did already, the lock
+             * is the successor's and this release is done. */
+            int rc2 = sl_lock_cas(lk, HOME, W_HOLDER, named, lk->rank, &was, NULL);
+            if (rc2 != SLUICE_OK)
+                return rc2;
+            if (was != named)
+                return sl_lock_write(lk, cur, W_STATE, ST_IDLE, NULL);
+        }
         if (rc == SLUICE_ETIMEDOUT)
             lk->resume = cur;
         if (rc != SLUICE_OK)
@@ -569,18 +652,18 @@ static int sl_lock_hand_on(sluice_lock_t *lk, const sl_deadline_t *dl)
         lk->resume = NOBODY;
         /* `holder` moves on before `cur` is released (a passed-over node
          * turns IDLE and may queue again): it never names a rank that is
-         * queued afresh. Lock free: clear it unless a new holder already
-         * wrote itself. */
-        if (next == NOBODY)
-            rc = sl_lock_cas(lk, HOME, W_HOLDER, cur, NOBODY, &was, NULL);
-        else
-            rc = sl_lock_write(lk, HOME, W_HOLDER, next, NULL);
+         * queued afresh. It moves only from whom it names: if it names
+         * someone else, the successor claimed the lock (it judged `cur`
+         * dead: a passed-over rank, or a releaser slower than liveness_ms),
+         * and must not be granted too. Lock free: clear it unless a new
+         * holder already wrote itself. */
+        rc = sl_lock_cas(lk, HOME, W_HOLDER, named, next, &was, NULL);
         if (rc != SLUICE_OK)
             return rc;
         /* Done with a passed-over node: its owner may queue again. */
         if (cur != lk->rank && (rc = sl_lock_write(lk, cur, W_STATE, ST_IDLE, NULL)) != SLUICE_OK)
             return rc;
-        if (next == NOBODY)
+        if (next == NOBODY || was != named)
             return SLUICE_OK;
         for (;;) {
             if ((rc = sl_lock_cas(lk, (int)next, W_STATE, ST_WAITING, ST_GRANTED, &was, NULL)) !=
@@ -597,6 +680,7 @@ static int sl_lock_hand_on(sluice_lock_t *lk, const sl_deadline_t *dl)
         }
         sl_lock_count(&lk->n_passed, 1);
         cur = (int)next;
+        named = next;
     }
 }
 
@@ -709,14 +793,12 @@ static int sl_lock_start_beats(sluice_lock_t *lk)
     bool remote = false;
     for (int r = 0; r < lk->size; r++)
         remote = remote || sl_lock_remote(lk, r);
-    int level = MPI_THREAD_SINGLE;
-    MPI_Query_thread(&level);
-    if (!remote || level < MPI_THREAD_SERIALIZED)
+    if (!remote || !lk->peers[lk->rank].beats)
         return SLUICE_OK;
     if (!(lk->out = malloc(sizeof *lk->out)))
         return sl_fail(SLUICE_ENOMEM, "lock: cannot allocate the heartbeat buffers");
     for (int i = 0; i < BEATS_OUT; i++)
-        lk->out->req[i] = MPI_REQUEST_NULL;
+        lk->out->slot[i] = (sl_lock_beat_slot_t){ .req = MPI_REQUEST_NULL, .dest = -1 };
     lk->beat = (sl_beat_t){ .word = &lk->beat_word, .period_ms = lk->opt.liveness_ms,
                             .fn = sl_lock_beat, .arg = lk };
     int rc = sl_heartbeat_join(&lk->beat);
@@ -731,25 +813,21 @@ static int sl_lock_start_beats(sluice_lock_t *lk)
 
 /*
  * Destroy, under the guard, after everyone's barrier (nobody waits any
- * more): drop the beats that came, and free the send buffers unless a send
- * is still in flight (to a dead rank): then they stay with MPI.
+ * more): drop the beats that came, and free the send buffers; a send still
+ * in flight (to a dead rank) is let go, its buffer left to MPI.
  */
 static void sl_lock_stop_beats(sluice_lock_t *lk)
 {
     if (!lk->out)
         return;
-    bool idle = true;
     for (int i = 0; i < BEATS_OUT; i++) {
-        int done = 1;
-        if (lk->out->req[i] != MPI_REQUEST_NULL &&
-            MPI_Test(&lk->out->req[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            done = 0;
-        idle = idle && done;
+        sl_lock_beat_slot_t *s = &lk->out->slot[i];
+        sl_lock_slot_settle(s, true);
+        free(s->buf);
     }
     for (int from; sl_lock_take_beat(lk, &from);)
         ; /* dropped */
-    if (idle)
-        free(lk->out);
+    free(lk->out);
     lk->out = NULL;
 }
 
@@ -802,6 +880,9 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
                             .node = lk->my_node };
     if ((rc = sl_mpi_enter_until(&dl, "lock: MPI_Iallgather of identities")) != SLUICE_OK)
         goto free_peers;
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    me->beats = level >= MPI_THREAD_SERIALIZED;
     mrc = MPI_Iallgather(me, (int)sizeof *me, MPI_BYTE, lk->peers, (int)sizeof *me, MPI_BYTE,
                          lk->comm, &req);
     sl_mpi_leave();

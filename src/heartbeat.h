@@ -18,7 +18,7 @@
  * transports that need it (osc/pt2pt answers the peer's reads only while
  * this process is inside MPI), taking the MPI guard only when it is free.
  *
- * The thread runs while at least one channel is registered and is joined
+ * The thread runs while at least one beat (a channel or a lock) is registered and is joined
  * when the last one leaves.
  */
 typedef struct sl_beat {
