@@ -77,6 +77,7 @@ struct sluice_lock {
     _Atomic uint64_t n_acquired, n_remote, n_passed, n_owner_dead, n_timed_out;
     /* Liveness across nodes (only while `beating`): */
     bool beating;            /* registered with the heartbeat thread */
+    bool stale_waiting;      /* own state reads WAITING, but a failed swap never queued it */
     sl_beat_t beat;
     _Atomic uint64_t beat_word;
     sl_lock_beats_out_t *out; /* heartbeat thread only; leaked if a send never completes */
@@ -247,16 +248,18 @@ static bool sl_lock_remote(const sluice_lock_t *lk, sl_word_t r)
 
 /*
  * Whether a send slot is free (under the guard): its send completed, or it
- * had none, or `let_go` lets an unfinished one go (its buffer with it).
+ * had none, or `let_go` lets an unfinished one go (its buffer with it). A
+ * send that failed is let go too: its request may stay active.
  */
 static bool sl_lock_slot_settle(sl_lock_beat_slot_t *s, bool let_go)
 {
     if (s->req == MPI_REQUEST_NULL)
         return true;
     int done = 0;
-    if (MPI_Test(&s->req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done)
+    int rc = MPI_Test(&s->req, &done, MPI_STATUS_IGNORE);
+    if (rc == MPI_SUCCESS && done)
         return true;
-    if (!let_go)
+    if (rc == MPI_SUCCESS && !let_go)
         return false;
     MPI_Request_free(&s->req);
     s->req = MPI_REQUEST_NULL;
@@ -290,7 +293,7 @@ static void sl_lock_beat(void *arg, uint64_t value)
     MPI_Win_sync(lk->win);
     sl_word_t st = __atomic_load_n(&lk->base[W_STATE], __ATOMIC_RELAXED);
     sl_word_t next = __atomic_load_n(&lk->base[W_NEXT], __ATOMIC_RELAXED);
-    if (st != ST_IDLE && st != ST_PASSED && sl_lock_remote(lk, next)) {
+    if (st != ST_IDLE && st != ST_PASSED && sl_lock_remote(lk, next) && lk->peers[next].beats) {
         sl_lock_beat_slot_t *free_slot = NULL;
         for (int i = 0; i < BEATS_OUT; i++) {
             sl_lock_beat_slot_t *s = &lk->out->slot[i];
@@ -476,12 +479,11 @@ static int sl_lock_wait_idle(sluice_lock_t *lk, sl_word_t st, const sl_deadline_
 /*
  * Drop the beats that came while this rank was not waiting (its former
  * predecessors' that it no longer listened to), so that they do not pile
- * up in MPI's queue. Under the guard, waited for briefly.
+ * up in MPI's queue. Only if the guard is free: never a wait.
  */
 static void sl_lock_drop_beats(sluice_lock_t *lk)
 {
-    sl_deadline_t dl = sl_deadline_in(lk->opt.liveness_ms / 10);
-    if (!lk->beating || sl_mpi_enter_until(&dl, "lock: dropping old heartbeats") != SLUICE_OK)
+    if (!lk->beating || !sl_mpi_try_enter())
         return;
     for (int from; sl_lock_take_beat(lk, &from);)
         ;
@@ -513,10 +515,15 @@ static int sl_lock_enqueue_and_wait(sluice_lock_t *lk, const sl_deadline_t *dl)
         return rc;
     sl_word_t pred;
     if ((rc = sl_lock_fop(lk, HOME, W_TAIL, lk->rank, MPI_REPLACE, &pred, dl)) != SLUICE_OK) {
-        /* Not queued: the node goes back to IDLE, or trylock would read it as queued. */
-        sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE, NULL);
+        /* Not queued (the swap failed on the guard, nothing was done): the
+         * node goes back to IDLE, or trylock would read it as queued; if
+         * the guard is still held, the next acquire or trylock knows. (An
+         * MPI error after the swap was applied leaves the queue stuck: a
+         * broken MPI is not recovered from.) */
+        lk->stale_waiting = sl_lock_write(lk, lk->rank, W_STATE, ST_IDLE, dl) != SLUICE_OK;
         return rc;
     }
+    lk->stale_waiting = false;
     lk->pred = pred;
     if (pred == NOBODY) {
         if ((rc = sl_lock_write(lk, lk->rank, W_STATE, ST_GRANTED, NULL)) != SLUICE_OK)
@@ -569,11 +576,12 @@ int sluice_lock_try(sluice_lock_t *lk)
     sl_deadline_t dl = sl_deadline_in(lk->opt.timeout_ms);
     sl_word_t st, old;
     int rc = sl_lock_read(lk, lk->rank, W_STATE, &st, &dl);
-    if (rc == SLUICE_OK && st != ST_IDLE)
+    if (rc == SLUICE_OK && st != ST_IDLE && !(st == ST_WAITING && lk->stale_waiting))
         rc = SLUICE_EAGAIN; /* an abandoned place is still queued behind a holder */
     if (rc == SLUICE_OK && (rc = sl_lock_write(lk, lk->rank, W_NEXT, NOBODY, NULL)) == SLUICE_OK &&
         (rc = sl_lock_write(lk, lk->rank, W_STATE, ST_GRANTED, NULL)) == SLUICE_OK &&
         (rc = sl_lock_cas(lk, HOME, W_TAIL, NOBODY, lk->rank, &old, NULL)) == SLUICE_OK) {
+        lk->stale_waiting = false;
         if (old == NOBODY) {
             lk->pred = NOBODY;
             atomic_store_explicit(&lk->owner, sl_lock_self(), memory_order_release);
