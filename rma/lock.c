@@ -2,6 +2,7 @@
 /* sluice_lock: an MCS queue lock over MPI one-sided atomics, with deadlines and dead-holder
  * recovery. */
 #include <mpi.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,7 @@ struct sluice_lock {
     /* Liveness across nodes (only while `beating`): */
     bool beating;            /* registered with the heartbeat thread */
     bool stale_waiting;      /* own state reads WAITING, but a failed swap never queued it */
+    bool test_die_in_handoff; /* SLUICE_TEST_LOCK_DIE_IN_HANDOFF: a test's kill point */
     sl_beat_t beat;
     _Atomic uint64_t beat_word;
     sl_lock_beats_out_t *out; /* heartbeat thread only; leaked if a send never completes */
@@ -438,13 +440,17 @@ static int sl_lock_wait_granted(sluice_lock_t *lk, const sl_deadline_t *dl)
                  * "A holder that dies"): then nobody else will grant this
                  * node. Moving `holder` to this rank is the claim, one
                  * compare-and-swap on the home rank (alive), so only one
-                 * rank can make it and the dead rank's memory is not touched. */
+                 * rank can make it and the dead rank's memory is not touched.
+                 * `holder` naming this rank already means a releaser moved it
+                 * here and has not granted yet: if that releaser was the dead
+                 * predecessor, nobody else will; if it lives, its grant finds
+                 * this node GRANTED and stops. */
                 sl_word_t was;
                 rc = sl_lock_cas(lk, HOME, W_HOLDER, lk->pred, lk->rank, &was, dl);
                 stuck = rc == SLUICE_ETIMEDOUT;
                 if (rc != SLUICE_OK && !stuck)
                     return sl_lock_abandon(lk, rc);
-                if (!stuck && was == lk->pred) {
+                if (!stuck && (was == lk->pred || was == lk->rank)) {
                     /* Claimed: the grant must follow, whatever it waits. */
                     if ((rc = sl_lock_cas(lk, lk->rank, W_STATE, ST_WAITING, ST_GRANTED, &was,
                                           NULL)) != SLUICE_OK)
@@ -673,6 +679,8 @@ static int sl_lock_hand_on(sluice_lock_t *lk, const sl_deadline_t *dl)
             return rc;
         if (next == NOBODY || was != named)
             return SLUICE_OK;
+        if (lk->test_die_in_handoff)
+            raise(SIGKILL); /* tests/mpi/lock.c, releaser_dead: between the move and the grant */
         for (;;) {
             if ((rc = sl_lock_cas(lk, (int)next, W_STATE, ST_WAITING, ST_GRANTED, &was, NULL)) !=
                 SLUICE_OK)
@@ -847,6 +855,7 @@ int sluice_lock_create(MPI_Comm comm, const sluice_lock_options_t *o, sluice_loc
     sluice_lock_t *lk = calloc(1, sizeof *lk);
     if (!lk)
         return sl_fail(SLUICE_ENOMEM, "lock: cannot allocate a lock");
+    lk->test_die_in_handoff = getenv("SLUICE_TEST_LOCK_DIE_IN_HANDOFF") != NULL;
     int rc = sl_lock_options_check(o, &lk->opt);
     if (rc != SLUICE_OK)
         goto free_lock;

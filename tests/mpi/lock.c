@@ -518,6 +518,49 @@ static int case_owner_dead(void)
     return 0;
 }
 
+/*
+ * Rank 1 holds the lock with rank 0 queued behind it, and is killed inside
+ * its release, after it moved `holder` to rank 0 and before it granted it
+ * (SLUICE_TEST_LOCK_DIE_IN_HANDOFF, set on rank 1 alone). Rank 0 sees its
+ * predecessor dead, finds `holder` already naming itself, and takes the
+ * lock with SLUICE_OWNERDEAD within a few liveness periods, not at its
+ * deadline. Two ranks on one node, under mpirun --enable-recovery.
+ */
+static int case_releaser_dead(void)
+{
+    H_TRUE(size == 2, "needs 2 ranks");
+    if (rank == 1)
+        setenv("SLUICE_TEST_LOCK_DIE_IN_HANDOFF", "1", 1);
+    sluice_lock_t *lk = make_lock_within(2000);
+    unsetenv("SLUICE_TEST_LOCK_DIE_IN_HANDOFF");
+    H_TRUE(lk, "no lock");
+    if (rank == 1) {
+        H_OK(sluice_lock_acquire(lk, 1000));
+        MPI_Barrier(MPI_COMM_WORLD);
+        board_wait(B_SEQ, 1); /* rank 0 queued */
+        sleep_ms(300);
+        sluice_lock_release(lk); /* killed inside */
+        H_TRUE(0, "the release returned: the test hook did not kill this rank");
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    board_fop(B_SEQ, 1, MPI_SUM);
+    double t0 = now_s();
+    int rc = sluice_lock_acquire(lk, 30000);
+    double took = now_s() - t0;
+    H_STATUS(rc, SLUICE_OWNERDEAD);
+    H_TRUE(took < 0.3 + 3.0, "the death in the hand-off was seen after %.2f s", took);
+    H_OK(sluice_lock_release(lk));
+    /* Free again: the next acquire is a plain one. */
+    H_OK(sluice_lock_acquire(lk, 1000));
+    H_OK(sluice_lock_release(lk));
+    printf("[%s] releaser_dead: granted itself after the releaser died in the hand-off, "
+           "after %.3f s\n", h_role, took);
+    H_STATUS(sluice_lock_destroy(lk), SLUICE_ETIMEDOUT);
+    pthread_t th;
+    pthread_create(&th, NULL, watchdog, NULL);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int provided;
@@ -554,9 +597,11 @@ int main(int argc, char **argv)
         rc = case_threads(k);
     else if (strcmp(c, "owner_dead") == 0)
         rc = case_owner_dead();
+    else if (strcmp(c, "releaser_dead") == 0)
+        rc = case_releaser_dead();
     else {
         fprintf(stderr, "usage: locktest exclusion|churn|fifo|two_locks|deadline|trylock|"
-                        "threads|owner_dead [K]\n");
+                        "threads|owner_dead|releaser_dead [K]\n");
         rc = 2;
     }
     if (rc != 0 && rc != 77) {
@@ -564,7 +609,7 @@ int main(int argc, char **argv)
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, 1); /* a test, not the library: end the whole job */
     }
-    if (strcmp(c, "owner_dead") != 0) {
+    if (strcmp(c, "owner_dead") != 0 && strcmp(c, "releaser_dead") != 0) {
         MPI_Win_unlock_all(board);
         MPI_Win_free(&board);
     }
