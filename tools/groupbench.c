@@ -12,9 +12,10 @@
  * (SLUICE_NONBLOCK), as a framework's scheduler polling its tasks would.
  * CPU is user + system time of the controller and of the k sources taking
  * part (getrusage around each configuration), per event. Each configuration
- * is measured three times, alternating sluice and two-sided; a row is the
- * best of the three (least CPU per event, and the work and polling times of
- * that run), so that one time slice lost to another process does not decide.
+ * is measured three times (once with --quick), alternating sluice and
+ * two-sided; a row is the best of the three (least CPU per event, and the
+ * work and polling times of that run), so that one time slice lost to
+ * another process does not decide.
  *
  *   mpiexec -n 1 sluice-groupbench controller [--quick] [--bytes B]
  *         : -n S sluice-groupbench source [--quick] [--bytes B]
@@ -68,9 +69,9 @@ static double cpu_s(void)
 static const uint32_t streams_sweep[] = { 1, 4, 16, 64 };
 #define N_STREAMS (sizeof streams_sweep / sizeof streams_sweep[0])
 
-/* Events per measurement: some tenths of a second each here, many time
- * slices of this noisy machine, and a measurement repeated REPEATS times,
- * sluice and two-sided alternating, the best of each kept. */
+/* Events per measurement: 0.06 to 1.2 s each here, many time slices of
+ * this noisy machine, and a measurement repeated repeats() times, sluice
+ * and two-sided alternating, the best of each kept. */
 static uint32_t events_for(uint32_t w) { return quick ? 200u + 4u * w : 60000u + 400u * w; }
 static int repeats(void) { return quick ? 1 : 3; }
 
