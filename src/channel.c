@@ -368,6 +368,9 @@ int sluice_channel_close(sluice_channel_t *ch)
 {
     if (!ch)
         return SLUICE_OK;
+    if (sl_on_progress_thread(ch))
+        return sl_fail(SLUICE_EBUSY, "channel \"%s\": a notification callback cannot close the "
+                                     "channel whose progress thread it runs on", ch->name);
     /* Nothing may touch the link once close begins. */
     sluice_progress_stop(ch);
     if (ch->beating)

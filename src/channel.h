@@ -75,7 +75,7 @@ struct sluice_channel {
     sl_ring_rx_t grx;
     _Atomic uint64_t delivered_global; /* record number of the last delivered global */
     _Atomic uint64_t *slot_events;     /* per lumi slot: events delivered */
-    bool global_eof;
+    _Atomic bool global_eof;          /* written under source_lock; read without it too */
     uint32_t next_stream;              /* sluice_source_next: where its scan of the streams starts */
     sluice_token_t scope_token;        /* the scope of the transition last delivered, if any */
     pthread_mutex_t source_lock;       /* the global reader (grx, global_eof, next_stream) */
@@ -86,7 +86,7 @@ struct sluice_channel {
     size_t n_notes, notes_room;
     int efd;                           /* eventfd, written when notifications fire */
     pthread_t progress_thread;
-    bool progress_started;
+    _Atomic bool progress_started;
     _Atomic bool progress_run;
 
     /* The channel's slot of the status page (monitor.h), or private memory
@@ -170,6 +170,7 @@ const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_
 int sl_notify_init(sluice_channel_t *ch);
 void sl_notify_fini(sluice_channel_t *ch);
 void sl_notify_poke(sluice_channel_t *ch);
+bool sl_on_progress_thread(const sluice_channel_t *ch);
 
 /* Whether the peer closed or died (a liveness check, throttled like the waits'). */
 bool sl_peer_gone(sluice_channel_t *ch);

@@ -269,13 +269,20 @@ int sluice_progress(sluice_channel_t *ch, uint32_t wait_us)
     }
 }
 
+/* The channel whose progress thread this is (NULL on every other thread). */
+static _Thread_local const sluice_channel_t *sl_progress_of;
+
 static void *sl_progress_main(void *arg)
 {
     sluice_channel_t *ch = arg;
+    sl_progress_of = ch;
     while (atomic_load_explicit(&ch->progress_run, memory_order_acquire))
         sluice_progress(ch, 100000);
     return NULL;
 }
+
+/* Whether the calling thread is the channel's own progress thread (in a callback). */
+bool sl_on_progress_thread(const sluice_channel_t *ch) { return sl_progress_of == ch; }
 
 int sluice_progress_start(sluice_channel_t *ch)
 {
@@ -289,14 +296,18 @@ int sluice_progress_start(sluice_channel_t *ch)
         atomic_store_explicit(&ch->progress_run, false, memory_order_relaxed);
         return sl_fail(SLUICE_ESYS, "channel \"%s\": cannot start a progress thread", ch->name);
     }
-    ch->progress_started = true;
+    atomic_store_explicit(&ch->progress_started, true, memory_order_release);
     return SLUICE_OK;
 }
 
 int sluice_progress_stop(sluice_channel_t *ch)
 {
-    if (!ch || !ch->progress_started)
+    if (!ch || !atomic_load_explicit(&ch->progress_started, memory_order_acquire))
         return SLUICE_OK;
+    /* A callback on the thread would join itself and leave it running. */
+    if (sl_on_progress_thread(ch))
+        return sl_fail(SLUICE_EBUSY, "channel \"%s\": a notification callback cannot stop the "
+                                     "progress thread it runs on", ch->name);
     atomic_store_explicit(&ch->progress_run, false, memory_order_release);
     /* Ring our own doorbell so that a sleeping thread sees the stop now. */
     if (ch->header) {
@@ -304,6 +315,6 @@ int sluice_progress_stop(sluice_channel_t *ch)
         syscall(SYS_futex, sl_doorbell(ch), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
     }
     pthread_join(ch->progress_thread, NULL);
-    ch->progress_started = false;
+    atomic_store_explicit(&ch->progress_started, false, memory_order_release);
     return SLUICE_OK;
 }

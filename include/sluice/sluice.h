@@ -513,7 +513,9 @@ int sluice_progress(sluice_channel_t *ch, uint32_t wait_us);
 /**
  * A progress thread for the channel, so that notifications fire without
  * the application calling sluice_progress. Stop it before closing (close
- * stops it too). SLUICE_EALREADY if it runs.
+ * stops it too). SLUICE_EALREADY if it runs. A callback running on that
+ * thread cannot stop it nor close the channel: both return SLUICE_EBUSY
+ * and change nothing. Start and stop from one thread at a time.
  */
 int sluice_progress_start(sluice_channel_t *ch);
 int sluice_progress_stop(sluice_channel_t *ch);

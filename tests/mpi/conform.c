@@ -961,6 +961,8 @@ int main(int argc, char **argv)
             rc = case_notify();
         else if (!strcmp(name, "room_rung"))
             rc = case_room_rung();
+        else if (!strcmp(name, "progress_self_stop"))
+            rc = case_progress_self_stop();
         else if (!strcmp(name, "scoped"))
             rc = case_scoped();
         else if (!strcmp(name, "concurrent_receives"))

@@ -61,6 +61,7 @@ int case_next_item(void);
 /* Notifications (notify.c). */
 int case_notify(void);
 int case_room_rung(void);
+int case_progress_self_stop(void);
 /* Run- and lumi-scoped products (scoped.c). */
 int case_scoped(void);
 

@@ -275,3 +275,62 @@ int case_room_rung(void)
     H_OK(sluice_channel_close(ch));
     return 0;
 }
+
+/* ------------------------------------------------------------ a callback stops its own thread */
+
+typedef struct ss_state {
+    sluice_channel_t *ch;
+    _Atomic int fired;
+    int stop_rc, close_rc;
+} ss_state_t;
+
+static void ss_flag(void *p)
+{
+    atomic_store_explicit(&((ss_state_t *)p)->fired, 1, memory_order_release);
+}
+
+static void ss_stop_self(void *p)
+{
+    ss_state_t *s = p;
+    s->stop_rc = sluice_progress_stop(s->ch);
+    s->close_rc = sluice_channel_close(s->ch);
+    atomic_store_explicit(&s->fired, 1, memory_order_release);
+}
+
+/*
+ * Review L7: a notification callback on the channel's progress thread that
+ * stops that thread or closes the channel gets SLUICE_EBUSY and changes
+ * nothing (it used to join itself, and the thread outlived the channel);
+ * the thread goes on firing, and the main thread stops it and closes.
+ */
+int case_progress_self_stop(void)
+{
+    sluice_endpoint_t ep = { 1, h_dir(1), T_BYTES };
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch;
+    H_OK(h_open("selfstop", 1, &ep, 1, &o, &ch));
+    H_OK(h_begin(ch, 1));
+    if (h_is_ctrl) {
+        ss_state_t s = { .ch = ch };
+        H_OK(sluice_progress_start(ch));
+        H_OK(sluice_notify_room(ch, 0, ss_stop_self, &s)); /* room now: fires at once */
+        for (int i = 0; i < 500 && !atomic_load_explicit(&s.fired, memory_order_acquire); i++)
+            usleep(10000);
+        H_TRUE(atomic_load_explicit(&s.fired, memory_order_acquire), "the callback never ran");
+        H_STATUS(s.stop_rc, SLUICE_EBUSY);
+        H_STATUS(s.close_rc, SLUICE_EBUSY);
+        /* Still running: a second notification fires. */
+        ss_state_t again = { .ch = NULL };
+        H_OK(sluice_notify_room(ch, 0, ss_flag, &again));
+        for (int i = 0; i < 500 && !atomic_load_explicit(&again.fired, memory_order_acquire); i++)
+            usleep(10000);
+        H_TRUE(atomic_load_explicit(&again.fired, memory_order_acquire),
+               "the progress thread stopped firing after the refused stop");
+        H_OK(sluice_progress_stop(ch));
+        printf("[%s] progress_self_stop: stop and close from the callback refused, thread kept "
+               "going\n", h_role);
+    }
+    h_sync();
+    H_OK(sluice_channel_close(ch));
+    return 0;
+}
