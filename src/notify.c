@@ -214,6 +214,15 @@ static int sl_progress_round(sluice_channel_t *ch)
  * side poked), at most `ns`. Where the peer cannot ring it (RMA), a plain
  * short sleep: that engine polls.
  */
+/* The channel whose progress thread this is (NULL on every other thread). */
+static _Thread_local const sluice_channel_t *sl_progress_of;
+
+/* On the channel's progress thread, once sluice_progress_stop asked it to end. */
+static bool sl_progress_stopping(const sluice_channel_t *ch)
+{
+    return sl_progress_of == ch && !atomic_load_explicit(&ch->progress_run, memory_order_acquire);
+}
+
 static void sl_progress_park(sluice_channel_t *ch, uint64_t ns, bool *fired_p, int *n_p)
 {
     if (!ch->tp->wake) {
@@ -228,7 +237,8 @@ static void sl_progress_park(sluice_channel_t *ch, uint64_t ns, bool *fired_p, i
     /* Look once more after announcing the sleep: a record published before
      * the announcement was missed by the waker, not by this look. */
     int n = sl_progress_round(ch);
-    if (n == 0) {
+    /* A stop that rang before the doorbell was read would not wake this sleep. */
+    if (n == 0 && !sl_progress_stopping(ch)) {
         struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
         syscall(SYS_futex, &h->doorbell, FUTEX_WAIT, ring, &ts, NULL, 0);
     }
@@ -255,7 +265,7 @@ int sluice_progress(sluice_channel_t *ch, uint32_t wait_us)
             return n;
     for (;;) {
         uint64_t now = sl_now_ns();
-        if (now >= deadline)
+        if (now >= deadline || sl_progress_stopping(ch))
             return 0;
         /* Wake at least every tenth of the liveness period to look at the peer. */
         uint64_t slice = (uint64_t)ch->opt.liveness_ms * 100000ull;
@@ -268,9 +278,6 @@ int sluice_progress(sluice_channel_t *ch, uint32_t wait_us)
             return n;
     }
 }
-
-/* The channel whose progress thread this is (NULL on every other thread). */
-static _Thread_local const sluice_channel_t *sl_progress_of;
 
 static void *sl_progress_main(void *arg)
 {
