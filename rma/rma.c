@@ -44,7 +44,7 @@ struct sl_link {
     struct sl_link *next_left; /* links whose window was left to MPI_Finalize */
     bool request_left;        /* an RMA request never completed: the link is never freed */
     bool ticket_issued;       /* the close agreement's operation was issued (guard entered) */
-    uint64_t ticket[2];       /* origin and result of the close agreement's operations */
+    uint64_t peer_magic;      /* connect's read of the peer's magic (a request may outlive it) */
     size_t chunk;             /* largest single MPI_Put/MPI_Get, in bytes */
     /* Puts issued, and how many of them a completed flush covers: at
      * MPI_THREAD_MULTIPLE there is no guard, so stream threads put and
@@ -247,26 +247,38 @@ static int sl_rma_wait(MPI_Request *req, const sl_deadline_t *deadline, const ch
 static int sl_rma_ticket(sl_link_t *l, uint64_t add, MPI_Op op, uint64_t *old_p,
                          const sl_deadline_t *deadline)
 {
-    /* The buffers live in the link: a request that times out may still
-     * write its result, so then the link is never freed (sl_rma_leave_window). */
-    l->ticket[0] = add;
+    /* Origin and result in a buffer of this request's own: one that times
+     * out may still read its origin and write its result after a later
+     * request of the agreement was issued, so its buffer is left to it
+     * (16 bytes, on that path only) and the link is marked. */
+    uint64_t *buf = malloc(2 * sizeof *buf);
+    if (!buf)
+        return sl_fail(SLUICE_ENOMEM, "rma close: no memory for the close agreement");
+    buf[0] = add;
+    buf[1] = 0;
     MPI_Request req;
     int rc = sl_mpi_enter_until(deadline, "rma close: the close agreement");
-    if (rc != SLUICE_OK)
+    if (rc != SLUICE_OK) {
+        free(buf);
         return rc; /* nothing issued: this side did not take part */
+    }
     l->ticket_issued = true;
-    int mrc = MPI_Rget_accumulate(&l->ticket[0], 1, MPI_UINT64_T, &l->ticket[1], 1,
-                                  MPI_UINT64_T, 0, offsetof(sl_inbox_header_t, close_ticket), 1,
-                                  MPI_UINT64_T, op, l->win, &req);
+    int mrc = MPI_Rget_accumulate(&buf[0], 1, MPI_UINT64_T, &buf[1], 1, MPI_UINT64_T, 0,
+                                  offsetof(sl_inbox_header_t, close_ticket), 1, MPI_UINT64_T, op,
+                                  l->win, &req);
     sl_rma_leave();
-    if (mrc != MPI_SUCCESS)
+    if (mrc != MPI_SUCCESS) {
+        free(buf);
         return sl_rma_mpi_fail(mrc, "MPI_Rget_accumulate on the close ticket");
+    }
     rc = sl_rma_wait(&req, deadline, "the close agreement", NULL);
-    if (rc == SLUICE_ETIMEDOUT)
-        l->request_left = true;
-    else if (rc == SLUICE_OK)
-        *old_p = l->ticket[1];
-    return rc;
+    if (rc != SLUICE_OK) {
+        l->request_left = true; /* `buf` stays the request's */
+        return rc;
+    }
+    *old_p = buf[1];
+    free(buf);
+    return SLUICE_OK;
 }
 
 /*
@@ -300,19 +312,24 @@ static int sl_rma_connect(sl_link_t *l, const sl_deadline_t *deadline, size_t *p
     sl_backoff_t b;
     sl_backoff_init(&b, 64, 1000);
     for (;;) {
-        uint64_t magic = 0;
+        /* The result lands in the link, not on this stack: a read that
+         * does not complete by the deadline is left to MPI, and so is the
+         * link (request_left: never freed). */
+        l->peer_magic = 0;
         MPI_Request req;
         if ((rc = sl_mpi_enter_until(deadline, "rma: reading the peer's header")) != SLUICE_OK)
             return rc;
-        int mrc = MPI_Rget(&magic, 1, MPI_UINT64_T, l->peer_rank, 0, 1, MPI_UINT64_T, l->win,
-                           &req);
+        int mrc = MPI_Rget(&l->peer_magic, 1, MPI_UINT64_T, l->peer_rank, 0, 1, MPI_UINT64_T,
+                           l->win, &req);
         sl_rma_leave();
         if (mrc != MPI_SUCCESS)
             return sl_rma_mpi_fail(mrc, "MPI_Rget of the peer's header");
         rc = sl_rma_wait(&req, deadline, "reading the peer's header", NULL);
-        if (rc)
+        if (rc) {
+            l->request_left = true;
             return rc;
-        if (magic == SL_INBOX_MAGIC)
+        }
+        if (l->peer_magic == SL_INBOX_MAGIC)
             break;
         if (sl_backoff_pause(&b, deadline) == SLUICE_ETIMEDOUT)
             return sl_fail(SLUICE_ETIMEDOUT, "rma: the peer's inbox was not ready before the "
