@@ -182,6 +182,22 @@ static void sl_global_apply(sluice_channel_t *ch, const sluice_transition_t *t,
  * start meanwhile (job_ending), then everything is published under the lock.
  * A failed wait publishes nothing and may be retried.
  */
+/* Room for one record on a stream's ring, looked at under the stream's lock. */
+static int sl_end_job_room(sluice_channel_t *ch, sl_stream_t *st, unsigned flags)
+{
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    for (;;) {
+        pthread_mutex_lock(&st->lock);
+        int rc = sl_ring_tx_room(&st->tx, ch->tp, ch->link);
+        pthread_mutex_unlock(&st->lock);
+        if (rc != SLUICE_EAGAIN)
+            return rc;
+        if ((rc = sl_wait_step(ch, &w, flags, "end of job: stream ring full")))
+            return rc;
+    }
+}
+
 static int sl_end_job(sluice_channel_t *ch, const sluice_transition_t *t, sl_record_t *r,
                       unsigned flags)
 {
@@ -197,19 +213,24 @@ static int sl_end_job(sluice_channel_t *ch, const sluice_transition_t *t, sl_rec
     if (rc)
         return rc;
     /* No stream has an open event (checked above) and none can start one
-     * (job_ending): this thread is the only producer on every ring now. */
+     * (job_ending): this thread is the only producer on every ring now. A
+     * progress round still looks at a stream ring's room (a room
+     * notification), which updates its cached tail: each stream ring is
+     * looked at and pushed to under its stream's lock, never under the
+     * global lock (streams before global is the lock order). */
     rc = sl_ring_wait_room(ch, &ch->gtx, NULL, flags, "end of job: global ring full");
     for (uint32_t s = 0; s < ch->n_streams && rc == SLUICE_OK; s++)
-        rc = sl_ring_wait_room(ch, &ch->streams[s].tx, NULL, flags, "end of job: stream ring full");
+        rc = sl_end_job_room(ch, &ch->streams[s], flags);
+    sl_record_t end = { .kind = SL_REC_STREAM_END };
+    for (uint32_t s = 0; s < ch->n_streams && rc == SLUICE_OK; s++) {
+        pthread_mutex_lock(&ch->streams[s].lock);
+        rc = sl_ring_tx_push(&ch->streams[s].tx, ch->tp, ch->link, &end);
+        pthread_mutex_unlock(&ch->streams[s].lock);
+    }
     pthread_mutex_lock(&ch->global_lock);
     if (rc == SLUICE_OK) {
-        sl_record_t end = { .kind = SL_REC_STREAM_END };
-        for (uint32_t s = 0; s < ch->n_streams && rc == SLUICE_OK; s++)
-            rc = sl_ring_tx_push(&ch->streams[s].tx, ch->tp, ch->link, &end);
-        if (rc == SLUICE_OK) {
-            r->seq = ch->gtx.head + 1;
-            rc = sl_ring_tx_push(&ch->gtx, ch->tp, ch->link, r);
-        }
+        r->seq = ch->gtx.head + 1;
+        rc = sl_ring_tx_push(&ch->gtx, ch->tp, ch->link, r);
         if (rc == SLUICE_OK)
             sl_global_apply(ch, t, r);
     }
