@@ -268,8 +268,10 @@ int sluice_transition_next(sluice_channel_t *ch, sluice_transition_t *t_p, unsig
  * Threads. Calls on one event (its token) may come from several threads at
  * once: receives of the same or different instances, sends, reservations
  * and their commits, and its finish; each takes the stream's lock, never
- * across a wait, so a thread waiting for a product does not hold up one
- * sending on the same event. A view may be released from any thread at any
+ * across a back-off wait, so a thread waiting for a product does not hold
+ * up one sending on the same event (over RMA the lock is held across the
+ * transport's MPI calls, a credit read up to liveness_ms: docs/design.md,
+ * "Threads and locks"). A view may be released from any thread at any
  * time before the channel is closed. Different streams never share a lock.
  * What stays one thread at a time: sluice_event_send and sluice_event_next
  * per stream (a token is handed out once), sluice_transition_next and
