@@ -40,10 +40,10 @@ enum { HOME = 0, NOBODY = -1, SPIN_POLLS = 64 };
  * current successor may be in flight before a beat is skipped. */
 enum { BEAT_TAG = 1, BEATS_OUT = 4 };
 
-/* One send slot. A send that never completes (its destination died, or
- * stopped listening) is let go with MPI_Request_free once the slot is
- * needed for another successor; its 8-byte buffer stays with MPI (leaked
- * on purpose: at most BEATS_OUT per successor that stopped listening). */
+/* One send slot. A send that has not completed when the successor changed
+ * (its destination died, or stopped listening), or that failed, is let go
+ * with MPI_Request_free; its 8-byte buffer stays with MPI (leaked on
+ * purpose: at most BEATS_OUT per successor that stopped listening). */
 typedef struct sl_lock_beat_slot {
     MPI_Request req;
     uint64_t *buf; /* NULL: none yet, or the last one was left to MPI */

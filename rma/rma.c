@@ -56,9 +56,13 @@ struct sl_link {
     char path[32];            /* "rma/<osc component>" when Open MPI says which, else "rma" */
     _Atomic bool *dead;       /* the channel's: once set, every call that needs the peer fails at once */
     /* The heartbeat, two-sided (see sl_rma_watch64): */
+    atomic_flag watch_busy;   /* one drainer of the peer's beats at a time: a watcher or the
+                                 heartbeat thread (no guard at MPI_THREAD_MULTIPLE) */
     bool watch_active;        /* a receive of the peer's beat is posted */
     MPI_Request watch_req;
     uint64_t watch_buf;
+    _Atomic uint64_t beat_latest; /* the peer's newest beat the heartbeat thread drained */
+    _Atomic bool beat_fresh;      /* ... and not yet handed to a watcher */
     MPI_Request beat_req[SL_RMA_BEATS]; /* our beats in flight (heartbeat thread only) */
     uint64_t beat_buf[SL_RMA_BEATS];
 };
@@ -618,18 +622,15 @@ static int sl_rma_get(sl_link_t *l, size_t off, void *dst, size_t len)
  * blocks (docs/design.md, "Liveness"). The receive is re-posted after each
  * beat; a backlog is drained so the newest beat counts.
  */
-static int sl_rma_watch64(sl_link_t *l, size_t off, uint64_t *value_p)
+/*
+ * Take every beat of the peer that came (under the guard, holding
+ * watch_busy), keeping one receive posted; the newest in *value_p.
+ * SLUICE_OK if one came, SLUICE_EAGAIN if none, or an MPI failure.
+ */
+static int sl_rma_drain_beats(sl_link_t *l, uint64_t *value_p)
 {
-    (void)off;
-    if (sl_rma_is_dead(l))
-        return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
     int mrc = MPI_SUCCESS, done = 0;
     bool got = false;
-    /* Never longer than a tenth of the liveness period (how often the
-     * watcher looks): a guard held longer gives no verdict this time. */
-    sl_deadline_t deadline = sl_deadline_in(l->liveness_ms / 10);
-    if (sl_mpi_enter_until(&deadline, "rma: the heartbeat receive") != SLUICE_OK)
-        return SLUICE_EBUSY;
     for (;;) {
         if (!l->watch_active) {
             mrc = MPI_Irecv(&l->watch_buf, 1, MPI_UINT64_T, l->peer_rank, SL_RMA_TAG_BEAT,
@@ -644,10 +645,34 @@ static int sl_rma_watch64(sl_link_t *l, size_t off, uint64_t *value_p)
         *value_p = l->watch_buf;
         got = true;
     }
-    sl_rma_leave();
     if (mrc != MPI_SUCCESS)
         return sl_rma_mpi_fail(mrc, "the heartbeat receive");
     return got ? SLUICE_OK : SLUICE_EAGAIN;
+}
+
+static int sl_rma_watch64(sl_link_t *l, size_t off, uint64_t *value_p)
+{
+    (void)off;
+    if (sl_rma_is_dead(l))
+        return sl_fail(SLUICE_EPEERDEAD, "rma: the peer is dead");
+    /* What the heartbeat thread drained meanwhile counts as heard. */
+    bool fresh = atomic_exchange_explicit(&l->beat_fresh, false, memory_order_acquire);
+    if (fresh)
+        *value_p = atomic_load_explicit(&l->beat_latest, memory_order_relaxed);
+    if (atomic_flag_test_and_set_explicit(&l->watch_busy, memory_order_acquire))
+        return fresh ? SLUICE_OK : SLUICE_EAGAIN; /* the heartbeat thread drains right now */
+    /* Never longer than a tenth of the liveness period (how often the
+     * watcher looks): a guard held longer gives no verdict this time. */
+    sl_deadline_t deadline = sl_deadline_in(l->liveness_ms / 10);
+    int rc = sl_mpi_enter_until(&deadline, "rma: the heartbeat receive");
+    if (rc == SLUICE_OK) {
+        rc = sl_rma_drain_beats(l, value_p);
+        sl_rma_leave();
+    } else {
+        rc = SLUICE_EBUSY;
+    }
+    atomic_flag_clear_explicit(&l->watch_busy, memory_order_release);
+    return fresh && (rc == SLUICE_EAGAIN || rc == SLUICE_EBUSY) ? SLUICE_OK : rc;
 }
 
 static void sl_rma_beat(sl_link_t *l, uint64_t value)
@@ -672,6 +697,17 @@ static void sl_rma_beat(sl_link_t *l, uint64_t value)
         MPI_Isend(&l->beat_buf[i], 1, MPI_UINT64_T, l->peer_rank, SL_RMA_TAG_BEAT, l->pair,
                   &l->beat_req[i]);
         break;
+    }
+    /* Take the peer's beats in too, so that they do not pile up in MPI
+     * while this side makes no sluice wait (an idle source, for hours);
+     * the newest is kept for the next watcher. */
+    uint64_t newest;
+    if (!atomic_flag_test_and_set_explicit(&l->watch_busy, memory_order_acquire)) {
+        if (sl_rma_drain_beats(l, &newest) == SLUICE_OK) {
+            atomic_store_explicit(&l->beat_latest, newest, memory_order_relaxed);
+            atomic_store_explicit(&l->beat_fresh, true, memory_order_release);
+        }
+        atomic_flag_clear_explicit(&l->watch_busy, memory_order_release);
     }
     sl_mpi_leave();
 }

@@ -209,11 +209,6 @@ static int sl_progress_round(sluice_channel_t *ch)
     return n_fired;
 }
 
-/*
- * Sleep until the doorbell rings (a peer on this node published, or this
- * side poked), at most `ns`. Where the peer cannot ring it (RMA), a plain
- * short sleep: that engine polls.
- */
 /* The channel whose progress thread this is (NULL on every other thread). */
 static _Thread_local const sluice_channel_t *sl_progress_of;
 
@@ -223,6 +218,11 @@ static bool sl_progress_stopping(const sluice_channel_t *ch)
     return sl_progress_of == ch && !atomic_load_explicit(&ch->progress_run, memory_order_acquire);
 }
 
+/*
+ * Sleep until the doorbell rings (a peer on this node published, or this
+ * side poked), at most `ns`. Where the peer cannot ring it (RMA), a plain
+ * short sleep: that engine polls.
+ */
 static void sl_progress_park(sluice_channel_t *ch, uint64_t ns, bool *fired_p, int *n_p)
 {
     if (!ch->tp->wake) {

@@ -176,12 +176,6 @@ static void sl_global_apply(sluice_channel_t *ch, const sluice_transition_t *t,
     sl_mon_set(&ch->mon->global_seen, ch->gtx.tail_cache);
 }
 
-/*
- * End of job: the global END_JOB record and one STREAM_END on every stream,
- * all or nothing. Room on every ring is secured first, with no event able to
- * start meanwhile (job_ending), then everything is published under the lock.
- * A failed wait publishes nothing and may be retried.
- */
 /* Room for one record on a stream's ring, looked at under the stream's lock. */
 static int sl_end_job_room(sluice_channel_t *ch, sl_stream_t *st, unsigned flags)
 {
@@ -198,6 +192,13 @@ static int sl_end_job_room(sluice_channel_t *ch, sl_stream_t *st, unsigned flags
     }
 }
 
+/*
+ * End of job: one STREAM_END on every stream, then the global END_JOB
+ * record. Room on every ring is secured first, with no event able to start
+ * meanwhile (job_ending), then the STREAM_ENDs are published, each under its
+ * stream's lock, and END_JOB under the global lock. A failed wait publishes
+ * nothing and may be retried.
+ */
 static int sl_end_job(sluice_channel_t *ch, const sluice_transition_t *t, sl_record_t *r,
                       unsigned flags)
 {
