@@ -616,13 +616,6 @@ static int sl_rma_get(sl_link_t *l, size_t off, void *dst, size_t len)
 }
 
 /*
- * The heartbeat crosses as small two-sided messages, not as a read of the
- * peer's heartbeat word: on osc/pt2pt over TCP, MPI_Rget itself blocks for
- * ever once the target is dead, while posting a receive and testing it never
- * blocks (docs/design.md, "Liveness"). The receive is re-posted after each
- * beat; a backlog is drained so the newest beat counts.
- */
-/*
  * Take every beat of the peer that came (under the guard, holding
  * watch_busy), keeping one receive posted; the newest in *value_p.
  * SLUICE_OK if one came, SLUICE_EAGAIN if none, or an MPI failure.
@@ -650,6 +643,14 @@ static int sl_rma_drain_beats(sl_link_t *l, uint64_t *value_p)
     return got ? SLUICE_OK : SLUICE_EAGAIN;
 }
 
+/*
+ * The heartbeat crosses as small two-sided messages, not as a read of the
+ * peer's heartbeat word: on osc/pt2pt over TCP, MPI_Rget itself blocks for
+ * ever once the target is dead, while posting a receive and testing it never
+ * blocks (docs/design.md, "Liveness"). The receive is re-posted after each
+ * beat; a backlog is drained so the newest beat counts, here or by the
+ * heartbeat thread (sl_rma_beat), whose newest beat a watcher takes first.
+ */
 static int sl_rma_watch64(sl_link_t *l, size_t off, uint64_t *value_p)
 {
     (void)off;
