@@ -47,6 +47,11 @@ static int sl_check_desc(const sluice_channel_desc_t *d)
             return sl_fail(SLUICE_EINVAL, "channel \"%s\": endpoint %zu (instance %u) has memory "
                                           "%d, neither host nor device",
                            d->name, i, e->instance, (int)e->memory);
+        /* A custom layout is (de)serialised by the CPU, which cannot reach device memory. */
+        if (e->memory == SLUICE_MEMORY_DEVICE && sluice_type_layout(e->type) == SLUICE_LAYOUT_CUSTOM)
+            return sl_fail(SLUICE_EINVAL, "channel \"%s\": instance %u: type `%s` has a custom "
+                                          "layout, which device memory cannot carry",
+                           d->name, e->instance, sluice_type_name(e->type));
         for (size_t j = 0; j < i; j++)
             if (d->endpoints[j].instance == e->instance &&
                 d->endpoints[j].direction == e->direction)
@@ -57,11 +62,26 @@ static int sl_check_desc(const sluice_channel_desc_t *d)
     return SLUICE_OK;
 }
 
+/* Let go of the peer's device arena: before the close agreement, so its
+ * owner frees it only once nothing maps it (docs/gpu.md, "Lifetime"). */
+static void sl_device_unmap_peer(sluice_channel_t *ch)
+{
+    if (ch->dev_peer_mapped) {
+        sl_gpu_unmap(ch->dev_peer, ch->dev_bytes);
+        ch->dev_peer = NULL;
+        ch->dev_peer_mapped = false;
+    }
+}
+
 void sl_channel_free(sluice_channel_t *ch)
 {
+    sl_device_unmap_peer(ch);
+    sl_gpu_free(ch->dev_peer, ch->dev_bytes);
+    sl_gpu_free(ch->dev_local, ch->dev_bytes);
     if (ch->streams) {
         for (uint32_t s = 0; s <= SL_SCOPE(ch); s++) {
             sl_stream_t *st = &ch->streams[s];
+            sl_gpu_free(st->dev_scratch, ch->opt.arena_bytes);
             sl_arena_rx_fini(&st->arx);
             free(st->pending);
             for (uint32_t i = 0; i < SL_RESV_MAX; i++)
@@ -233,13 +253,65 @@ static void sl_declare_device(sl_decl_t *decl)
     uint32_t device = sl_gpu_built() ? SL_DEVICE_CUDA : 0;
     int n = sl_gpu_available(why, sizeof why);
     if (n > 0) {
-        device |= SL_DEVICE_GPU;
-        snprintf(why, sizeof why, "%d CUDA device%s, but this version has no device data path "
-                                  "yet",
-                 n, n == 1 ? "" : "s");
+        /* Every layer with a device can export its memory and stage it; a
+         * driver that then refuses fails the open with its own words. */
+        device |= SL_DEVICE_GPU | SL_DEVICE_IPC | SL_DEVICE_STAGED;
+        snprintf(why, sizeof why, "%d %s device%s", n,
+                 strcmp(sl_gpu_layer(), "cuda") ? sl_gpu_layer() : "CUDA", n == 1 ? "" : "s");
     }
     sl_decl_set_device(decl, device, why);
 }
+
+/* Whether this side declares an endpoint in device memory going direction `dir`. */
+static bool sl_has_device(const sluice_channel_t *ch, sluice_direction_t dir)
+{
+    for (size_t i = 0; i < ch->n_endpoints; i++)
+        if (sl_endpoint_device(&ch->endpoints[i]) && ch->endpoints[i].direction == dir)
+            return true;
+    return false;
+}
+
+/*
+ * This side's device arena, where the device products it receives land:
+ * exported over IPC (its handle goes in the inbox header), or private when
+ * the products are staged through the host arena. None without device
+ * receivers.
+ */
+static int sl_device_open_local(sluice_channel_t *ch, sl_gpu_handle_t *handle, bool *exported_p)
+{
+    *exported_p = false;
+    if (!ch->dev_path || !sl_has_device(ch, SLUICE_RECEIVE))
+        return SLUICE_OK;
+    if (ch->dev_path == SLUICE_DEVICE_PATH_STAGED)
+        return sl_gpu_alloc(ch->dev_bytes, &ch->dev_local);
+    int rc = sl_gpu_alloc_shared(ch->dev_bytes, &ch->dev_local, handle);
+    *exported_p = rc == SLUICE_OK;
+    return rc;
+}
+
+/*
+ * Where the device products this side sends go: the peer's device arena,
+ * mapped from the handle in its inbox header (ipc), or a private staging
+ * area they are copied out of into the peer's host arena (staged).
+ */
+static int sl_device_open_peer(sluice_channel_t *ch, const sl_inbox_header_t *peer)
+{
+    if (!ch->dev_path || !sl_has_device(ch, SLUICE_SEND))
+        return SLUICE_OK;
+    if (ch->dev_path == SLUICE_DEVICE_PATH_STAGED)
+        return sl_gpu_alloc(ch->dev_bytes, &ch->dev_peer);
+    if (peer->device_bytes != ch->dev_bytes)
+        return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": the peer's device arena is %llu bytes, "
+                                        "expected %zu",
+                       ch->name, (unsigned long long)peer->device_bytes, ch->dev_bytes);
+    sl_gpu_handle_t h;
+    memcpy(h.bytes, peer->device_handle, sizeof h.bytes);
+    int rc = sl_gpu_map(&h, ch->dev_bytes, &ch->dev_peer);
+    ch->dev_peer_mapped = rc == SLUICE_OK;
+    return rc;
+}
+
+_Static_assert(SL_INBOX_DEVICE_HANDLE == SL_GPU_HANDLE_BYTES, "the inbox holds a whole handle");
 
 /* Segment names: the owner's pid and its attempt number, unique on the node. */
 static void sl_segment_name(char *out, int64_t pid, uint64_t nonce)
@@ -301,6 +373,8 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     deadline = sl_deadline_in(opt.timeout_ms);
     ch->peer_pid = agreed.peer_pid;
     ch->peer_start = agreed.peer_start;
+    ch->dev_path = agreed.device_path;
+    ch->dev_bytes = ch->geo.inbox_bytes;
     /* Same host and boot, and its process visible here (containers of one
      * host may not share /proc): only then can its pid be checked. */
     ch->peer_local = agreed.same_node && sl_proc_alive(agreed.peer_pid, agreed.peer_start) &&
@@ -316,16 +390,22 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
                                 .numa = ctx->peers[ctx->rank].numa, .local_name = local_name,
                                 .peer_name = peer_name, .liveness_ms = opt.liveness_ms,
                                 .peer_dead = &ch->peer_dead, .deadline = &deadline };
+    /* A device arena that cannot be had fails the open, but only after the
+     * transport's collectives, which the peer is entering too. */
+    sl_gpu_handle_t dev_handle;
+    bool dev_exported;
+    int dev_rc = sl_device_open_local(ch, &dev_handle, &dev_exported);
     void *local;
     if ((rc = ch->tp->open(&params, &ch->link, &local)))
         goto free_pair;
     ch->local = local;
     ch->header = local;
-    sl_inbox_init(local, &ch->geo);
+    sl_inbox_init(local, &ch->geo, ch->dev_bytes, dev_exported ? dev_handle.bytes : NULL);
     if ((rc = ch->tp->connect(ch->link, &deadline, &peer_bytes)))
         goto close_link;
     if ((rc = ch->tp->get(ch->link, 0, &peer_header, sizeof peer_header)) ||
-        (rc = sl_inbox_check(&peer_header, peer_bytes, &ch->geo))) {
+        (rc = sl_inbox_check(&peer_header, peer_bytes, &ch->geo)) || (rc = dev_rc) ||
+        (rc = sl_device_open_peer(ch, &peer_header))) {
         /* Connected: tell the peer, whose open may have succeeded. */
         ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
         goto close_link;
@@ -350,6 +430,7 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
 close_link: {
     /* The close agreement, with a deadline of its own (not the spent one). */
     sl_deadline_t close_deadline = sl_deadline_in(opt.timeout_ms);
+    sl_device_unmap_peer(ch);
     ch->tp->close(ch->link, &close_deadline);
 }
 free_pair:
@@ -385,6 +466,7 @@ int sluice_channel_close(sluice_channel_t *ch)
             ch->tp->wake(ch->link); /* its sleeping engine fires "closed" notes now */
     }
     sl_deadline_t deadline = sl_deadline_in(dead ? 0 : ch->opt.timeout_ms);
+    sl_device_unmap_peer(ch);
     int rc = ch->tp->close(ch->link, &deadline);
     if (rc == SLUICE_OK)
         sl_pair_free(ch);
@@ -395,6 +477,11 @@ int sluice_channel_close(sluice_channel_t *ch)
 }
 
 const char *sluice_channel_transport(const sluice_channel_t *ch) { return ch->tp->name; }
+
+const char *sluice_channel_device_path(const sluice_channel_t *ch)
+{
+    return sl_device_path_name(ch->dev_path);
+}
 
 const char *sluice_channel_path(const sluice_channel_t *ch)
 {

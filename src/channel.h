@@ -59,6 +59,16 @@ struct sluice_channel {
     sluice_endpoint_t *endpoints;
     size_t n_endpoints;
 
+    /* Device products (docs/gpu.md): the path agreed at open, and device
+     * memory laid out like the inboxes, offset for offset (dev_bytes each).
+     * Set at open, read-only until close. */
+    uint32_t dev_path;        /* SLUICE_DEVICE_PATH_IPC or _STAGED; 0: no device endpoint */
+    size_t dev_bytes;         /* == geo.inbox_bytes */
+    void *dev_local;          /* device products this side receives land here */
+    void *dev_peer;           /* ipc: the peer's dev_local, mapped; staged: this side's
+                                 device staging for what it sends */
+    bool dev_peer_mapped;     /* dev_peer is a mapping (unmapped, not freed) */
+
     uint32_t n_streams;       /* the user's streams; ... */
     sl_stream_t *streams;     /* ... plus one more, the scope stream (SL_SCOPE) */
 
@@ -160,6 +170,26 @@ int sl_channel_alloc(sluice_context_t *ctx, const sluice_channel_desc_t *d,
                      const sluice_options_t *o, sluice_channel_t **ch_p);
 void sl_channel_free(sluice_channel_t *ch);
 void sl_channel_wire(sluice_channel_t *ch);
+
+/* Whether endpoint `e` carries products in device memory. */
+static inline bool sl_endpoint_device(const sluice_endpoint_t *e)
+{
+    return e->memory == SLUICE_MEMORY_DEVICE;
+}
+
+/*
+ * Device memory at inbox offset `off` (docs/gpu.md): of the peer's arena,
+ * where this side's device products go (ipc: mapped; staged: this side's
+ * staging copy), or of this side's, where it receives them.
+ */
+static inline void *sl_dev_peer(const sluice_channel_t *ch, uint64_t off)
+{
+    return (char *)ch->dev_peer + off;
+}
+static inline void *sl_dev_local(const sluice_channel_t *ch, uint64_t off)
+{
+    return (char *)ch->dev_local + off;
+}
 
 /* Look up this side's endpoint (instance, direction), or NULL. */
 const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_t instance,

@@ -52,6 +52,7 @@ int sl_decl_build(const sluice_channel_desc_t *d, const sluice_options_t *o, boo
     decl->max_open_lumis = o->max_open_lumis;
     decl->transport_shm = shm;
     decl->arena_bytes = o->arena_bytes;
+    decl->device_path = o->device_path;
     decl->pid = (int64_t)getpid();
     decl->start = sl_proc_start_time(getpid());
     sl_node_identity(decl->node, sizeof decl->node);
@@ -82,6 +83,15 @@ void sl_decl_set_device(sl_decl_t *decl, uint32_t device, const char *why)
 {
     decl->device = device | SL_DEVICE_PROBED;
     snprintf(decl->device_why, sizeof decl->device_why, "%s", why);
+}
+
+const char *sl_device_path_name(uint32_t path)
+{
+    switch (path) {
+    case SLUICE_DEVICE_PATH_IPC: return "ipc";
+    case SLUICE_DEVICE_PATH_STAGED: return "staged";
+    default: return "none";
+    }
 }
 
 static const sl_decl_endpoint_t *sl_decl_find(const sl_decl_t *d, uint32_t instance, uint32_t dir)
@@ -136,29 +146,59 @@ static int sl_decl_match(const char *channel, const sl_decl_t *a, const sl_decl_
 }
 
 /*
- * Device-memory endpoints, once both sides declared the same ones: they
- * need a data path both sides have (docs/design.md, "Device memory"). None
- * is built yet, so the verdict is SLUICE_ENOTSUP, with each side's own
- * reason (what it found when it looked, carried in its declaration), so
- * that a side without a GPU is named even when this side has one.
+ * Device-memory endpoints, once both sides declared the same ones: the data
+ * path both take (docs/gpu.md, "Choosing the path"). Both sides run this
+ * over the same two declarations, so they take the same path or fail with
+ * the same message. Each side's own reason travels in its declaration, so
+ * a side without a GPU is named even when this side has one. The order:
+ * a device on both sides; forced paths that agree; then CUDA IPC where both
+ * can and share a node, else staged through the host arena.
  */
-static int sl_decl_device(const char *channel, const sl_decl_t *ctrl, const sl_decl_t *src)
+static int sl_decl_device(const char *channel, const sl_decl_t *ctrl, const sl_decl_t *src,
+                          uint32_t *path_p)
 {
+    *path_p = 0;
     const sl_decl_endpoint_t *dev = NULL;
     for (uint64_t i = 0; i < ctrl->n_endpoints && !dev; i++)
         if (ctrl->endpoints[i].memory == SLUICE_MEMORY_DEVICE)
             dev = &ctrl->endpoints[i];
     if (!dev)
         return SLUICE_OK;
-    return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": instance %u is declared in device memory, "
-                                   "which this version of sluice cannot carry: controller: %s; "
-                                   "source: %s",
-                   channel, dev->instance,
-                   ctrl->device_why[0] ? ctrl->device_why : "(no reason given)",
-                   src->device_why[0] ? src->device_why : "(no reason given)");
+    if (!(ctrl->device & src->device & SL_DEVICE_GPU))
+        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": instance %u is declared in device memory, "
+                                       "but the two sides have no device data path in common: "
+                                       "controller: %s; source: %s",
+                       channel, dev->instance,
+                       ctrl->device_why[0] ? ctrl->device_why : "(no reason given)",
+                       src->device_why[0] ? src->device_why : "(no reason given)");
+    if (ctrl->device_path && src->device_path && ctrl->device_path != src->device_path)
+        return sl_fail(SLUICE_ETYPE, "channel \"%s\": the controller forces device path %s, the "
+                                     "source %s",
+                       channel, sl_device_path_name(ctrl->device_path),
+                       sl_device_path_name(src->device_path));
+    uint32_t forced = ctrl->device_path ? ctrl->device_path : src->device_path;
+    const char *no_ipc = NULL;
+    if (strcmp(ctrl->node, src->node) != 0)
+        no_ipc = "the two sides are on different nodes";
+    else if (!(ctrl->device & SL_DEVICE_IPC))
+        no_ipc = "the controller cannot share device memory between processes";
+    else if (!(src->device & SL_DEVICE_IPC))
+        no_ipc = "the source cannot share device memory between processes";
+    if (forced == SLUICE_DEVICE_PATH_IPC && no_ipc)
+        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": device path ipc was forced, but %s",
+                       channel, no_ipc);
+    if (!(ctrl->device & src->device & SL_DEVICE_STAGED) &&
+        (forced == SLUICE_DEVICE_PATH_STAGED || no_ipc))
+        return sl_fail(SLUICE_ENOTSUP, "channel \"%s\": instance %u is declared in device memory, "
+                                       "but %s cannot stage device memory through the host",
+                       channel, dev->instance,
+                       ctrl->device & SL_DEVICE_STAGED ? "the source" : "the controller");
+    *path_p = forced ? forced : no_ipc ? SLUICE_DEVICE_PATH_STAGED : SLUICE_DEVICE_PATH_IPC;
+    return SLUICE_OK;
 }
 
-static int sl_decl_agree(const char *channel, const sl_decl_t *ctrl, const sl_decl_t *src)
+static int sl_decl_agree(const char *channel, const sl_decl_t *ctrl, const sl_decl_t *src,
+                         uint32_t *device_path_p)
 {
 #define SL_AGREE(field)                                                                            \
     if (ctrl->field != src->field)                                                                 \
@@ -180,11 +220,11 @@ static int sl_decl_agree(const char *channel, const sl_decl_t *ctrl, const sl_de
     int rc = sl_decl_match(channel, ctrl, src);
     if (rc == SLUICE_OK)
         rc = sl_decl_match(channel, src, ctrl);
-    return rc ? rc : sl_decl_device(channel, ctrl, src);
+    return rc ? rc : sl_decl_device(channel, ctrl, src, device_path_p);
 }
 
 int sl_decl_check(const char *channel, int from_rank, const sl_decl_t *mine, sl_decl_t *theirs,
-                  size_t bytes)
+                  size_t bytes, uint32_t *device_path_p)
 {
     /* The endpoint count is compared by division: n_endpoints * size could
      * wrap around for a hostile count and pass a multiplied check. */
@@ -225,9 +265,13 @@ int sl_decl_check(const char *channel, int from_rank, const sl_decl_t *mine, sl_
                                             "memory %u (neither host nor device)",
                            channel, from_rank, e->instance, e->memory);
     }
+    if (theirs->device_path > SLUICE_DEVICE_PATH_STAGED)
+        return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": rank %d forces device path %u (no such "
+                                        "path)",
+                       channel, from_rank, theirs->device_path);
     if (theirs->role == mine->role)
         return sl_fail(SLUICE_EINVAL, "channel \"%s\": both sides opened it as %s", channel,
                        sl_role_name(mine->role));
-    return mine->role == SLUICE_CONTROLLER ? sl_decl_agree(channel, mine, theirs)
-                                           : sl_decl_agree(channel, theirs, mine);
+    return mine->role == SLUICE_CONTROLLER ? sl_decl_agree(channel, mine, theirs, device_path_p)
+                                           : sl_decl_agree(channel, theirs, mine, device_path_p);
 }

@@ -45,6 +45,8 @@ typedef struct sl_decl {
     uint32_t max_open_lumis;
     uint32_t transport_shm;   /* 1: shared memory, 0: RMA */
     uint32_t device;          /* SL_DEVICE_* bits; 0 unless it declares a device endpoint */
+    uint32_t device_path;     /* the device path it forces (option device_path), 0: any */
+    uint32_t reserved1;
     uint64_t arena_bytes;
     int64_t pid;              /* the declaring process, for liveness and segment names */
     uint64_t start;           /* its start time (liveness.h) */
@@ -56,15 +58,16 @@ typedef struct sl_decl {
 
 /*
  * What a side that declares a device-memory endpoint found it can do
- * (sl_decl_t.device; docs/design.md, "Device memory"). The agreement needs
- * a data path both sides have; none is built yet, so a device endpoint
- * fails the open on both sides with SLUICE_ENOTSUP and both reasons.
+ * (sl_decl_t.device; docs/gpu.md). The agreement picks a data path both
+ * sides have, or fails the open on both sides with SLUICE_ENOTSUP and both
+ * reasons.
  */
 enum {
     SL_DEVICE_PROBED = 1u << 0, /* it declares a device endpoint and looked (device_why is set) */
-    SL_DEVICE_CUDA = 1u << 1,   /* built with CUDA */
-    SL_DEVICE_GPU = 1u << 2,    /* sees at least one CUDA device */
-    /* Data paths come here (design only): same-node CUDA IPC, staged through pinned windows. */
+    SL_DEVICE_CUDA = 1u << 1,   /* built with a device layer (CUDA, or the tests' emulation) */
+    SL_DEVICE_GPU = 1u << 2,    /* sees at least one device */
+    SL_DEVICE_IPC = 1u << 3,    /* can export and map device memory between processes of a node */
+    SL_DEVICE_STAGED = 1u << 4, /* can copy between its device and the host arena */
 };
 
 /*
@@ -81,6 +84,9 @@ bool sl_decl_has_device(const sl_decl_t *decl);
 /* Record what this side can do with device memory: SL_DEVICE_* bits (PROBED is added) and why. */
 void sl_decl_set_device(sl_decl_t *decl, uint32_t device, const char *why);
 
+/* The device path a side calls what it names (sluice_device_path_choice_t; 0: "none"). */
+const char *sl_device_path_name(uint32_t path);
+
 /*
  * Check the declaration `theirs` of `bytes` bytes that rank `from_rank`
  * sent for `channel` against this side's own `mine`. Every field of
@@ -90,13 +96,15 @@ void sl_decl_set_device(sl_decl_t *decl, uint32_t device, const char *why);
  * a message no sluice peer sends (too short, endpoints past its end, wrong
  * magic or kind, an unknown role, direction or memory); SLUICE_EINVAL when
  * both sides opened the channel in the same role; SLUICE_ETYPE when the
- * declarations disagree (a field, or an instance's type or memory),
- * SLUICE_ENOTSUP for shared memory across nodes and for device-memory
- * endpoints without a data path both sides have (today: always); the
- * message names the channel and what differs. Calls no MPI; never blocks;
- * any thread.
+ * declarations disagree (a field, an instance's type or memory, or the
+ * device paths the two force), SLUICE_ENOTSUP for shared memory across
+ * nodes and for device-memory endpoints without a data path both sides
+ * have; the message names the channel and what differs. On SLUICE_OK,
+ * *device_path_p is the device path both sides take (SLUICE_DEVICE_PATH_IPC
+ * or _STAGED), or 0 when no endpoint is in device memory. Calls no MPI;
+ * never blocks; any thread.
  */
 int sl_decl_check(const char *channel, int from_rank, const sl_decl_t *mine, sl_decl_t *theirs,
-                  size_t bytes);
+                  size_t bytes, uint32_t *device_path_p);
 
 #endif

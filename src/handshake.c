@@ -258,7 +258,8 @@ int sl_handshake(sluice_channel_t *ch, sl_decl_t *mine, size_t bytes,
                 sl_decl_t *theirs = (sl_decl_t *)m->msg;
                 peer = 0;
                 acked_by_peer = false;
-                rc = sl_decl_check(ch->name, ch->peer_rank, mine, theirs, m->bytes);
+                rc = sl_decl_check(ch->name, ch->peer_rank, mine, theirs, m->bytes,
+                                   &agreed.device_path);
                 /* Declarations that disagree: the peer compares the same two
                  * and fails too, so it needs no ABORT. */
                 verdict_shared = rc == SLUICE_ETYPE || rc == SLUICE_ENOTSUP;

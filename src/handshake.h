@@ -12,6 +12,7 @@ typedef struct sl_agreement {
     int64_t peer_pid;
     uint64_t peer_start;
     bool same_node;           /* equal host name and boot id */
+    uint32_t device_path;     /* how device products travel (sl_decl_check), 0: none declared */
 } sl_agreement_t;
 
 /*

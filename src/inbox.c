@@ -31,7 +31,8 @@ int sl_geometry_compute(uint32_t streams, const sluice_options_t *o, sl_geometry
     return SLUICE_OK;
 }
 
-void sl_inbox_init(void *base, const sl_geometry_t *g)
+void sl_inbox_init(void *base, const sl_geometry_t *g, uint64_t device_bytes,
+                   const void *device_handle)
 {
     sl_inbox_header_t *h = base;
     memset(base, 0, g->streams_off);
@@ -48,6 +49,10 @@ void sl_inbox_init(void *base, const sl_geometry_t *g)
     h->owner_pid = (int64_t)getpid();
     h->owner_start = sl_proc_start_time(getpid());
     atomic_init(&h->peer_closed, 0);
+    if (device_handle) {
+        h->device_bytes = device_bytes;
+        memcpy(h->device_handle, device_handle, sizeof h->device_handle);
+    }
     for (uint32_t s = 0; s < g->streams; s++)
         memset((char *)base + sl_stream_ctrl(g, s), 0, SL_RING_CTRL_BYTES);
     /* Release, last: a peer that reads the magic with acquire sees the

@@ -10,9 +10,12 @@
 #define SL_INBOX_MAGIC 0x4249454349554c53ull /* "SLUICEIB" little-endian */
 /* The inbox layout's version, which the open declaration (decl.h) carries
  * too: raise it when either layout changes. 4: endpoints say their memory.
- * 5: records carry their own publication stamp (no head counter). */
-#define SL_INBOX_VERSION 5u
+ * 5: records carry their own publication stamp (no head counter).
+ * 6: the header's device section; declarations force a device path. */
+#define SL_INBOX_VERSION 6u
 #define SL_RECORD_BYTES 256u
+/* Bytes of an exported device allocation's handle (a CUDA IPC handle is 64). */
+#define SL_INBOX_DEVICE_HANDLE 64u
 
 /*
  * Inbox header, at offset 0. Written by the owner before the peer may look
@@ -49,9 +52,16 @@ typedef struct sl_inbox_header {
     _Atomic uint32_t doorbell;
     _Atomic uint32_t sleeping;
     uint8_t pad3[SL_CACHELINE - 2 * sizeof(uint32_t)];
+    /* Two lines: the owner's device arena, exported for a peer on its node
+     * that sends device products over CUDA IPC (docs/gpu.md). Written with
+     * the rest of the header, before the magic; `device_bytes` 0: none. */
+    uint64_t device_bytes;    /* the arena's length: it mirrors the inbox, offset for offset */
+    uint64_t reserved1;
+    uint8_t device_handle[SL_INBOX_DEVICE_HANDLE]; /* the IPC handle that maps it */
+    uint8_t pad4[2 * SL_CACHELINE - 16 - SL_INBOX_DEVICE_HANDLE];
 } sl_inbox_header_t;
 
-_Static_assert(sizeof(sl_inbox_header_t) == 5 * SL_CACHELINE, "header is five cache lines");
+_Static_assert(sizeof(sl_inbox_header_t) == 7 * SL_CACHELINE, "header is seven cache lines");
 
 /* Offsets inside one ring's control block (each counter on its own line).
  * Line 0 is unused since version 5: records carry their own stamp. */
@@ -131,8 +141,12 @@ static inline uint64_t sl_stream_arena(const sl_geometry_t *g, uint32_t s)
     return sl_ring_slots(sl_stream_ctrl(g, s)) + (uint64_t)g->ring_depth * SL_RECORD_BYTES;
 }
 
-/* Write the header of a fresh local inbox and zero its control blocks. */
-void sl_inbox_init(void *base, const sl_geometry_t *g);
+/*
+ * Write the header of a fresh local inbox and zero its control blocks; with
+ * `device_handle`, the device section too (an arena of `device_bytes`).
+ */
+void sl_inbox_init(void *base, const sl_geometry_t *g, uint64_t device_bytes,
+                   const void *device_handle);
 
 /*
  * Check a peer's header (copied out first) against its mapped size and the

@@ -37,12 +37,25 @@ static const sl_option_row_t sl_option_rows[] = {
     SL_ROW(liveness_ms, "SLUICE_LIVENESS_MS", 1000, 10, 600000, 0,
            "a waiting call learns that the peer process died within this many milliseconds "
            "(peers on this node; see docs/design.md for other nodes)"),
+    SL_ROW(device_path, "SLUICE_DEVICE_PATH", SLUICE_DEVICE_PATH_AUTO, 0, 2, 0,
+           "device products: auto (0), ipc (1) or staged (2); see docs/gpu.md"),
 };
 
 /* Names accepted for enumerated options, in value order. */
-static const char *const sl_transport_names[] = { "auto", "shm", "rma" };
+static const char *const sl_transport_names[] = { "auto", "shm", "rma", NULL };
+static const char *const sl_device_path_names[] = { "auto", "ipc", "staged", NULL };
 
 #define SL_N_OPTIONS (sizeof sl_option_rows / sizeof sl_option_rows[0])
+
+/* The names an option's environment variable accepts besides numbers, or NULL. */
+static const char *const *sl_option_names(const sl_option_row_t *r)
+{
+    if (r->offset == offsetof(sluice_options_t, transport))
+        return sl_transport_names;
+    if (r->offset == offsetof(sluice_options_t, device_path))
+        return sl_device_path_names;
+    return NULL;
+}
 
 static uint64_t sl_option_get(const sluice_options_t *o, const sl_option_row_t *r)
 {
@@ -228,12 +241,11 @@ int sluice_options_from_env(sluice_options_t *options)
             continue;
         uint64_t v;
         bool named = false;
-        if (r->offset == offsetof(sluice_options_t, transport)) {
-            for (uint64_t k = 0; k < 3; k++) {
-                if (strcmp(s, sl_transport_names[k]) == 0) {
-                    v = k;
-                    named = true;
-                }
+        const char *const *names = sl_option_names(r);
+        for (uint64_t k = 0; names && names[k]; k++) {
+            if (strcmp(s, names[k]) == 0) {
+                v = k;
+                named = true;
             }
         }
         if (!named && sl_parse_size(s, &v))

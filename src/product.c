@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../gpu/gpu.h"
 #include "channel.h"
 
 /*
@@ -118,8 +119,23 @@ int sluice_product_receive(sluice_token_t *token, uint32_t instance, unsigned fl
                                                    sluice_strerror(p.status)));
     }
     pthread_mutex_unlock(&st->lock);
+    uint64_t off = st->arena_off + sl_arena_offset(p.pos, ch->geo.arena_bytes);
+    const void *data = ch->local + off;
+    if (sl_endpoint_device(e)) {
+        /* Staged: the bytes are in the host arena; the device arena's region
+         * at the same offset is this view's until it is released, so the
+         * copy runs outside the stream's lock. */
+        data = sl_dev_local(ch, off);
+        if (ch->dev_path == SLUICE_DEVICE_PATH_STAGED &&
+            (rc = sl_gpu_copy(sl_dev_local(ch, off), ch->local + off, p.bytes))) {
+            pthread_mutex_lock(&st->lock);
+            sl_stream_release(ch, st, p.id);
+            pthread_mutex_unlock(&st->lock);
+            return sl_channel_result(ch, rc);
+        }
+    }
     *view_p = (sluice_view_t){
-        .data = ch->local + st->arena_off + sl_arena_offset(p.pos, ch->geo.arena_bytes),
+        .data = data,
         .bytes = p.bytes,
         .count = p.count,
         .type = e->type,
@@ -462,8 +478,17 @@ static int sl_reserve_locked(sluice_token_t *token, sl_stream_t *st, const sluic
                       .state = SL_RESV_OPEN,
                       .placed = !dropped };
     void *data = NULL;
-    if (!dropped && (ch->tp->caps & SL_CAP_PEER_POINTER)) {
-        data = ch->tp->peer_ptr(ch->link, st->arena_off + sl_arena_offset(pos, ch->geo.arena_bytes));
+    uint64_t off = st->arena_off + sl_arena_offset(pos, ch->geo.arena_bytes);
+    if (sl_endpoint_device(e)) {
+        /* The device region at the same offset as the host one (docs/gpu.md). */
+        if (!dropped)
+            data = sl_dev_peer(ch, off);
+        else if (st->dev_scratch || !(rc = sl_gpu_alloc(ch->geo.arena_bytes, &st->dev_scratch)))
+            data = st->dev_scratch;
+        else
+            return rc;
+    } else if (!dropped && (ch->tp->caps & SL_CAP_PEER_POINTER)) {
+        data = ch->tp->peer_ptr(ch->link, off);
     } else if (stage) {
         if ((rc = sl_resv_staging(st, r, bytes)))
             return rc;
@@ -477,7 +502,9 @@ static int sl_reserve_locked(sluice_token_t *token, sl_stream_t *st, const sluic
         sl_mon_stream_tx(ch, st);
     }
     st->resv_n++;
-    *res_p = (sluice_reservation_t){ data, bytes, e->instance, count, r->handle };
+    *res_p = (sluice_reservation_t){
+        .data = data, .bytes = bytes, .instance = e->instance, .count = count, .handle = r->handle
+    };
     return SLUICE_OK;
 }
 
@@ -494,6 +521,30 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
     return sl_channel_result(token->channel,
                              sl_unlock(st, sl_reserve_locked(token, st, e, bytes, count, flags,
                                                              true, res_p)));
+}
+
+/*
+ * A device product's bytes, before its record may go out (docs/gpu.md,
+ * "Completion"): the work on `stream` that filled the reservation is waited
+ * for (sluice_product_send's copy, from `src`, is complete when it returns);
+ * the staged path then copies the product, from `src` or from this side's
+ * device staging, into the peer's host arena: through the peer pointer, or
+ * into a local buffer that is put like a host product's. Nothing is
+ * published on failure. Called with the stream's lock held.
+ */
+static int sl_device_commit(sluice_channel_t *ch, sl_stream_t *st, sl_resv_t *r, const void *src,
+                            void *stream)
+{
+    uint64_t off = st->arena_off + sl_arena_offset(r->pos, ch->geo.arena_bytes);
+    int rc = src ? SLUICE_OK : sl_gpu_wait(stream);
+    if (rc || ch->dev_path != SLUICE_DEVICE_PATH_STAGED || !r->len)
+        return rc;
+    const void *from = src ? src : sl_dev_peer(ch, off);
+    if (ch->tp->caps & SL_CAP_PEER_POINTER)
+        return sl_gpu_copy(ch->tp->peer_ptr(ch->link, off), from, r->len);
+    if ((rc = sl_resv_staging(st, r, r->len)) || (rc = sl_gpu_copy(r->staging, from, r->len)))
+        return rc;
+    return ch->tp->put(ch->link, off, r->staging, r->len);
 }
 
 /*
@@ -518,6 +569,9 @@ static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reser
     if (!r->placed) {
         /* The peer finished the event: it would discard the product unread. */
         sl_stat_add(&ch->stats->discarded, 1);
+    } else if (sl_endpoint_device(e)) {
+        if ((rc = sl_device_commit(ch, st, r, src, src ? NULL : res->cuda_stream)))
+            return rc;
     } else if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && r->len) {
         /* An older reservation is still open or unpublished: the record
          * (and the flush that completes this put) comes later, so the
@@ -602,12 +656,22 @@ int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *da
     if (rc)
         return rc;
     /* With a pointer into the peer's arena: one memcpy there. Without one
-     * (RMA): no staging copy, the transport puts straight from `data`. */
+     * (RMA): no staging copy, the transport puts straight from `data`. A
+     * device product: one cudaMemcpy into the peer's device arena (ipc), or
+     * into the host arena at commit (staged). */
     sluice_reservation_t res;
     if ((rc = sl_reserve_locked(token, st, e, bytes, count, flags, false, &res)))
         return sl_channel_result(token->channel, sl_unlock(st, rc));
-    if (res.data && bytes)
+    if (sl_endpoint_device(e)) {
+        /* Staged, the commit copies from `data` itself. */
+        if (token->channel->dev_path == SLUICE_DEVICE_PATH_IPC && bytes &&
+            res.data != st->dev_scratch && (rc = sl_gpu_copy(res.data, data, bytes))) {
+            sl_cancel_locked(st, token->channel, &res);
+            return sl_channel_result(token->channel, sl_unlock(st, rc));
+        }
+    } else if (res.data && bytes) {
         memcpy(res.data, data, bytes);
+    }
     return sl_channel_result(token->channel,
                              sl_unlock(st, sl_commit_or_cancel(token, st, &res, data)));
 }

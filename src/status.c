@@ -37,6 +37,7 @@ const char *sluice_strerror(int status)
     case SLUICE_EPEERDEAD: return "the peer process died";
     case SLUICE_EMPI: return "MPI call failed";
     case SLUICE_ESYS: return "system call failed";
+    case SLUICE_EDEVICE: return "CUDA call failed";
     }
     return "unknown status";
 }

@@ -27,6 +27,7 @@ typedef struct sluice_options {
     uint32_t max_sleep_us;    /**< longest sleep between polls once backed off */
     uint32_t transport;       /**< a sluice_transport_choice_t */
     uint64_t liveness_ms;     /**< a dead peer is reported (SLUICE_EPEERDEAD) within this */
+    uint32_t device_path;     /**< a sluice_device_path_choice_t: how device products travel */
 } sluice_options_t;
 
 /** Which transport a channel uses. AUTO chooses by where the peer runs;
@@ -37,14 +38,24 @@ typedef enum sluice_transport_choice {
     SLUICE_TRANSPORT_RMA = 2,  /**< MPI one-sided windows, also with a peer on this node */
 } sluice_transport_choice_t;
 
+/** How products in device memory travel (docs/gpu.md). AUTO takes the best
+ * path both sides have; the others force one, and a forced path that either
+ * side lacks fails the open on both sides with SLUICE_ENOTSUP. */
+typedef enum sluice_device_path_choice {
+    SLUICE_DEVICE_PATH_AUTO = 0,   /**< CUDA IPC on one node, else staged through host memory */
+    SLUICE_DEVICE_PATH_IPC = 1,    /**< CUDA IPC: the sender writes into the receiver's GPU memory */
+    SLUICE_DEVICE_PATH_STAGED = 2, /**< through the host arena: device-to-host, then host-to-device */
+} sluice_device_path_choice_t;
+
 /** Set every field to its default. Never fails. */
 void sluice_options_init(sluice_options_t *options);
 
 /**
  * Override fields from SLUICE_* environment variables (SLUICE_RING_DEPTH,
  * SLUICE_GLOBAL_DEPTH, SLUICE_ARENA_BYTES, SLUICE_MAX_OPEN_LUMIS,
- * SLUICE_TIMEOUT_MS, SLUICE_SPIN, SLUICE_MAX_SLEEP_US, SLUICE_TRANSPORT, SLUICE_LIVENESS_MS). Sizes
- * accept a K, M or G suffix; SLUICE_TRANSPORT also accepts auto, shm or rma. Returns SLUICE_ERANGE or SLUICE_EINVAL, with a message naming
+ * SLUICE_TIMEOUT_MS, SLUICE_SPIN, SLUICE_MAX_SLEEP_US, SLUICE_TRANSPORT, SLUICE_LIVENESS_MS,
+ * SLUICE_DEVICE_PATH). Sizes accept a K, M or G suffix; SLUICE_TRANSPORT also
+ * accepts auto, shm or rma, and SLUICE_DEVICE_PATH auto, ipc or staged. Returns SLUICE_ERANGE or SLUICE_EINVAL, with a message naming
  * the variable, if a value is malformed or out of range; `options` is then
  * unchanged.
  */

@@ -108,17 +108,20 @@ typedef enum sluice_direction {
 } sluice_direction_t;
 
 /**
- * Where the products of an endpoint live (docs/design.md, "Device memory").
- * Host memory is the default (0). Device memory means CUDA device memory:
- * sender and receiver must both declare it (the open fails on both sides
- * with SLUICE_ETYPE otherwise), and this version has no device data path
- * yet: a channel with a device endpoint fails to open on both sides with
- * SLUICE_ENOTSUP, and sluice_last_error() says why ("built without CUDA",
- * "no CUDA device: ...", or that the data path is not built yet).
+ * Where the products of an endpoint live (docs/gpu.md). Host memory is the
+ * default (0). Device memory means CUDA device memory: sender and receiver
+ * must both declare it (the open fails on both sides with SLUICE_ETYPE
+ * otherwise), and both need a CUDA device and a build with CUDA, or the
+ * open fails on both sides with SLUICE_ENOTSUP and sluice_last_error()
+ * says which side lacks what ("built without CUDA", "no CUDA device: ...").
+ * For a device endpoint, a reservation's `data` and a view's `data` are
+ * device pointers, sluice_product_send reads `data` with cudaMemcpy (device
+ * or host), and custom layouts are refused. How the bytes travel:
+ * sluice_channel_device_path().
  */
 typedef enum sluice_memory {
     SLUICE_MEMORY_HOST = 0,   /**< host memory: the arena in the receiver's inbox */
-    SLUICE_MEMORY_DEVICE = 1, /**< CUDA device memory of the receiver's GPU (not carried yet) */
+    SLUICE_MEMORY_DEVICE = 1, /**< CUDA device memory of the receiver's GPU */
 } sluice_memory_t;
 
 /**
@@ -212,6 +215,16 @@ const char *sluice_channel_transport(const sluice_channel_t *ch);
  * Valid until the channel is closed.
  */
 const char *sluice_channel_path(const sluice_channel_t *ch);
+
+/**
+ * How the channel's products in device memory travel (docs/gpu.md): "ipc"
+ * (the sender's copies and kernels write straight into the receiver's GPU
+ * memory, mapped with CUDA IPC: one node), "staged" (through the host arena:
+ * device to host on the sender, host to device on the receiver), or "none"
+ * (no endpoint in device memory). Both sides agree on it at open; the
+ * option device_path forces one. A constant string.
+ */
+const char *sluice_channel_device_path(const sluice_channel_t *ch);
 
 /** Counters of this side. Thread-safe; values may lag concurrent calls. */
 void sluice_channel_stats(const sluice_channel_t *ch, sluice_channel_stats_t *stats_p);
@@ -385,11 +398,15 @@ int sluice_event_fail(sluice_token_t *token, int status, const char *message);
  * committed or cancelled (or the event is finished, which cancels it).
  */
 typedef struct sluice_reservation {
-    void *data;               /**< where to write the product; writable until commit */
+    void *data;               /**< where to write the product; writable until commit (a device
+                                   pointer for a device endpoint) */
     size_t bytes;             /**< the region's length */
     uint32_t instance;        /**< the instance it was reserved for */
     uint64_t count;           /**< the element count given to sluice_product_reserve */
     uint64_t handle;          /**< private: names the reservation in its stream */
+    void *cuda_stream;        /**< device endpoint: the cudaStream_t whose work fills `data`,
+                                   set before commit; NULL (the default): all of this process's
+                                   work on the device */
 } sluice_reservation_t;
 
 /**
@@ -409,7 +426,12 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
                            unsigned flags, sluice_reservation_t *res_p);
 
 /**
- * Publish a reserved product. Do not touch `res->data` afterwards. A
+ * Publish a reserved product. Do not touch `res->data` afterwards. For a
+ * device endpoint, commit first waits for the work on `res->cuda_stream`
+ * (cudaStreamSynchronize; cudaDeviceSynchronize for NULL), so the receiver
+ * gets complete bytes without synchronising anything itself; on the staged
+ * path it then copies the product to the host arena. A CUDA failure is
+ * SLUICE_EDEVICE, and the reservation stays open (cancel it or commit again). A
  * failure (SLUICE_ETIMEDOUT when the MPI guard stays held, a dead peer)
  * leaves the product committed: it goes out with the next publication of
  * its stream that succeeds (a later commit or send, or the event's finish),
@@ -442,7 +464,8 @@ int sluice_product_send_absent(sluice_token_t *token, uint32_t instance);
  * Treat it as opaque apart from the fields documented here.
  */
 typedef struct sluice_view {
-    const void *data;         /**< the product's bytes, in the receiver's arena */
+    const void *data;         /**< the product's bytes, in the receiver's arena (a device pointer,
+                                   complete on arrival, for a device endpoint) */
     size_t bytes;             /**< the product's length */
     uint64_t count;           /**< element count given by the sender */
     const sluice_type_t *type; /**< the product's type */

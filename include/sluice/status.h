@@ -48,6 +48,7 @@ typedef enum sluice_status {
 
     SLUICE_EMPI = -60,       /**< an MPI call failed */
     SLUICE_ESYS = -61,       /**< an operating-system call failed */
+    SLUICE_EDEVICE = -62,    /**< a CUDA call failed (device products): sluice_last_error names it */
 } sluice_status_t;
 
 /** A constant, static description of a status code; never NULL. Thread-safe. */

@@ -178,6 +178,7 @@ static void fz_write_seeds(const char *dir)
     FZ_SEED("role-three", C, true, 0, p->role = 3);
     FZ_SEED("direction-zero", S, false, 0, p->endpoints[2].direction = 0);
     FZ_SEED("memory-two", C, false, 0, p->endpoints[1].memory = 2);
+    FZ_SEED("device-path-three", S, true, 0, p->device_path = 3);
     /* Well formed, but not in agreement. */
     FZ_SEED("version", S, false, 0, p->version++);
     FZ_SEED("streams", C, false, 0, p->streams = FZ_STREAMS + 1);
@@ -208,7 +209,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     /* The declarations of the two roles agree: each side accepts the other's. */
     for (int r = 0; r < 2; r++) {
         sl_decl_t *peer = fz_declare((sluice_role_t)(2 - r), true, &bytes);
-        int rc = sl_decl_check(FZ_CHANNEL, FZ_RANK, fz_mine[r][1], peer, bytes);
+        uint32_t path;
+        int rc = sl_decl_check(FZ_CHANNEL, FZ_RANK, fz_mine[r][1], peer, bytes, &path);
         fz_check_status(rc, SLUICE_OK, "sl_decl_check of the other role's own declaration");
         free(peer);
     }
@@ -260,6 +262,9 @@ static int fz_expected(const sl_decl_t *mine, const sl_decl_t *p, size_t size, c
             p->endpoints[i].memory != SLUICE_MEMORY_DEVICE)
             return SLUICE_ECORRUPT;
     }
+    snprintf(what, what_len, "forces device path %u", p->device_path);
+    if (p->device_path > SLUICE_DEVICE_PATH_STAGED)
+        return SLUICE_ECORRUPT;
     snprintf(what, what_len, "both sides");
     if (p->role == mine->role)
         return SLUICE_EINVAL;
@@ -303,12 +308,29 @@ static int fz_expected(const sl_decl_t *mine, const sl_decl_t *p, size_t size, c
                 return SLUICE_ETYPE;
         }
     }
-    /* Then device memory, which no side can carry yet: refused, naming the
-     * controller's first device endpoint. */
-    for (uint64_t i = 0; i < ctrl->n_endpoints; i++) {
-        snprintf(what, what_len, "instance %u is declared in device memory",
-                 ctrl->endpoints[i].instance);
+    /* Then device memory, from the controller's first device endpoint: a
+     * device on both sides, forced paths that agree, and a path both have
+     * (IPC needs one node and both able to share; otherwise staging). */
+    const sl_decl_endpoint_t *dev = NULL;
+    for (uint64_t i = 0; i < ctrl->n_endpoints && !dev; i++)
         if (ctrl->endpoints[i].memory == SLUICE_MEMORY_DEVICE)
+            dev = &ctrl->endpoints[i];
+    if (dev) {
+        snprintf(what, what_len, "instance %u is declared in device memory", dev->instance);
+        if (!(ctrl->device & SL_DEVICE_GPU) || !(src->device & SL_DEVICE_GPU))
+            return SLUICE_ENOTSUP;
+        snprintf(what, what_len, "forces device path");
+        if (ctrl->device_path && src->device_path && ctrl->device_path != src->device_path)
+            return SLUICE_ETYPE;
+        uint32_t forced = ctrl->device_path ? ctrl->device_path : src->device_path;
+        bool ipc = strcmp(ctrl->node, src->node) == 0 && (ctrl->device & SL_DEVICE_IPC) &&
+                   (src->device & SL_DEVICE_IPC);
+        snprintf(what, what_len, "device path ipc was forced");
+        if (forced == SLUICE_DEVICE_PATH_IPC && !ipc)
+            return SLUICE_ENOTSUP;
+        snprintf(what, what_len, "cannot stage device memory");
+        if ((!(ctrl->device & SL_DEVICE_STAGED) || !(src->device & SL_DEVICE_STAGED)) &&
+            (forced == SLUICE_DEVICE_PATH_STAGED || !ipc))
             return SLUICE_ENOTSUP;
     }
     what[0] = '\0';
@@ -347,7 +369,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (size)
                 memcpy(theirs, data, size);
             int want = fz_expected(mine, model, size, what, sizeof what);
-            int rc = sl_decl_check(FZ_CHANNEL, FZ_RANK, mine, theirs, size);
+            uint32_t path;
+            int rc = sl_decl_check(FZ_CHANNEL, FZ_RANK, mine, theirs, size, &path);
             fz_check(rc == want,
                      "sl_decl_check as %s over %s returned %d (%s), the model expects %d (%s: %s)",
                      r ? "source" : "controller", shm ? "shm" : "rma", rc, sluice_strerror(rc),

@@ -59,7 +59,7 @@ static void fz_fresh_header(const sl_geometry_t *g, sl_inbox_header_t *h)
     if (g->inbox_bytes <= FZ_INIT_MAX) {
         char *mem = aligned_alloc(4096, g->inbox_bytes);
         fz_check(mem != NULL, "no memory for an inbox of %llu", (unsigned long long)g->inbox_bytes);
-        sl_inbox_init(mem, g);
+        sl_inbox_init(mem, g, 0, NULL);
         memcpy(h, mem, sizeof *h);
         free(mem);
         int rc = sl_inbox_check(h, g->inbox_bytes, g);

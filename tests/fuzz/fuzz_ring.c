@@ -323,7 +323,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_ring_t f = { .bytes = g.inbox_bytes };
     f.mem = aligned_alloc(4096, f.bytes);
     fz_check(f.mem != NULL, "no memory for an inbox of %llu", (unsigned long long)f.bytes);
-    sl_inbox_init(f.mem, &g);
+    sl_inbox_init(f.mem, &g, 0, NULL);
     uint8_t which = fz_u8(&in);
     if (which % 4 == 0) {
         f.ctrl = g.global_off;

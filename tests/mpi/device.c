@@ -1,17 +1,35 @@
 /* SPDX-License-Identifier: MIT */
-/* Device-memory endpoints at open (docs/design.md, "Device memory"): both sides must agree, and
- * until a device data path exists both sides refuse them at once, saying why. */
+/*
+ * Device-memory endpoints (docs/gpu.md): the agreement at open, then device
+ * products both ways over the path the channel takes. The data cases run
+ * over the device layer the library was built with (tdev.h): a real GPU
+ * where there is one, the emulated layer in the devemu.* lines, and exit 77
+ * with the reason where there is no device.
+ */
 #include <time.h>
 
 #include "harness.h"
+#include "tdev.h"
 
-enum { D_INPUT = 7, D_RESULT = 8 };
+enum { D_INPUT = 7, D_RESULT = 8, D_BACK = 9, D_HITS = 10 };
+
+#define D_SKIP 77
 
 static double d_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Whether this process has a device to run the data cases on; prints why not. */
+static int d_have_device(const char *what)
+{
+    char why[256] = "";
+    if (tdev_count(why, sizeof why) > 0)
+        return 1;
+    printf("[%s] %s: skipped, no device: %s\n", h_role, what, why);
+    return 0;
 }
 
 #if SLUICE_TEST_CUDA
@@ -22,11 +40,7 @@ static int d_reason_ok(const char *m, const char *side)
     if (!r)
         return 0;
     r += strlen(side);
-    if (strncmp(r, "no CUDA device: ", 16) == 0)
-        return r[16] != '\0' && r[16] != ';';
-    char *end;
-    return strtol(r, &end, 10) > 0 && strncmp(end, " CUDA device", 12) == 0 &&
-           strstr(end, "no device data path yet") != NULL;
+    return strncmp(r, "no CUDA device: ", 16) == 0 && r[16] != '\0' && r[16] != ';';
 }
 #endif
 
@@ -59,12 +73,21 @@ int case_device_one_side(const char *device_side)
 
 int case_device_both(void)
 {
-    /* Both declare instance 7 in device memory: both opens fail with SLUICE_ENOTSUP as soon as
-     * the declarations crossed, each with both sides' reasons. */
+    /* Both declare instance 7 in device memory. Without a device, both opens fail with
+     * SLUICE_ENOTSUP as soon as the declarations crossed, each with both sides' reasons; with
+     * one, the channel opens over CUDA IPC (both sides on this node). */
     sluice_endpoint_t eps[2];
     d_endpoints(eps, SLUICE_MEMORY_DEVICE);
     sluice_options_t o = h_options();
     sluice_channel_t *ch = NULL;
+    char why[256];
+    if (tdev_count(why, sizeof why) > 0) {
+        H_OK(h_open("device-both", 1, eps, 2, &o, &ch));
+        H_TRUE(!strcmp(sluice_channel_device_path(ch), "ipc"), "device path %s on one node",
+               sluice_channel_device_path(ch));
+        H_OK(sluice_channel_close(ch));
+        return 0;
+    }
     h_sync();
     double t0 = d_now_ms();
     H_STATUS(h_open("device-both", 1, eps, 2, &o, &ch), SLUICE_ENOTSUP);
@@ -75,8 +98,6 @@ int case_device_both(void)
            o.timeout_ms);
     H_TRUE(strstr(m, "instance 7 is declared in device memory"), "message: %s", m);
 #if SLUICE_TEST_CUDA
-    /* This build has CUDA: each side either has no device (and CUDA's reason) or has one and
-     * no data path to use it with. */
     H_TRUE(d_reason_ok(m, "controller: ") && d_reason_ok(m, "source: "),
            "message does not give a CUDA reason for each side: %s", m);
 #else
@@ -89,15 +110,23 @@ int case_device_both(void)
 
 int case_device_then_host(void)
 {
-    /* A refused device channel leaves nothing behind: the same channel, declared in host memory
-     * on both sides, then opens and carries products both ways. */
+    /* A device channel, refused or opened, leaves nothing behind: the same channel, declared in
+     * host memory on both sides, then opens and carries products both ways. */
     sluice_endpoint_t eps[2];
     d_endpoints(eps, SLUICE_MEMORY_DEVICE);
     sluice_options_t o = h_options();
     sluice_channel_t *ch = NULL;
-    H_STATUS(h_open("device-then-host", 1, eps, 2, &o, &ch), SLUICE_ENOTSUP);
+    char why[256];
+    if (tdev_count(why, sizeof why) > 0) {
+        H_OK(h_open("device-then-host", 1, eps, 2, &o, &ch));
+        H_OK(sluice_channel_close(ch));
+    } else {
+        H_STATUS(h_open("device-then-host", 1, eps, 2, &o, &ch), SLUICE_ENOTSUP);
+    }
     d_endpoints(eps, SLUICE_MEMORY_HOST);
     H_OK(h_open("device-then-host", 1, eps, 2, &o, &ch));
+    H_TRUE(!strcmp(sluice_channel_device_path(ch), "none"), "host-only channel has device "
+           "path %s", sluice_channel_device_path(ch));
     H_DO(h_begin(ch, 1));
     unsigned char buf[4096];
     for (uint64_t ev = 1; ev <= 3; ev++) {
@@ -117,4 +146,254 @@ int case_device_then_host(void)
     H_DO(h_end_job(ch, 1));
     H_OK(sluice_channel_close(ch));
     return 0;
+}
+
+int case_device_path_mismatch(void)
+{
+    /* The controller forces ipc, the source staged: both opens fail alike (SLUICE_ETYPE), or,
+     * without a device, with SLUICE_ENOTSUP first. */
+    sluice_endpoint_t eps[2];
+    d_endpoints(eps, SLUICE_MEMORY_DEVICE);
+    sluice_options_t o = h_options();
+    o.device_path = h_is_ctrl ? SLUICE_DEVICE_PATH_IPC : SLUICE_DEVICE_PATH_STAGED;
+    sluice_channel_t *ch = NULL;
+    char why[256];
+    int want = tdev_count(why, sizeof why) > 0 ? SLUICE_ETYPE : SLUICE_ENOTSUP;
+    H_STATUS(h_open("device-path-mismatch", 1, eps, 2, &o, &ch), want);
+    if (want == SLUICE_ETYPE)
+        H_TRUE(strstr(sluice_last_error(), "the controller forces device path ipc, the source "
+                                           "staged"),
+               "message: %s", sluice_last_error());
+    H_TRUE(ch == NULL, "channel handle set on failure");
+    return 0;
+}
+
+/* ------------------------------------------------------------ data */
+
+/* Open `name` with `eps` over device path `path` ("auto", "ipc", "staged"), and check the path
+ * the channel reports (auto: ipc, both sides being on this node). */
+static int d_open(const char *name, const char *path, const sluice_endpoint_t *eps, size_t n,
+                  sluice_options_t *o, sluice_channel_t **ch_p)
+{
+    o->device_path = !strcmp(path, "ipc")      ? SLUICE_DEVICE_PATH_IPC
+                     : !strcmp(path, "staged") ? SLUICE_DEVICE_PATH_STAGED
+                                               : SLUICE_DEVICE_PATH_AUTO;
+    H_OK(h_open(name, 1, eps, n, o, ch_p));
+    const char *want = strcmp(path, "staged") ? "ipc" : "staged";
+    H_TRUE(!strcmp(sluice_channel_device_path(*ch_p), want), "device path %s, expected %s",
+           sluice_channel_device_path(*ch_p), want);
+    return 0;
+}
+
+/* A received device product holds what h_fill(seed) wrote. */
+static int d_check_view(const sluice_view_t *v, size_t bytes, uint64_t seed, const char *what)
+{
+    H_TRUE(v->bytes == bytes, "%s: %zu bytes, expected %zu", what, v->bytes, bytes);
+    uint64_t got, want;
+    unsigned char *ref = malloc(bytes ? bytes : 1);
+    H_TRUE(ref != NULL, "no memory");
+    h_fill(ref, bytes, seed);
+    want = h_checksum(ref, bytes);
+    free(ref);
+    H_TRUE(tdev_checksum(v->data, v->bytes, &got) == 0, "%s: cannot read the device view", what);
+    H_TRUE(got == want, "%s: %zu device bytes damaged", what, bytes);
+    return 0;
+}
+
+/* Sizes from 0 B to 256 MiB, each way: reserve-fill-commit forward, send from a device buffer
+ * back; contents checked on the receiving device. */
+static int d_sizes(const char *path)
+{
+    static const size_t sizes[] = { 0, 1, 63, 64, 65, 4097, 1u << 20, 16u << 20, 256u << 20 };
+    const size_t n_sizes = sizeof sizes / sizeof sizes[0], max = 256u << 20;
+    sluice_endpoint_t eps[] = {
+        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+        { .instance = D_BACK, .direction = h_dir(0), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+    };
+    sluice_options_t o = h_options();
+    o.arena_bytes = max + 4096; /* the largest product fits whole */
+    sluice_channel_t *ch;
+    H_DO(d_open("device-sizes", path, eps, 2, &o, &ch));
+    void *buf = tdev_alloc(max);
+    H_TRUE(buf != NULL, "cannot allocate %zu device bytes", max);
+    H_DO(h_begin(ch, 1));
+    for (size_t i = 0; i < n_sizes; i++) {
+        size_t bytes = sizes[i];
+        uint64_t ev = i + 1;
+        char what[64];
+        sluice_token_t tok;
+        H_DO(h_start_event(ch, 0, 1, ev, &tok));
+        if (h_is_ctrl) {
+            sluice_reservation_t r;
+            H_OK(sluice_product_reserve(&tok, D_INPUT, bytes, bytes, 0, &r));
+            H_TRUE(tdev_fill(r.data, bytes, ev) == 0, "cannot fill the reservation");
+            H_OK(sluice_product_commit(&tok, &r));
+            sluice_view_t v;
+            H_OK(sluice_product_receive(&tok, D_BACK, 0, &v));
+            snprintf(what, sizeof what, "back, %zu bytes", bytes);
+            H_DO(d_check_view(&v, bytes, ev + 1000, what));
+            H_OK(sluice_view_release(ch, &v));
+        } else {
+            sluice_view_t v;
+            H_OK(sluice_product_receive(&tok, D_INPUT, 0, &v));
+            snprintf(what, sizeof what, "forward, %zu bytes", bytes);
+            H_DO(d_check_view(&v, bytes, ev, what));
+            H_TRUE(v.count == bytes, "count %llu", (unsigned long long)v.count);
+            H_OK(sluice_view_release(ch, &v));
+            H_TRUE(tdev_fill(buf, bytes, ev + 1000) == 0, "cannot fill the device buffer");
+            H_OK(sluice_product_send(&tok, D_BACK, buf, bytes, bytes, 0));
+        }
+        H_OK(sluice_event_finish(&tok));
+    }
+    H_DO(h_end_job(ch, 1));
+    tdev_free(buf);
+    H_OK(sluice_channel_close(ch));
+    return 0;
+}
+
+/* Host and device products in one event, an SoA device product with its count, and a received
+ * device view sent on as it is. */
+static int d_mixed(const char *path)
+{
+    sluice_endpoint_t eps[] = {
+        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+        { .instance = D_RESULT, .direction = h_dir(1), .type = T_BYTES },
+        { .instance = D_HITS, .direction = h_dir(1), .type = T_HITS,
+          .memory = SLUICE_MEMORY_DEVICE },
+        { .instance = D_BACK, .direction = h_dir(0), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+    };
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch;
+    H_DO(d_open("device-mixed", path, eps, 4, &o, &ch));
+    H_DO(h_begin(ch, 1));
+    unsigned char host[3000];
+    for (uint64_t ev = 1; ev <= 40; ev++) {
+        uint64_t hits = 100 * ev + 7;
+        size_t hit_bytes = 0, dev_bytes = 5000 + (size_t)ev * 64;
+        H_OK(sluice_type_bytes(T_HITS, hits, &hit_bytes));
+        sluice_token_t tok;
+        H_DO(h_start_event(ch, 0, 1, ev, &tok));
+        if (h_is_ctrl) {
+            h_fill(host, sizeof host, ev * 3);
+            H_OK(sluice_product_send(&tok, D_RESULT, host, sizeof host, sizeof host, 0));
+            sluice_reservation_t r;
+            H_OK(sluice_product_reserve(&tok, D_HITS, hit_bytes, hits, 0, &r));
+            /* One element more than the region holds is refused at commit. */
+            sluice_reservation_t bad = r;
+            bad.count = hits + 1000;
+            H_STATUS(sluice_product_commit(&tok, &bad), SLUICE_EINVAL);
+            H_TRUE(tdev_fill(r.data, hit_bytes, ev * 3 + 1) == 0, "cannot fill");
+            H_OK(sluice_product_commit(&tok, &r));
+            H_OK(sluice_product_reserve(&tok, D_INPUT, dev_bytes, dev_bytes, 0, &r));
+            H_TRUE(tdev_fill(r.data, dev_bytes, ev * 3 + 2) == 0, "cannot fill");
+            H_OK(sluice_product_commit(&tok, &r));
+            sluice_view_t v;
+            H_OK(sluice_product_receive(&tok, D_BACK, 0, &v));
+            H_DO(d_check_view(&v, dev_bytes, ev * 3 + 2, "sent on"));
+            H_OK(sluice_view_release(ch, &v));
+        } else {
+            /* Taken in another order than sent. */
+            sluice_view_t vh, vd, vb;
+            H_OK(sluice_product_receive(&tok, D_HITS, 0, &vh));
+            H_TRUE(vh.count == hits, "SoA count %llu, expected %llu",
+                   (unsigned long long)vh.count, (unsigned long long)hits);
+            H_DO(d_check_view(&vh, hit_bytes, ev * 3 + 1, "SoA"));
+            H_OK(sluice_product_receive(&tok, D_RESULT, 0, &vb));
+            h_fill(host, sizeof host, ev * 3);
+            H_TRUE(vb.bytes == sizeof host && !memcmp(vb.data, host, sizeof host),
+                   "host product damaged");
+            H_OK(sluice_product_receive(&tok, D_INPUT, 0, &vd));
+            H_DO(d_check_view(&vd, dev_bytes, ev * 3 + 2, "device"));
+            /* Straight from the device view into the peer's device memory. */
+            H_OK(sluice_product_send(&tok, D_BACK, vd.data, vd.bytes, vd.bytes, 0));
+            H_OK(sluice_view_release(ch, &vd));
+            H_OK(sluice_view_release(ch, &vh));
+            H_OK(sluice_view_release(ch, &vb));
+        }
+        H_OK(sluice_event_finish(&tok));
+    }
+    H_DO(h_end_job(ch, 1));
+    H_OK(sluice_channel_close(ch));
+    return 0;
+}
+
+/* The receiver holds views across events and releases them out of order while the next
+ * products arrive into the freed regions: a held view never changes. A held view pins the
+ * arena from its region on (the tail moves past released prefixes only), so the arena is sized
+ * for the span the holding pattern below can pin: at most about six events of three products. */
+static int d_held(const char *path)
+{
+    enum { EVENTS = 120, PER = 3, HOLD = 3 };
+    const size_t bytes = 256u << 10;
+    sluice_endpoint_t eps[] = {
+        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+    };
+    sluice_options_t o = h_options();
+    o.arena_bytes = 8u << 20;
+    sluice_channel_t *ch;
+    H_DO(d_open("device-held", path, eps, 1, &o, &ch));
+    H_DO(h_begin(ch, 1));
+    struct { sluice_view_t v; uint64_t seed; } held[HOLD + 1];
+    int n_held = 0;
+    for (uint64_t ev = 1; ev <= EVENTS; ev++) {
+        sluice_token_t tok;
+        H_DO(h_start_event(ch, 0, 1, ev, &tok));
+        for (uint64_t k = 0; k < PER; k++) {
+            uint64_t seed = ev * 16 + k;
+            if (h_is_ctrl) {
+                sluice_reservation_t r;
+                H_OK(sluice_product_reserve(&tok, D_INPUT, bytes, bytes, 0, &r));
+                H_TRUE(tdev_fill(r.data, bytes, seed) == 0, "cannot fill");
+                H_OK(sluice_product_commit(&tok, &r));
+                continue;
+            }
+            sluice_view_t v;
+            H_OK(sluice_product_receive(&tok, D_INPUT, 0, &v));
+            if (k != 1) { /* every second one is released at once */
+                H_DO(d_check_view(&v, bytes, seed, "product"));
+                H_OK(sluice_view_release(ch, &v));
+                continue;
+            }
+            held[n_held].v = v;
+            held[n_held++].seed = seed;
+            if (n_held > HOLD) {
+                /* Give back the oldest or the next one, in turn, then close the gap. */
+                int out = (int)(ev % 2);
+                H_DO(d_check_view(&held[out].v, bytes, held[out].seed, "held view"));
+                H_OK(sluice_view_release(ch, &held[out].v));
+                memmove(&held[out], &held[out + 1], (size_t)(n_held - out - 1) * sizeof held[0]);
+                n_held--;
+            }
+        }
+        H_OK(sluice_event_finish(&tok));
+    }
+    for (int i = 0; i < n_held; i++) {
+        H_DO(d_check_view(&held[i].v, bytes, held[i].seed, "held view at the end"));
+        H_OK(sluice_view_release(ch, &held[i].v));
+    }
+    H_DO(h_end_job(ch, 1));
+    H_OK(sluice_channel_close(ch));
+    return 0;
+}
+
+int case_device_data(const char *what, const char *path)
+{
+    char name[64];
+    snprintf(name, sizeof name, "device_%s (%s, %s layer)", what, path, tdev_layer());
+    if (!d_have_device(name))
+        return D_SKIP;
+    double t0 = d_now_ms();
+    int rc = !strcmp(what, "sizes")   ? d_sizes(path)
+             : !strcmp(what, "mixed") ? d_mixed(path)
+             : !strcmp(what, "held")  ? d_held(path)
+                                      : (fprintf(stderr, "[%s] no device case %s\n", h_role, what),
+                                         1);
+    if (rc == 0)
+        printf("[%s] %s: %.0f ms\n", h_role, name, d_now_ms() - t0);
+    return rc;
 }

@@ -76,6 +76,10 @@ int case_event_fail_next_call(void);
 int case_device_one_side(const char *device_side);
 int case_device_both(void);
 int case_device_then_host(void);
+int case_device_path_mismatch(void);
+/* Device products over the build's device layer (`what`: sizes, mixed, held; `path`: auto, ipc,
+ * staged); 77 where this process has no device. */
+int case_device_data(const char *what, const char *path);
 
 #define H_FAIL(...)                                                                                \
     do {                                                                                           \

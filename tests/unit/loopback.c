@@ -138,7 +138,7 @@ static sluice_channel_t *side_build(sluice_role_t role, const sluice_options_t *
     assert_non_null(ch->local);
     memset(ch->local, 0, ch->geo.inbox_bytes);
     ch->header = (sl_inbox_header_t *)(void *)ch->local;
-    sl_inbox_init(ch->local, &ch->geo);
+    sl_inbox_init(ch->local, &ch->geo, 0, NULL);
     sl_channel_wire(ch);
     side->ch = ch;
     return ch;

@@ -19,7 +19,7 @@ static sl_geometry_t geometry(void)
 static sl_inbox_header_t *fresh(const sl_geometry_t *g)
 {
     char *mem = aligned_alloc(4096, g->inbox_bytes);
-    sl_inbox_init(mem, g);
+    sl_inbox_init(mem, g, 0, NULL);
     return (sl_inbox_header_t *)mem;
 }
 

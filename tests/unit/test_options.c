@@ -64,6 +64,29 @@ static void transport_accepts_names_and_numbers(void **state)
     clear_env();
 }
 
+static void device_path_accepts_names_and_numbers(void **state)
+{
+    (void)state;
+    clear_env();
+    sluice_options_t o;
+    sluice_options_init(&o);
+    assert_int_equal(o.device_path, SLUICE_DEVICE_PATH_AUTO);
+    setenv("SLUICE_DEVICE_PATH", "staged", 1);
+    assert_ok(sluice_options_from_env(&o));
+    assert_int_equal(o.device_path, SLUICE_DEVICE_PATH_STAGED);
+    setenv("SLUICE_DEVICE_PATH", "1", 1);
+    assert_ok(sluice_options_from_env(&o));
+    assert_int_equal(o.device_path, SLUICE_DEVICE_PATH_IPC);
+    /* Names of another option are not names of this one. */
+    setenv("SLUICE_DEVICE_PATH", "rma", 1);
+    assert_status(sluice_options_from_env(&o), SLUICE_EINVAL);
+    assert_non_null(strstr(sluice_last_error(), "SLUICE_DEVICE_PATH"));
+    setenv("SLUICE_DEVICE_PATH", "3", 1);
+    assert_status(sluice_options_from_env(&o), SLUICE_ERANGE);
+    assert_int_equal(o.device_path, SLUICE_DEVICE_PATH_IPC);
+    clear_env();
+}
+
 static void non_power_of_two_ring_is_refused_and_nothing_changes(void **state)
 {
     (void)state;
@@ -305,6 +328,7 @@ int main(void)
         cmocka_unit_test(defaults_are_valid),
         cmocka_unit_test(env_overrides_fields_with_suffixes),
         cmocka_unit_test(transport_accepts_names_and_numbers),
+        cmocka_unit_test(device_path_accepts_names_and_numbers),
         cmocka_unit_test(non_power_of_two_ring_is_refused_and_nothing_changes),
         cmocka_unit_test(malformed_number_names_the_variable),
         cmocka_unit_test(out_of_range_fields_are_refused),

@@ -17,7 +17,7 @@ static const int all_codes[] = {
     SLUICE_ETIMEDOUT, SLUICE_EORDER, SLUICE_ELIMIT, SLUICE_EBUSY, SLUICE_EALREADY,
     SLUICE_ENOMEM, SLUICE_ENOTFOUND, SLUICE_ENOTSUP, SLUICE_ETYPE, SLUICE_ETOOBIG, SLUICE_EFAILED,
     SLUICE_ECANCELED,
-    SLUICE_EPEERCLOSED, SLUICE_ECORRUPT, SLUICE_EVERSION, SLUICE_EPEERDEAD, SLUICE_EMPI, SLUICE_ESYS,
+    SLUICE_EPEERCLOSED, SLUICE_ECORRUPT, SLUICE_EVERSION, SLUICE_EPEERDEAD, SLUICE_EMPI, SLUICE_ESYS, SLUICE_EDEVICE,
 };
 #define N_CODES (sizeof all_codes / sizeof all_codes[0])
 
@@ -64,7 +64,7 @@ static void every_named_code_is_in_this_list(void **state)
 static void unknown_codes_share_one_generic_non_empty_string(void **state)
 {
     (void)state;
-    static const int unknown[] = { UNKNOWN_CODE, -12, -19, -24, -44, -62, 4, 100,
+    static const int unknown[] = { UNKNOWN_CODE, -12, -19, -24, -44, -63, 4, 100,
                                    INT_MIN, INT_MAX };
     const char *generic = sluice_strerror(UNKNOWN_CODE);
     assert_non_null(generic);
