@@ -381,6 +381,61 @@ static int d_held(const char *path)
     return 0;
 }
 
+/* The receiver finishes an event before the sender's device products of it were sent: the
+ * sender's reservations still hand out device memory it can fill (the ones that find the
+ * receiver done while waiting for room go nowhere), every commit succeeds, nothing is left
+ * pinned, and the next event's product arrives intact. */
+static int d_finished_early(const char *path)
+{
+    enum { N = 24 };
+    const size_t bytes = 1u << 20; /* N of them overfill the default 4 MiB arena */
+    sluice_endpoint_t eps[] = {
+        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+    };
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch;
+    H_DO(d_open("device-finished-early", path, eps, 1, &o, &ch));
+    H_DO(h_begin(ch, 1));
+    sluice_token_t tok;
+    H_DO(h_start_event(ch, 0, 1, 1, &tok));
+    if (h_is_ctrl) {
+        h_sync(); /* the source has finished event 1 */
+        for (int i = 0; i < N; i++) {
+            sluice_reservation_t r;
+            H_OK(sluice_product_reserve(&tok, D_INPUT, bytes, bytes, 0, &r));
+            H_TRUE(r.data != NULL, "reservation %d has no memory", i);
+            H_TRUE(tdev_fill(r.data, bytes, (uint64_t)i) == 0, "cannot fill reservation %d", i);
+            H_OK(sluice_product_commit(&tok, &r));
+        }
+        sluice_channel_stats_t st;
+        sluice_channel_stats(ch, &st);
+        printf("[%s] finished_early: %llu of %d products dropped\n", h_role,
+               (unsigned long long)st.discarded, N);
+    } else {
+        H_OK(sluice_event_finish(&tok));
+        h_sync();
+    }
+    if (h_is_ctrl)
+        H_OK(sluice_event_finish(&tok));
+    H_DO(h_start_event(ch, 0, 1, 2, &tok));
+    if (h_is_ctrl) {
+        sluice_reservation_t r;
+        H_OK(sluice_product_reserve(&tok, D_INPUT, bytes, bytes, 0, &r));
+        H_TRUE(tdev_fill(r.data, bytes, 99) == 0, "cannot fill");
+        H_OK(sluice_product_commit(&tok, &r));
+    } else {
+        sluice_view_t v;
+        H_OK(sluice_product_receive(&tok, D_INPUT, 0, &v));
+        H_DO(d_check_view(&v, bytes, 99, "after the early finish"));
+        H_OK(sluice_view_release(ch, &v));
+    }
+    H_OK(sluice_event_finish(&tok));
+    H_DO(h_end_job(ch, 1));
+    H_OK(sluice_channel_close(ch));
+    return 0;
+}
+
 int case_device_data(const char *what, const char *path)
 {
     char name[64];
@@ -391,6 +446,7 @@ int case_device_data(const char *what, const char *path)
     int rc = !strcmp(what, "sizes")   ? d_sizes(path)
              : !strcmp(what, "mixed") ? d_mixed(path)
              : !strcmp(what, "held")  ? d_held(path)
+             : !strcmp(what, "finished_early") ? d_finished_early(path)
                                       : (fprintf(stderr, "[%s] no device case %s\n", h_role, what),
                                          1);
     if (rc == 0)
