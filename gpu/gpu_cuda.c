@@ -100,8 +100,14 @@ int sl_gpu_copy(void *dst, const void *src, size_t len)
 {
     if (!len)
         return SLUICE_OK;
+    /* cudaMemcpy may return before a device-to-device copy, or one from
+     * pageable host memory, has landed: the legacy default stream it ran on
+     * is waited for too. */
     cudaError_t err = cudaMemcpy(dst, src, len, cudaMemcpyDefault);
-    return err == cudaSuccess ? SLUICE_OK : sl_cuda_fail(err, "cudaMemcpy");
+    if (err != cudaSuccess)
+        return sl_cuda_fail(err, "cudaMemcpy");
+    err = cudaStreamSynchronize(0);
+    return err == cudaSuccess ? SLUICE_OK : sl_cuda_fail(err, "cudaStreamSynchronize");
 }
 
 int sl_gpu_wait(void *stream)

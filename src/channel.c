@@ -73,6 +73,36 @@ static void sl_device_unmap_peer(sluice_channel_t *ch)
     }
 }
 
+/*
+ * Whether this side's exported device arena may be freed at close: only
+ * once nothing maps it (docs/gpu.md, "Lifetime"). The peer unmaps before it
+ * marks the channel closed, so: a dead peer, or on shared memory (no close
+ * agreement) the peer's mark, waited for until the close's deadline; over
+ * RMA a close agreement that succeeded (`close_rc`). Otherwise the arena is
+ * left allocated for the life of the process: a leak, never a free under a
+ * mapping.
+ */
+static bool sl_device_may_free(sluice_channel_t *ch, int close_rc, const sl_deadline_t *deadline)
+{
+    if (!ch->dev_exported || atomic_load_explicit(&ch->peer_dead, memory_order_relaxed))
+        return true;
+    if (!(ch->tp->caps & SL_CAP_PEER_POINTER))
+        return close_rc == SLUICE_OK;
+    sl_backoff_t bo;
+    sl_backoff_init(&bo, ch->opt.spin, ch->opt.max_sleep_us);
+    while (!sl_peer_gone(ch))
+        if (sl_backoff_pause(&bo, deadline) == SLUICE_ETIMEDOUT)
+            return false;
+    return true;
+}
+
+/* The exported arena stays allocated (sl_device_may_free said no). */
+static void sl_device_keep_local(sluice_channel_t *ch)
+{
+    ch->dev_local = NULL;
+    ch->dev_exported = false;
+}
+
 void sl_channel_free(sluice_channel_t *ch)
 {
     sl_device_unmap_peer(ch);
@@ -81,7 +111,7 @@ void sl_channel_free(sluice_channel_t *ch)
     if (ch->streams) {
         for (uint32_t s = 0; s <= SL_SCOPE(ch); s++) {
             sl_stream_t *st = &ch->streams[s];
-            sl_gpu_free(st->dev_scratch, ch->opt.arena_bytes);
+            sl_gpu_free(st->dev_scratch, ch->geo.arena_bytes);
             sl_arena_rx_fini(&st->arx);
             free(st->pending);
             for (uint32_t i = 0; i < SL_RESV_MAX; i++)
@@ -285,7 +315,7 @@ static int sl_device_open_local(sluice_channel_t *ch, sl_gpu_handle_t *handle, b
     if (ch->dev_path == SLUICE_DEVICE_PATH_STAGED)
         return sl_gpu_alloc(ch->dev_bytes, &ch->dev_local);
     int rc = sl_gpu_alloc_shared(ch->dev_bytes, &ch->dev_local, handle);
-    *exported_p = rc == SLUICE_OK;
+    *exported_p = ch->dev_exported = rc == SLUICE_OK;
     return rc;
 }
 
@@ -300,6 +330,11 @@ static int sl_device_open_peer(sluice_channel_t *ch, const sl_inbox_header_t *pe
         return SLUICE_OK;
     if (ch->dev_path == SLUICE_DEVICE_PATH_STAGED)
         return sl_gpu_alloc(ch->dev_bytes, &ch->dev_peer);
+    if (peer->device_bytes == 0)
+        return sl_fail(SLUICE_EDEVICE, "channel \"%s\": the peer could not set up the device "
+                                       "arena its device products go to (its open fails with "
+                                       "the reason)",
+                       ch->name);
     if (peer->device_bytes != ch->dev_bytes)
         return sl_fail(SLUICE_ECORRUPT, "channel \"%s\": the peer's device arena is %llu bytes, "
                                         "expected %zu",
@@ -431,7 +466,13 @@ close_link: {
     /* The close agreement, with a deadline of its own (not the spent one). */
     sl_deadline_t close_deadline = sl_deadline_in(opt.timeout_ms);
     sl_device_unmap_peer(ch);
-    ch->tp->close(ch->link, &close_deadline);
+    /* A peer whose open got further may map our arena: kept unless it is
+     * dead or the RMA close agreement succeeded. */
+    bool shm = ch->tp->caps & SL_CAP_PEER_POINTER;
+    int crc = ch->tp->close(ch->link, &close_deadline);
+    if (ch->dev_exported && (shm || !sl_device_may_free(ch, crc, &close_deadline)) &&
+        !atomic_load_explicit(&ch->peer_dead, memory_order_relaxed))
+        sl_device_keep_local(ch);
 }
 free_pair:
     sl_pair_free(ch);
@@ -457,6 +498,9 @@ int sluice_channel_close(sluice_channel_t *ch)
     if (ch->beating)
         sl_heartbeat_leave(&ch->beat);
     bool dead = atomic_load_explicit(&ch->peer_dead, memory_order_relaxed);
+    /* The peer's device arena is let go before the peer hears of the
+     * close: it frees the arena once it has (sl_device_may_free). */
+    sl_device_unmap_peer(ch);
     /* Tell a live peer first so its waits end now rather than at their
      * deadline. A dead one reads nothing, and waiting on it is pointless:
      * the close agreement then gives up at once. */
@@ -466,8 +510,13 @@ int sluice_channel_close(sluice_channel_t *ch)
             ch->tp->wake(ch->link); /* its sleeping engine fires "closed" notes now */
     }
     sl_deadline_t deadline = sl_deadline_in(dead ? 0 : ch->opt.timeout_ms);
-    sl_device_unmap_peer(ch);
+    /* On shared memory the peer's mark is looked for before close unmaps
+     * our inbox; over RMA the close agreement decides. */
+    bool shm = ch->tp->caps & SL_CAP_PEER_POINTER;
+    bool keep_dev = shm && !sl_device_may_free(ch, 0, &deadline);
     int rc = ch->tp->close(ch->link, &deadline);
+    if (keep_dev || (!shm && !sl_device_may_free(ch, rc, &deadline)))
+        sl_device_keep_local(ch);
     if (rc == SLUICE_OK)
         sl_pair_free(ch);
     /* Otherwise the window lives on (freeing it is collective) and so does

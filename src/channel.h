@@ -68,6 +68,7 @@ struct sluice_channel {
     void *dev_peer;           /* ipc: the peer's dev_local, mapped; staged: this side's
                                  device staging for what it sends */
     bool dev_peer_mapped;     /* dev_peer is a mapping (unmapped, not freed) */
+    bool dev_exported;        /* dev_local's handle is in our header: the peer may map it */
 
     uint32_t n_streams;       /* the user's streams; ... */
     sl_stream_t *streams;     /* ... plus one more, the scope stream (SL_SCOPE) */

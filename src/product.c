@@ -483,6 +483,8 @@ static int sl_reserve_locked(sluice_token_t *token, sl_stream_t *st, const sluic
         /* The device region at the same offset as the host one (docs/gpu.md). */
         if (!dropped)
             data = sl_dev_peer(ch, off);
+        else if (!stage)
+            data = NULL; /* a send: nothing will be written */
         else if (st->dev_scratch || !(rc = sl_gpu_alloc(ch->geo.arena_bytes, &st->dev_scratch)))
             data = st->dev_scratch;
         else
@@ -525,24 +527,24 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
 
 /*
  * A device product's bytes, before its record may go out (docs/gpu.md,
- * "Completion"): the work on `stream` that filled the reservation is waited
- * for (sluice_product_send's copy, from `src`, is complete when it returns);
- * the staged path then copies the product, from `src` or from this side's
- * device staging, into the peer's host arena: through the peer pointer, or
- * into a local buffer that is put like a host product's. Nothing is
- * published on failure. Called with the stream's lock held.
+ * "Completion"). They are complete already: sluice_product_commit waited for
+ * the work that filled the reservation before it took the lock, and
+ * sluice_product_send's copy (from `src`) is complete when it returns. The
+ * staged path then copies the product, from `src` or from this side's device
+ * staging, into the peer's host arena: through the peer pointer, or into a
+ * local buffer that is put like a host product's. Nothing is published on
+ * failure. Called with the stream's lock held.
  */
-static int sl_device_commit(sluice_channel_t *ch, sl_stream_t *st, sl_resv_t *r, const void *src,
-                            void *stream)
+static int sl_device_commit(sluice_channel_t *ch, sl_stream_t *st, sl_resv_t *r, const void *src)
 {
+    if (ch->dev_path != SLUICE_DEVICE_PATH_STAGED || !r->len)
+        return SLUICE_OK;
     uint64_t off = st->arena_off + sl_arena_offset(r->pos, ch->geo.arena_bytes);
-    int rc = src ? SLUICE_OK : sl_gpu_wait(stream);
-    if (rc || ch->dev_path != SLUICE_DEVICE_PATH_STAGED || !r->len)
-        return rc;
     const void *from = src ? src : sl_dev_peer(ch, off);
     if (ch->tp->caps & SL_CAP_PEER_POINTER)
         return sl_gpu_copy(ch->tp->peer_ptr(ch->link, off), from, r->len);
-    if ((rc = sl_resv_staging(st, r, r->len)) || (rc = sl_gpu_copy(r->staging, from, r->len)))
+    int rc = sl_resv_staging(st, r, r->len);
+    if (rc || (rc = sl_gpu_copy(r->staging, from, r->len)))
         return rc;
     return ch->tp->put(ch->link, off, r->staging, r->len);
 }
@@ -570,7 +572,7 @@ static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reser
         /* The peer finished the event: it would discard the product unread. */
         sl_stat_add(&ch->stats->discarded, 1);
     } else if (sl_endpoint_device(e)) {
-        if ((rc = sl_device_commit(ch, st, r, src, src ? NULL : res->cuda_stream)))
+        if ((rc = sl_device_commit(ch, st, r, src)))
             return rc;
     } else if (!(ch->tp->caps & SL_CAP_PEER_POINTER) && r->len) {
         /* An older reservation is still open or unpublished: the record
@@ -620,6 +622,15 @@ static int sl_cancel_locked(sl_stream_t *st, sluice_channel_t *ch, sluice_reserv
 
 int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res)
 {
+    /* A device product's filling work is waited for before the stream's
+     * lock is taken, so other threads of the stream go on meanwhile
+     * (docs/gpu.md, "Completion"); endpoints do not change after open. */
+    if (token && token->channel && res && res->bytes) {
+        const sluice_endpoint_t *e = sl_channel_endpoint(token->channel, res->instance, SLUICE_SEND);
+        int wrc = e && sl_endpoint_device(e) ? sl_gpu_wait(res->cuda_stream) : SLUICE_OK;
+        if (wrc)
+            return sl_channel_result(token->channel, wrc);
+    }
     sl_stream_t *st = NULL;
     int rc = sl_token_lock(token, &st);
     return rc ? rc
@@ -664,8 +675,8 @@ int sluice_product_send(sluice_token_t *token, uint32_t instance, const void *da
         return sl_channel_result(token->channel, sl_unlock(st, rc));
     if (sl_endpoint_device(e)) {
         /* Staged, the commit copies from `data` itself. */
-        if (token->channel->dev_path == SLUICE_DEVICE_PATH_IPC && bytes &&
-            res.data != st->dev_scratch && (rc = sl_gpu_copy(res.data, data, bytes))) {
+        if (token->channel->dev_path == SLUICE_DEVICE_PATH_IPC && bytes && res.data &&
+            (rc = sl_gpu_copy(res.data, data, bytes))) {
             sl_cancel_locked(st, token->channel, &res);
             return sl_channel_result(token->channel, sl_unlock(st, rc));
         }
