@@ -6,6 +6,11 @@
  * shared-memory segment and its handle the segment's name, a copy is
  * memcpy, a wait returns at once. It is linked only into the test build of
  * the core (sluice_core_devemu), never into libsluice.
+ *
+ * CUDA leaves freeing memory that another process still maps undefined; a
+ * real mapping would not tell. Here the segment counts its mappings, and
+ * freeing it while one is left aborts the process: a test oracle for the
+ * core's unmap-before-free order (docs/gpu.md, "Lifetime").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +42,11 @@ static void sl_emu_name(char *out, size_t len)
     snprintf(out, len, "/sluice-devemu.%ld.%u", (long)getpid(), atomic_fetch_add(&next, 1));
 }
 
+static _Atomic uint64_t *sl_emu_maps(void *base, size_t span)
+{
+    return (_Atomic uint64_t *)(void *)((char *)base + span - 2 * SL_GPU_HANDLE_BYTES);
+}
+
 static int sl_emu_mmap(int fd, size_t bytes, void **p_p)
 {
     void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -47,7 +57,7 @@ static int sl_emu_mmap(int fd, size_t bytes, void **p_p)
     return SLUICE_OK;
 }
 
-/* The segment name sits right after the mapping's end, on a page of its own. */
+/* The last page of a segment: its mapping count, then its name in the last 64 bytes. */
 static size_t sl_emu_span(size_t bytes)
 {
     long page = sysconf(_SC_PAGESIZE);
@@ -94,8 +104,15 @@ void sl_gpu_free(void *dev, size_t bytes)
         return;
     size_t span = sl_emu_span(bytes);
     const char *name = (const char *)dev + span - SL_GPU_HANDLE_BYTES;
-    if (name[0] == '/' && strncmp(name, "/sluice-devemu.", 15) == 0)
+    if (name[0] == '/' && strncmp(name, "/sluice-devemu.", 15) == 0) {
+        uint64_t maps = atomic_load(sl_emu_maps(dev, span));
+        if (maps) {
+            fprintf(stderr, "emulated device: %s freed while %llu other process(es) map it\n",
+                    name, (unsigned long long)maps);
+            abort();
+        }
         shm_unlink(name);
+    }
     munmap(dev, span);
 }
 
@@ -116,13 +133,18 @@ int sl_gpu_map(const sl_gpu_handle_t *handle, size_t bytes, void **dev_p)
                  ? sl_fail(SLUICE_EDEVICE, "emulated device: %s is not %zu bytes long", name, span)
                  : sl_emu_mmap(fd, span, dev_p);
     close(fd);
+    if (rc == SLUICE_OK)
+        atomic_fetch_add(sl_emu_maps(*dev_p, span), 1);
     return rc;
 }
 
 void sl_gpu_unmap(void *dev, size_t bytes)
 {
-    if (dev)
-        munmap(dev, sl_emu_span(bytes));
+    if (!dev)
+        return;
+    size_t span = sl_emu_span(bytes);
+    atomic_fetch_sub(sl_emu_maps(dev, span), 1);
+    munmap(dev, span);
 }
 
 int sl_gpu_copy(void *dst, const void *src, size_t len)

@@ -794,6 +794,8 @@ public:
     const char *transport() const { return sluice_channel_transport(ch_.get()); }
     /* "shm", "rma/pt2pt", "rma/rdma", ...: sluice_channel_path. */
     const char *path() const { return sluice_channel_path(ch_.get()); }
+    /* "ipc", "staged" or "none": sluice_channel_device_path. */
+    const char *device_path() const { return sluice_channel_device_path(ch_.get()); }
     sluice_channel_stats_t stats() const
     {
         sluice_channel_stats_t s;
