@@ -316,7 +316,8 @@ int main(int argc, char **argv)
                cfg.events, (double)raw_bytes / 1024, cfg.feds, (unsigned long long)n_hits,
                (unsigned long long)n_clusters, cfg.work_us, cfg.offload_pct, cfg.reject_pct,
                cfg.lumi_events, cfg.open_lumis);
-        printf("  GPU server: not used (sluice has no device data path yet: docs/gpu.md)\n");
+        printf("  GPU server: not used (the servers compute on the CPU; device products: "
+               "docs/gpu.md)\n");
         fflush(stdout);
     }
     sluice_registry_t *reg = NULL;
