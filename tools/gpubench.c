@@ -89,7 +89,7 @@ static double sluice_run(sluice_context_t *ctx, const sluice_type_t *type, const
     sluice_options_t o;
     sluice_options_init(&o);
     CHECK(sluice_options_from_env(&o));
-    o.arena_bytes = 2 * bytes + 4096; /* two products in flight */
+    o.arena_bytes = 3 * bytes + 4096; /* two in flight (the arena holds its size less the largest) */
     o.device_path = strcmp(path, "ipc") ? SLUICE_DEVICE_PATH_STAGED : SLUICE_DEVICE_PATH_IPC;
     char name[64];
     snprintf(name, sizeof name, "gpubench-%s-%zu", path, bytes);
