@@ -8,11 +8,18 @@
  * the core (sluice_core_devemu), never into libsluice.
  *
  * CUDA leaves freeing memory that another process still maps undefined; a
- * real mapping would not tell. Here the segment counts its mappings, and
- * freeing it while one is left aborts the process: a test oracle for the
- * core's unmap-before-free order (docs/gpu.md, "Lifetime").
+ * real mapping would not tell. Here the segment records the pid of each
+ * process that maps it, and freeing it while a live one is left aborts the
+ * process: a test oracle for the core's unmap-before-free order (docs/gpu.md,
+ * "Lifetime"). A mapper that died is no longer counted, as the driver would
+ * drop its mapping. The mapper unlinks the segment's name once it has it
+ * mapped, so a kept (never freed) arena leaves nothing in /dev/shm.
+ *
+ * For the tests only, sl_gpu_emu_* (exported by the test library) inject
+ * failures and slow waits and count the live exports.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -20,10 +27,46 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../src/internal.h"
 #include "gpu.h"
+
+/* The test hooks (declared where the tests use them, tests/mpi/tdev_emu.c). */
+size_t sl_gpu_emu_exports(void);
+void sl_gpu_emu_fail(const char *call, unsigned nth);
+void sl_gpu_emu_slow_wait(unsigned ms);
+unsigned sl_gpu_emu_waiters(void);
+
+static _Atomic size_t sl_emu_exports;   /* exported allocations not freed */
+static _Atomic unsigned sl_emu_wait_ms; /* the next wait sleeps this long */
+static _Atomic unsigned sl_emu_waiters; /* threads in such a sleep */
+static const char *_Atomic sl_emu_fail_call;
+static _Atomic unsigned sl_emu_fail_nth;
+
+size_t sl_gpu_emu_exports(void) { return atomic_load(&sl_emu_exports); }
+
+/* The `nth` next call (1: the next) of `call` ("alloc", "map", "copy", "wait") fails. */
+void sl_gpu_emu_fail(const char *call, unsigned nth)
+{
+    atomic_store(&sl_emu_fail_nth, nth);
+    atomic_store(&sl_emu_fail_call, call);
+}
+
+void sl_gpu_emu_slow_wait(unsigned ms) { atomic_store(&sl_emu_wait_ms, ms); }
+
+unsigned sl_gpu_emu_waiters(void) { return atomic_load(&sl_emu_waiters); }
+
+/* Whether this call of `call` is the one sl_gpu_emu_fail asked to fail. */
+static int sl_emu_injected(const char *call)
+{
+    const char *c = atomic_load(&sl_emu_fail_call);
+    if (!c || strcmp(c, call) != 0 || atomic_fetch_sub(&sl_emu_fail_nth, 1) != 1)
+        return SLUICE_OK;
+    atomic_store(&sl_emu_fail_call, NULL);
+    return sl_fail(SLUICE_EDEVICE, "emulated device: %s: injected failure", call);
+}
 
 bool sl_gpu_built(void) { return true; }
 
@@ -42,9 +85,16 @@ static void sl_emu_name(char *out, size_t len)
     snprintf(out, len, "/sluice-devemu.%ld.%u", (long)getpid(), atomic_fetch_add(&next, 1));
 }
 
-static _Atomic uint64_t *sl_emu_maps(void *base, size_t span)
+/* The mappers' pids, at the start of a segment's last page; 0: a free slot. */
+enum { SL_EMU_MAPPERS = 16 };
+static _Atomic int64_t *sl_emu_mappers(void *base, size_t span)
 {
-    return (_Atomic uint64_t *)(void *)((char *)base + span - 2 * SL_GPU_HANDLE_BYTES);
+    return (_Atomic int64_t *)(void *)((char *)base + span - (size_t)sysconf(_SC_PAGESIZE));
+}
+
+static bool sl_emu_pid_alive(int64_t pid)
+{
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
 
 static int sl_emu_mmap(int fd, size_t bytes, void **p_p)
@@ -57,7 +107,7 @@ static int sl_emu_mmap(int fd, size_t bytes, void **p_p)
     return SLUICE_OK;
 }
 
-/* The last page of a segment: its mapping count, then its name in the last 64 bytes. */
+/* The last page of a segment: its mappers' pids, then its name in the last 64 bytes. */
 static size_t sl_emu_span(size_t bytes)
 {
     long page = sysconf(_SC_PAGESIZE);
@@ -66,6 +116,9 @@ static size_t sl_emu_span(size_t bytes)
 
 int sl_gpu_alloc_shared(size_t bytes, void **dev_p, sl_gpu_handle_t *handle_p)
 {
+    int rc = sl_emu_injected("alloc");
+    if (rc)
+        return rc;
     sl_gpu_handle_t h = { { 0 } };
     sl_emu_name((char *)h.bytes, sizeof h.bytes);
     int fd = shm_open((char *)h.bytes, O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -74,7 +127,7 @@ int sl_gpu_alloc_shared(size_t bytes, void **dev_p, sl_gpu_handle_t *handle_p)
                        strerror(errno));
     size_t span = sl_emu_span(bytes);
     void *p = NULL;
-    int rc = ftruncate(fd, (off_t)span) ? sl_fail(SLUICE_ESYS, "emulated device: ftruncate: %s",
+    rc = ftruncate(fd, (off_t)span) ? sl_fail(SLUICE_ESYS, "emulated device: ftruncate: %s",
                                                   strerror(errno))
                                         : sl_emu_mmap(fd, span, &p);
     close(fd);
@@ -83,6 +136,7 @@ int sl_gpu_alloc_shared(size_t bytes, void **dev_p, sl_gpu_handle_t *handle_p)
         return rc;
     }
     memcpy((char *)p + span - sizeof h.bytes, h.bytes, sizeof h.bytes);
+    atomic_fetch_add(&sl_emu_exports, 1);
     *handle_p = h;
     *dev_p = p;
     return SLUICE_OK;
@@ -90,6 +144,9 @@ int sl_gpu_alloc_shared(size_t bytes, void **dev_p, sl_gpu_handle_t *handle_p)
 
 int sl_gpu_alloc(size_t bytes, void **dev_p)
 {
+    int rc = sl_emu_injected("alloc");
+    if (rc)
+        return rc;
     void *p = mmap(NULL, sl_emu_span(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                    -1, 0);
     if (p == MAP_FAILED)
@@ -105,19 +162,25 @@ void sl_gpu_free(void *dev, size_t bytes)
     size_t span = sl_emu_span(bytes);
     const char *name = (const char *)dev + span - SL_GPU_HANDLE_BYTES;
     if (name[0] == '/' && strncmp(name, "/sluice-devemu.", 15) == 0) {
-        uint64_t maps = atomic_load(sl_emu_maps(dev, span));
-        if (maps) {
-            fprintf(stderr, "emulated device: %s freed while %llu other process(es) map it\n",
-                    name, (unsigned long long)maps);
-            abort();
+        for (int i = 0; i < SL_EMU_MAPPERS; i++) {
+            int64_t pid = atomic_load(&sl_emu_mappers(dev, span)[i]);
+            if (pid && sl_emu_pid_alive(pid)) {
+                fprintf(stderr, "emulated device: %s freed while process %lld maps it\n", name,
+                        (long long)pid);
+                abort();
+            }
         }
-        shm_unlink(name);
+        shm_unlink(name); /* ENOENT once a mapper unlinked it: fine */
+        atomic_fetch_sub(&sl_emu_exports, 1);
     }
     munmap(dev, span);
 }
 
 int sl_gpu_map(const sl_gpu_handle_t *handle, size_t bytes, void **dev_p)
 {
+    int rc = sl_emu_injected("map");
+    if (rc)
+        return rc;
     char name[SL_GPU_HANDLE_BYTES + 1];
     memcpy(name, handle->bytes, SL_GPU_HANDLE_BYTES);
     name[SL_GPU_HANDLE_BYTES] = '\0';
@@ -129,13 +192,24 @@ int sl_gpu_map(const sl_gpu_handle_t *handle, size_t bytes, void **dev_p)
                        strerror(errno));
     struct stat sb;
     size_t span = sl_emu_span(bytes);
-    int rc = fstat(fd, &sb) || (size_t)sb.st_size != span
-                 ? sl_fail(SLUICE_EDEVICE, "emulated device: %s is not %zu bytes long", name, span)
-                 : sl_emu_mmap(fd, span, dev_p);
+    rc = fstat(fd, &sb) || (size_t)sb.st_size != span
+             ? sl_fail(SLUICE_EDEVICE, "emulated device: %s is not %zu bytes long", name, span)
+             : sl_emu_mmap(fd, span, dev_p);
     close(fd);
-    if (rc == SLUICE_OK)
-        atomic_fetch_add(sl_emu_maps(*dev_p, span), 1);
-    return rc;
+    if (rc)
+        return rc;
+    _Atomic int64_t *mappers = sl_emu_mappers(*dev_p, span);
+    int i = 0;
+    for (int64_t free_slot = 0; i < SL_EMU_MAPPERS; i++, free_slot = 0)
+        if (atomic_compare_exchange_strong(&mappers[i], &free_slot, (int64_t)getpid()))
+            break;
+    if (i == SL_EMU_MAPPERS) {
+        munmap(*dev_p, span);
+        return sl_fail(SLUICE_EDEVICE, "emulated device: %s: more than %d mappers", name,
+                       SL_EMU_MAPPERS);
+    }
+    shm_unlink(name);
+    return SLUICE_OK;
 }
 
 void sl_gpu_unmap(void *dev, size_t bytes)
@@ -143,12 +217,20 @@ void sl_gpu_unmap(void *dev, size_t bytes)
     if (!dev)
         return;
     size_t span = sl_emu_span(bytes);
-    atomic_fetch_sub(sl_emu_maps(dev, span), 1);
+    _Atomic int64_t *mappers = sl_emu_mappers(dev, span);
+    for (int i = 0; i < SL_EMU_MAPPERS; i++) {
+        int64_t me = (int64_t)getpid();
+        if (atomic_compare_exchange_strong(&mappers[i], &me, 0))
+            break;
+    }
     munmap(dev, span);
 }
 
 int sl_gpu_copy(void *dst, const void *src, size_t len)
 {
+    int rc = sl_emu_injected("copy");
+    if (rc)
+        return rc;
     if (len)
         memmove(dst, src, len);
     return SLUICE_OK;
@@ -157,5 +239,11 @@ int sl_gpu_copy(void *dst, const void *src, size_t len)
 int sl_gpu_wait(void *stream)
 {
     (void)stream;
-    return SLUICE_OK;
+    unsigned ms = atomic_exchange(&sl_emu_wait_ms, 0);
+    if (ms) {
+        atomic_fetch_add(&sl_emu_waiters, 1);
+        nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL);
+        atomic_fetch_sub(&sl_emu_waiters, 1);
+    }
+    return sl_emu_injected("wait");
 }

@@ -10,6 +10,7 @@
 #include "handshake.h"
 #include "liveness.h"
 #include "mpiguard.h"
+#include "reap.h"
 
 const sluice_endpoint_t *sl_channel_endpoint(const sluice_channel_t *ch, uint32_t instance,
                                              sluice_direction_t dir)
@@ -62,8 +63,8 @@ static int sl_check_desc(const sluice_channel_desc_t *d)
     return SLUICE_OK;
 }
 
-/* Let go of the peer's device arena: before the close agreement, so its
- * owner frees it only once nothing maps it (docs/gpu.md, "Lifetime"). */
+/* Let go of the peer's device arena: before the peer hears of the close, so
+ * that its owner frees it only once nothing maps it (docs/gpu.md, "Lifetime"). */
 static void sl_device_unmap_peer(sluice_channel_t *ch)
 {
     if (ch->dev_peer_mapped) {
@@ -73,34 +74,50 @@ static void sl_device_unmap_peer(sluice_channel_t *ch)
     }
 }
 
-/*
- * Whether this side's exported device arena may be freed at close: only
- * once nothing maps it (docs/gpu.md, "Lifetime"). The peer unmaps before it
- * marks the channel closed, so: a dead peer, or on shared memory (no close
- * agreement) the peer's mark, waited for until the close's deadline; over
- * RMA a close agreement that succeeded (`close_rc`). Otherwise the arena is
- * left allocated for the life of the process: a leak, never a free under a
- * mapping.
- */
-static bool sl_device_may_free(sluice_channel_t *ch, int close_rc, const sl_deadline_t *deadline)
+/* Mark the peer's inbox closed, having let go of its device arena first. */
+static void sl_signal_closed(sluice_channel_t *ch)
 {
-    if (!ch->dev_exported || atomic_load_explicit(&ch->peer_dead, memory_order_relaxed))
-        return true;
-    if (!(ch->tp->caps & SL_CAP_PEER_POINTER))
-        return close_rc == SLUICE_OK;
-    sl_backoff_t bo;
-    sl_backoff_init(&bo, ch->opt.spin, ch->opt.max_sleep_us);
-    while (!sl_peer_gone(ch))
-        if (sl_backoff_pause(&bo, deadline) == SLUICE_ETIMEDOUT)
-            return false;
-    return true;
+    sl_device_unmap_peer(ch);
+    ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
 }
 
-/* The exported arena stays allocated (sl_device_may_free said no). */
-static void sl_device_keep_local(sluice_channel_t *ch)
+/*
+ * Close the link, and free this side's exported device arena only once
+ * nothing maps it (docs/gpu.md, "Lifetime"); the peer unmaps before it marks
+ * our inbox closed. On shared memory, which has no close agreement, that
+ * mark says so: until it is there, the inbox and the arena wait in the reap
+ * list (reap.h) rather than in this call, so two processes closing several
+ * channels in opposite orders never wait for each other. Over RMA a close
+ * agreement that succeeded says so. A peer proven dead by its pid maps
+ * nothing; a missing heartbeat or an unanswered read proves nothing. Else
+ * the arena is kept for the life of the process: a leak, never a free
+ * under a mapping.
+ */
+static int sl_close_link(sluice_channel_t *ch, const sl_deadline_t *deadline)
 {
-    ch->dev_local = NULL;
-    ch->dev_exported = false;
+    sl_reap_poll();
+    if (!ch->dev_exported)
+        return ch->tp->close(ch->link, deadline);
+    if (ch->tp->caps & SL_CAP_PEER_POINTER) {
+        sl_reap_defer(&(sl_reap_item_t){ .tp = ch->tp,
+                                         .link = ch->link,
+                                         .mark = &ch->header->peer_closed,
+                                         .dev = ch->dev_local,
+                                         .dev_bytes = ch->dev_bytes,
+                                         .peer_pid = ch->peer_pid,
+                                         .peer_start = ch->peer_start,
+                                         .pid_visible = ch->peer_pid_visible });
+        ch->dev_local = NULL;
+        ch->dev_exported = false;
+        return SLUICE_OK;
+    }
+    int rc = ch->tp->close(ch->link, deadline);
+    if (rc != SLUICE_OK &&
+        !(ch->peer_pid_visible && !sl_proc_alive(ch->peer_pid, ch->peer_start))) {
+        ch->dev_local = NULL;
+        ch->dev_exported = false;
+    }
+    return rc;
 }
 
 void sl_channel_free(sluice_channel_t *ch)
@@ -360,6 +377,7 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
 {
     if (!ctx || !ch_p)
         return sl_fail(SLUICE_EINVAL, "ctx and ch_p must not be NULL");
+    sl_reap_poll(); /* arenas of channels closed earlier whose peers have let go since */
     int rc = sl_check_desc(desc);
     if (rc)
         return rc;
@@ -414,6 +432,7 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
      * host may not share /proc): only then can its pid be checked. */
     ch->peer_local = agreed.same_node && sl_proc_alive(agreed.peer_pid, agreed.peer_start) &&
                      sl_proc_start_time((pid_t)agreed.peer_pid) == agreed.peer_start;
+    ch->peer_pid_visible = ch->peer_local;
     /* Lets the tests of one node exercise the heartbeat (both sides set it). */
     if (getenv("SLUICE_TEST_HEARTBEAT"))
         ch->peer_local = false;
@@ -442,7 +461,7 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
         (rc = sl_inbox_check(&peer_header, peer_bytes, &ch->geo)) || (rc = dev_rc) ||
         (rc = sl_device_open_peer(ch, &peer_header))) {
         /* Connected: tell the peer, whose open may have succeeded. */
-        ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
+        sl_signal_closed(ch);
         goto close_link;
     }
     /* A peer elsewhere watches our heartbeat from now on; we watch its. */
@@ -451,7 +470,7 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
         ch->beat = (sl_beat_t){ .word = &ch->header->heartbeat, .period_ms = opt.liveness_ms,
                                 .tp = ch->tp, .link = ch->link };
         if ((rc = sl_heartbeat_join(&ch->beat))) {
-            ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
+            sl_signal_closed(ch);
             goto close_link;
         }
         ch->beating = true;
@@ -463,16 +482,11 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
     return SLUICE_OK;
 
 close_link: {
-    /* The close agreement, with a deadline of its own (not the spent one). */
+    /* The close agreement, with a deadline of its own (not the spent one).
+     * A peer whose open got further may map our arena (sl_close_link). */
     sl_deadline_t close_deadline = sl_deadline_in(opt.timeout_ms);
     sl_device_unmap_peer(ch);
-    /* A peer whose open got further may map our arena: kept unless it is
-     * dead or the RMA close agreement succeeded. */
-    bool shm = ch->tp->caps & SL_CAP_PEER_POINTER;
-    int crc = ch->tp->close(ch->link, &close_deadline);
-    if (ch->dev_exported && (shm || !sl_device_may_free(ch, crc, &close_deadline)) &&
-        !atomic_load_explicit(&ch->peer_dead, memory_order_relaxed))
-        sl_device_keep_local(ch);
+    sl_close_link(ch, &close_deadline);
 }
 free_pair:
     sl_pair_free(ch);
@@ -498,25 +512,18 @@ int sluice_channel_close(sluice_channel_t *ch)
     if (ch->beating)
         sl_heartbeat_leave(&ch->beat);
     bool dead = atomic_load_explicit(&ch->peer_dead, memory_order_relaxed);
-    /* The peer's device arena is let go before the peer hears of the
-     * close: it frees the arena once it has (sl_device_may_free). */
-    sl_device_unmap_peer(ch);
     /* Tell a live peer first so its waits end now rather than at their
      * deadline. A dead one reads nothing, and waiting on it is pointless:
-     * the close agreement then gives up at once. */
+     * the close agreement then gives up at once. Either way the peer's
+     * device arena is let go of first. */
+    sl_device_unmap_peer(ch);
     if (!dead) {
-        ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
+        sl_signal_closed(ch);
         if (ch->tp->wake)
             ch->tp->wake(ch->link); /* its sleeping engine fires "closed" notes now */
     }
     sl_deadline_t deadline = sl_deadline_in(dead ? 0 : ch->opt.timeout_ms);
-    /* On shared memory the peer's mark is looked for before close unmaps
-     * our inbox; over RMA the close agreement decides. */
-    bool shm = ch->tp->caps & SL_CAP_PEER_POINTER;
-    bool keep_dev = shm && !sl_device_may_free(ch, 0, &deadline);
-    int rc = ch->tp->close(ch->link, &deadline);
-    if (keep_dev || (!shm && !sl_device_may_free(ch, rc, &deadline)))
-        sl_device_keep_local(ch);
+    int rc = sl_close_link(ch, &deadline);
     if (rc == SLUICE_OK)
         sl_pair_free(ch);
     /* Otherwise the window lives on (freeing it is collective) and so does

@@ -47,6 +47,8 @@ struct sluice_channel {
     int64_t peer_pid;
     uint64_t peer_start;
     bool peer_local;          /* on this node: its process can be checked directly */
+    bool peer_pid_visible;    /* its pid can be checked here (peer_local, unless a test
+                               * hook makes it watch the heartbeat instead) */
     _Atomic bool peer_dead;   /* sticky once seen */
     _Atomic uint64_t live_next_ns; /* when to check the peer process next */
     /* A peer elsewhere: its heartbeat word, read by one thread at a time. */

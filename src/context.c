@@ -10,6 +10,7 @@
 #include "liveness.h"
 #include "monitor.h"
 #include "mpiguard.h"
+#include "reap.h"
 
 /* NUMA node of the CPU this process last ran on, or -1 when hwloc cannot tell. */
 static int sl_numa_of_self(void)
@@ -125,6 +126,8 @@ void sluice_context_destroy(sluice_context_t *ctx)
     if (!ctx)
         return;
     sl_hello_fini(ctx);
+    /* Without waiting: what a peer still maps stays until the process ends. */
+    sl_reap_poll();
     /* No deadline here, and nothing to give up: every channel is closed,
      * so no sluice thread is in MPI; only the application may hold it. */
     sl_mpi_enter();

@@ -386,7 +386,7 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
     uint32_t settled = 0, written = 0;
     for (; settled < st->resv_n; settled++) {
         sl_resv_t *r = sl_resv_at(st, settled);
-        if (r->state == SL_RESV_OPEN)
+        if (r->state == SL_RESV_OPEN || r->state == SL_RESV_COMMITTING)
             break;
         if (r->state != SL_RESV_COMMITTED || !r->placed)
             continue;
@@ -528,7 +528,7 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
 /*
  * A device product's bytes, before its record may go out (docs/gpu.md,
  * "Completion"). They are complete already: sluice_product_commit waited for
- * the work that filled the reservation before it took the lock, and
+ * the work that filled the reservation, and
  * sluice_product_send's copy (from `src`) is complete when it returns. The
  * staged path then copies the product, from `src` or from this side's device
  * staging, into the peer's host arena: through the peer pointer, or into a
@@ -613,6 +613,8 @@ static int sl_commit_locked(sluice_token_t *token, sl_stream_t *st, sluice_reser
 static int sl_cancel_locked(sl_stream_t *st, sluice_channel_t *ch, sluice_reservation_t *res)
 {
     sl_resv_t *r = res ? sl_resv_find(st, res->handle) : NULL;
+    if (r && r->state == SL_RESV_COMMITTING)
+        return sl_fail(SLUICE_EBUSY, "the reservation is being committed by another call");
     if (!r || r->state != SL_RESV_OPEN)
         return sl_fail(SLUICE_EINVAL, "no such open reservation");
     r->state = SL_RESV_CANCELLED;
@@ -620,22 +622,42 @@ static int sl_cancel_locked(sl_stream_t *st, sluice_channel_t *ch, sluice_reserv
     return sl_resv_settle(ch, st);
 }
 
+/*
+ * Wait, without the stream's lock, for the device work that fills `r` (on
+ * res->cuda_stream), so other threads of the stream go on meanwhile
+ * (docs/gpu.md, "Completion"). The reservation is COMMITTING until then:
+ * cancel refuses it and finish waits for it, so its region is not handed on
+ * while that work may still write it. Returns with the lock held and the
+ * reservation open again, or SLUICE_EDEVICE (it stays open: cancel it).
+ */
+static int sl_device_fill_wait(sl_stream_t *st, sl_resv_t *r, const sluice_reservation_t *res)
+{
+    uint64_t handle = r->handle;
+    r->state = SL_RESV_COMMITTING;
+    st->committing++;
+    pthread_mutex_unlock(&st->lock);
+    int rc = sl_gpu_wait(res->cuda_stream);
+    pthread_mutex_lock(&st->lock);
+    st->committing--;
+    /* Nothing else ends a COMMITTING reservation, and it stays in the queue
+     * (settle stops at it), so it is found where it was. */
+    sl_resv_find(st, handle)->state = SL_RESV_OPEN;
+    return rc;
+}
+
 int sluice_product_commit(sluice_token_t *token, sluice_reservation_t *res)
 {
-    /* A device product's filling work is waited for before the stream's
-     * lock is taken, so other threads of the stream go on meanwhile
-     * (docs/gpu.md, "Completion"); endpoints do not change after open. */
-    if (token && token->channel && res && res->bytes) {
-        const sluice_endpoint_t *e = sl_channel_endpoint(token->channel, res->instance, SLUICE_SEND);
-        int wrc = e && sl_endpoint_device(e) ? sl_gpu_wait(res->cuda_stream) : SLUICE_OK;
-        if (wrc)
-            return sl_channel_result(token->channel, wrc);
-    }
     sl_stream_t *st = NULL;
     int rc = sl_token_lock(token, &st);
-    return rc ? rc
-              : sl_channel_result(token->channel,
-                                  sl_unlock(st, sl_commit_locked(token, st, res, NULL)));
+    if (rc)
+        return rc;
+    sluice_channel_t *ch = token->channel;
+    sl_resv_t *r = res ? sl_resv_find(st, res->handle) : NULL;
+    if (r && r->state == SL_RESV_OPEN && r->len && res->bytes == r->len &&
+        sl_endpoint_device(sl_channel_endpoint(ch, r->instance, SLUICE_SEND)) &&
+        (rc = sl_device_fill_wait(st, r, res)))
+        return sl_channel_result(ch, sl_unlock(st, rc));
+    return sl_channel_result(ch, sl_unlock(st, sl_commit_locked(token, st, res, NULL)));
 }
 
 int sluice_product_cancel(sluice_token_t *token, sluice_reservation_t *res)
@@ -745,6 +767,16 @@ int sluice_product_send_absent(sluice_token_t *token, uint32_t instance)
  */
 static int sl_finish_locked(sluice_channel_t *ch, sl_stream_t *st, sl_record_t *rec)
 {
+    /* Commits waiting for device work (sl_device_fill_wait) end first: their
+     * regions may still be written. Bounded by the channel's timeout; the
+     * token stays open if it runs out. */
+    sl_wait_t w;
+    sl_wait_init(ch, &w);
+    while (st->committing) {
+        int rc = sl_stream_wait_step(ch, st, &w, 0, "finishing an event", 0, true);
+        if (rc)
+            return rc;
+    }
     for (uint32_t i = 0; i < st->resv_n; i++)
         if (sl_resv_at(st, i)->state == SL_RESV_OPEN)
             sl_resv_at(st, i)->state = SL_RESV_CANCELLED;

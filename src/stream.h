@@ -39,7 +39,9 @@ typedef struct sl_pending {
  */
 #define SL_RESV_MAX 16u
 
-enum { SL_RESV_OPEN = 1, SL_RESV_COMMITTED, SL_RESV_CANCELLED };
+/* COMMITTING: open, while its commit waits outside the lock for the device
+ * work that fills it (sluice_product_commit); only that commit ends it. */
+enum { SL_RESV_OPEN = 1, SL_RESV_COMMITTED, SL_RESV_CANCELLED, SL_RESV_COMMITTING };
 
 /* One reservation of the stream's current event, in the stream's queue. */
 typedef struct sl_resv {
@@ -99,6 +101,7 @@ typedef struct sl_stream {
     uint64_t next_seq;        /* controller: sequence numbers handed out */
     uint64_t done_seq;        /* newest event this side finished */
     bool finishing;           /* sluice_event_finish is under way (it may wait) */
+    uint32_t committing;      /* reservations in SL_RESV_COMMITTING: finish waits for them */
     /* The peer failed the current event (sluice_event_fail): its status and message. */
     int peer_failed;
     char peer_failed_msg[SLUICE_AUX_MAX + 1];

@@ -981,6 +981,8 @@ int main(int argc, char **argv)
             rc = case_device_then_host();
         else if (!strcmp(name, "device_path_mismatch"))
             rc = case_device_path_mismatch();
+        else if (!strcmp(name, "device_killed"))
+            rc = case_device_killed();
         else if (!strcmp(name, "device"))
             rc = case_device_data(argc > 3 ? argv[3] : "sizes", argc > 4 ? argv[4] : "auto");
         else
@@ -992,7 +994,7 @@ int main(int argc, char **argv)
      * destroy can never pass. */
     printf("[%s] %s: %s\n", h_role, name, rc == 77 ? "skipped" : rc ? "FAILED" : "ok");
     fflush(stdout);
-    if (!strcmp(name, "peer_killed"))
+    if (!strcmp(name, "peer_killed") || !strcmp(name, "device_killed"))
         h_finalize_watchdog();
     MPI_Finalize();
     printf("[%s] MPI_Finalize returned\n", h_role);

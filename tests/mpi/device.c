@@ -6,6 +6,8 @@
  * where there is one, the emulated layer in the devemu.* lines, and exit 77
  * with the reason where there is no device.
  */
+#include <pthread.h>
+#include <signal.h>
 #include <time.h>
 
 #include "harness.h"
@@ -436,6 +438,251 @@ static int d_finished_early(const char *path)
     return 0;
 }
 
+static void d_sleep_ms(unsigned ms)
+{
+    nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL);
+}
+
+struct d_committer {
+    sluice_token_t *tok;
+    sluice_reservation_t res;
+    int rc;
+    double done_ms;
+};
+
+static void *d_commit_thread(void *arg)
+{
+    struct d_committer *c = arg;
+    c->rc = sluice_product_commit(c->tok, &c->res);
+    c->done_ms = d_now_ms();
+    return NULL;
+}
+
+/* A commit waits for slow device work (a stream done 600 ms later) while another thread of the
+ * event cancels the reservation (refused: it is being committed) and finishes the event (it
+ * waits for the commit): the product goes out whole, and the region is not handed on under
+ * the work that fills it. */
+static int d_commit_race(const char *path)
+{
+    const size_t bytes = 64u << 10;
+    sluice_endpoint_t eps[] = {
+        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+    };
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch;
+    H_DO(d_open("device-commit-race", path, eps, 1, &o, &ch));
+    H_DO(h_begin(ch, 1));
+    for (uint64_t ev = 1; ev <= 3; ev++) {
+        sluice_token_t tok;
+        H_DO(h_start_event(ch, 0, 1, ev, &tok));
+        if (h_is_ctrl) {
+            struct d_committer c = { .tok = &tok };
+            H_OK(sluice_product_reserve(&tok, D_INPUT, bytes, bytes, 0, &c.res));
+            H_TRUE(tdev_fill(c.res.data, bytes, ev) == 0, "cannot fill");
+            c.res.cuda_stream = tdev_slow_stream(600);
+            H_TRUE(c.res.cuda_stream != NULL, "no slow stream");
+            sluice_reservation_t copy = c.res;
+            pthread_t t;
+            H_TRUE(pthread_create(&t, NULL, d_commit_thread, &c) == 0, "pthread_create");
+            /* Until the commit waits for the stream (where the layer cannot tell: 200 ms of
+             * the 600). */
+            if (tdev_waiters() < 0)
+                d_sleep_ms(200);
+            for (double t0 = d_now_ms(); tdev_waiters() == 0;) {
+                H_TRUE(d_now_ms() - t0 < 500, "the commit did not wait for the stream");
+                d_sleep_ms(1);
+            }
+            H_STATUS(sluice_product_cancel(&tok, &copy), SLUICE_EBUSY);
+            H_OK(sluice_event_finish(&tok));
+            double finished_ms = d_now_ms();
+            pthread_join(t, NULL);
+            tdev_stream_free(c.res.cuda_stream);
+            H_TRUE(c.rc == SLUICE_OK, "commit: %s", sluice_strerror(c.rc));
+            H_TRUE(c.done_ms <= finished_ms, "the finish returned %.0f ms before the commit",
+                   c.done_ms - finished_ms);
+        } else {
+            sluice_view_t v;
+            H_OK(sluice_product_receive(&tok, D_INPUT, 0, &v));
+            H_DO(d_check_view(&v, bytes, ev, "committed during the finish"));
+            H_OK(sluice_view_release(ch, &v));
+            H_OK(sluice_event_finish(&tok));
+        }
+    }
+    H_DO(h_end_job(ch, 1));
+    H_OK(sluice_channel_close(ch));
+    return 0;
+}
+
+/* The device layer fails (injected) in each call a product takes: the call says
+ * SLUICE_EDEVICE, nothing half-done is delivered, and the channel goes on. */
+static int d_fail(const char *path)
+{
+    const size_t bytes = 4096;
+    int staged = !strcmp(path, "staged");
+    if (tdev_fail(NULL, 0) < 0) {
+        printf("[%s] device_fail: skipped, the %s layer cannot inject failures\n", h_role,
+               tdev_layer());
+        return D_SKIP;
+    }
+    sluice_endpoint_t eps[] = {
+        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+    };
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch;
+    H_DO(d_open("device-fail", path, eps, 1, &o, &ch));
+    void *buf = tdev_alloc(bytes);
+    H_TRUE(buf != NULL, "cannot allocate");
+    H_DO(h_begin(ch, 1));
+    sluice_token_t tok;
+    H_DO(h_start_event(ch, 0, 1, 1, &tok));
+    if (h_is_ctrl) {
+        /* The wait for the filling work fails: the reservation stays open. */
+        sluice_reservation_t r;
+        H_OK(sluice_product_reserve(&tok, D_INPUT, bytes, bytes, 0, &r));
+        H_TRUE(tdev_fill(r.data, bytes, 1) == 0, "cannot fill");
+        H_TRUE(tdev_fail("wait", 1) == 0, "cannot inject");
+        H_STATUS(sluice_product_commit(&tok, &r), SLUICE_EDEVICE);
+        if (staged) { /* then its copy to the host arena fails: still open */
+            H_TRUE(tdev_fail("copy", 1) == 0, "cannot inject");
+            H_STATUS(sluice_product_commit(&tok, &r), SLUICE_EDEVICE);
+        }
+        H_OK(sluice_product_cancel(&tok, &r));
+        /* A send whose copy fails sends nothing. */
+        H_TRUE(tdev_fill(buf, bytes, 2) == 0, "cannot fill");
+        H_TRUE(tdev_fail("copy", 1) == 0, "cannot inject");
+        H_STATUS(sluice_product_send(&tok, D_INPUT, buf, bytes, bytes, 0), SLUICE_EDEVICE);
+        /* Then two that go out. */
+        H_TRUE(tdev_fill(buf, bytes, 3) == 0, "cannot fill");
+        H_OK(sluice_product_send(&tok, D_INPUT, buf, bytes, bytes, 0));
+        H_TRUE(tdev_fill(buf, bytes, 4) == 0, "cannot fill");
+        H_OK(sluice_product_send(&tok, D_INPUT, buf, bytes, bytes, 0));
+    } else {
+        sluice_view_t v;
+        if (staged) {
+            /* The copy to this side's device fails: that product is lost to the caller,
+             * the next one is whole. */
+            H_TRUE(tdev_fail("copy", 1) == 0, "cannot inject");
+            H_STATUS(sluice_product_receive(&tok, D_INPUT, 0, &v), SLUICE_EDEVICE);
+        } else {
+            H_OK(sluice_product_receive(&tok, D_INPUT, 0, &v));
+            H_DO(d_check_view(&v, bytes, 3, "first after the failures"));
+            H_OK(sluice_view_release(ch, &v));
+        }
+        H_OK(sluice_product_receive(&tok, D_INPUT, 0, &v));
+        H_DO(d_check_view(&v, bytes, 4, "second after the failures"));
+        H_OK(sluice_view_release(ch, &v));
+        sluice_channel_stats_t st;
+        sluice_channel_stats(ch, &st);
+        H_TRUE(st.products_received == (staged ? 1 : 2), "%llu products received",
+               (unsigned long long)st.products_received);
+    }
+    H_OK(sluice_event_finish(&tok));
+    H_DO(h_end_job(ch, 1));
+    tdev_free(buf);
+    H_OK(sluice_channel_close(ch));
+    if (staged)
+        return 0;
+    /* Over ipc the controller cannot map the source's arena: its open fails with
+     * SLUICE_EDEVICE, the source's fails or finds the channel closed, and neither leaves an
+     * arena behind once the other has let go. */
+    if (h_is_ctrl)
+        H_TRUE(tdev_fail("map", 1) == 0, "cannot inject");
+    int rc = h_open("device-fail-map", 1, eps, 1, &o, &ch);
+    if (h_is_ctrl) {
+        H_TRUE(rc == SLUICE_EDEVICE, "open without the peer's arena: %s", sluice_strerror(rc));
+    } else if (rc == SLUICE_OK) {
+        sluice_item_t it;
+        H_STATUS(sluice_source_next(ch, 0, &it), SLUICE_EPEERCLOSED);
+        H_OK(sluice_channel_close(ch));
+    }
+    h_sync();
+    return 0;
+}
+
+/* Two channels carrying device products both ways, closed in opposite orders by the two
+ * sides: no close waits for the peer's, and every exported arena is freed once the peer has
+ * let go (by the next open, at the latest). */
+static int d_close_crossed(const char *path)
+{
+    sluice_endpoint_t eps[] = {
+        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+        { .instance = D_BACK, .direction = h_dir(0), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+    };
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch[2];
+    H_DO(d_open("device-crossed-a", path, eps, 2, &o, &ch[0]));
+    H_DO(d_open("device-crossed-b", path, eps, 2, &o, &ch[1]));
+    h_sync();
+    for (int i = 0; i < 2; i++) {
+        sluice_channel_t *c = ch[h_is_ctrl ? i : 1 - i];
+        double t0 = d_now_ms();
+        H_OK(sluice_channel_close(c));
+        double took = d_now_ms() - t0;
+        H_TRUE(took < o.timeout_ms / 4.0, "close %d took %.0f ms (the timeout is %u ms)", i,
+               took, o.timeout_ms);
+    }
+    h_sync();
+    long left = tdev_exports();
+    if (left < 0) {
+        printf("[%s] close_crossed: the %s layer cannot count its exports\n", h_role,
+               tdev_layer());
+        return 0;
+    }
+    /* Both peers have closed both channels: the next open frees what waited for them. */
+    sluice_endpoint_t host = { .instance = D_RESULT, .direction = h_dir(1), .type = T_BYTES };
+    sluice_channel_t *h;
+    H_OK(h_open("device-crossed-after", 1, &host, 1, &o, &h));
+    left = tdev_exports();
+    H_OK(sluice_channel_close(h));
+    H_TRUE(left == 0, "%ld exported arenas left after both sides closed", left);
+    return 0;
+}
+
+/* The peer is killed with device channels open both ways: the survivor sees the death, closes,
+ * and frees its exported arena, since the dead peer (proven so by its pid) maps nothing. */
+int case_device_killed(void)
+{
+    const char *victim = getenv("SLUICE_TEST_VICTIM");
+    int i_die = victim && strcmp(victim, h_role) == 0;
+    if (!d_have_device("device_killed"))
+        return D_SKIP;
+    sluice_endpoint_t eps[] = {
+        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+        { .instance = D_BACK, .direction = h_dir(0), .type = T_BYTES,
+          .memory = SLUICE_MEMORY_DEVICE },
+    };
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch;
+    H_DO(d_open("device-killed", "ipc", eps, 2, &o, &ch));
+    H_DO(h_begin(ch, 1));
+    sluice_token_t tok;
+    H_DO(h_start_event(ch, 0, 1, 1, &tok));
+    const size_t bytes = 8192;
+    sluice_reservation_t r;
+    H_OK(sluice_product_reserve(&tok, h_is_ctrl ? D_INPUT : D_BACK, bytes, bytes, 0, &r));
+    H_TRUE(tdev_fill(r.data, bytes, 5) == 0, "cannot fill");
+    H_OK(sluice_product_commit(&tok, &r));
+    sluice_view_t v;
+    H_OK(sluice_product_receive(&tok, h_is_ctrl ? D_BACK : D_INPUT, 0, &v));
+    H_DO(d_check_view(&v, bytes, 5, "before the kill"));
+    H_OK(sluice_view_release(ch, &v));
+    h_sync();
+    if (i_die) {
+        d_sleep_ms(200);
+        raise(SIGKILL);
+    }
+    H_STATUS(sluice_product_receive(&tok, h_is_ctrl ? D_BACK : D_INPUT, 0, &v), SLUICE_EPEERDEAD);
+    sluice_channel_close(ch); /* its status may say the peer is gone: that is the point */
+    long left = tdev_exports();
+    H_TRUE(left <= 0, "%ld exported arenas kept after the peer died", left);
+    return 0;
+}
+
 int case_device_data(const char *what, const char *path)
 {
     char name[64];
@@ -447,6 +694,9 @@ int case_device_data(const char *what, const char *path)
              : !strcmp(what, "mixed") ? d_mixed(path)
              : !strcmp(what, "held")  ? d_held(path)
              : !strcmp(what, "finished_early") ? d_finished_early(path)
+             : !strcmp(what, "commit_race")    ? d_commit_race(path)
+             : !strcmp(what, "fail")           ? d_fail(path)
+             : !strcmp(what, "close_crossed")  ? d_close_crossed(path)
                                       : (fprintf(stderr, "[%s] no device case %s\n", h_role, what),
                                          1);
     if (rc == 0)

@@ -77,9 +77,13 @@ int case_device_one_side(const char *device_side);
 int case_device_both(void);
 int case_device_then_host(void);
 int case_device_path_mismatch(void);
-/* Device products over the build's device layer (`what`: sizes, mixed, held; `path`: auto, ipc,
- * staged); 77 where this process has no device. */
+/* Device products over the build's device layer (`what`: sizes, mixed, held, finished_early,
+ * commit_race, fail, close_crossed; `path`: auto, ipc, staged); 77 where this process has no
+ * device (or, for fail, a layer that cannot inject failures). */
 int case_device_data(const char *what, const char *path);
+/* kill -9 of SLUICE_TEST_VICTIM with device channels open both ways (the survivor's verdict
+ * counts). */
+int case_device_killed(void);
 
 #define H_FAIL(...)                                                                                \
     do {                                                                                           \

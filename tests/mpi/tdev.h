@@ -22,4 +22,22 @@ int tdev_fill(void *dev, size_t n, uint64_t seed);
 /* h_checksum of `n` bytes of device memory. */
 int tdev_checksum(const void *dev, size_t n, uint64_t *sum_p);
 
+/*
+ * A stream (cudaStream_t) whose queued work completes `ms` after this call,
+ * to stand for a slow kernel; tdev_stream_free when done. NULL where the
+ * layer cannot (none).
+ */
+void *tdev_slow_stream(unsigned ms);
+void tdev_stream_free(void *stream);
+/* Threads of this process inside the library's wait for a slow stream; -1 where the layer
+ * cannot tell (cuda, none). */
+int tdev_waiters(void);
+
+/* Make the `nth` next call of the library's device layer named `call` ("alloc", "map", "copy",
+ * "wait") fail. -1 where the layer cannot inject failures (only the emulated one can). */
+int tdev_fail(const char *call, unsigned nth);
+
+/* The library's exported device arenas not freed yet; -1 where the layer cannot tell. */
+long tdev_exports(void);
+
 #endif

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <cuda_runtime_api.h>
 
@@ -56,3 +57,38 @@ int tdev_checksum(const void *dev, size_t n, uint64_t *sum_p)
     free(h);
     return rc;
 }
+
+/* Host work on the stream: it completes when the sleep does. */
+static void CUDART_CB tdev_sleep(void *arg)
+{
+    unsigned ms = (unsigned)(uintptr_t)arg;
+    nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL);
+}
+
+void *tdev_slow_stream(unsigned ms)
+{
+    cudaStream_t s;
+    if (cudaStreamCreate(&s) != cudaSuccess)
+        return NULL;
+    if (cudaLaunchHostFunc(s, tdev_sleep, (void *)(uintptr_t)ms) != cudaSuccess) {
+        cudaStreamDestroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+void tdev_stream_free(void *stream)
+{
+    if (stream)
+        cudaStreamDestroy((cudaStream_t)stream);
+}
+
+int tdev_fail(const char *call, unsigned nth)
+{
+    (void)call, (void)nth;
+    return -1;
+}
+
+long tdev_exports(void) { return -1; }
+
+int tdev_waiters(void) { return -1; }

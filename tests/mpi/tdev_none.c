@@ -31,3 +31,21 @@ int tdev_checksum(const void *dev, size_t n, uint64_t *sum_p)
     (void)dev, (void)n, (void)sum_p;
     return -1;
 }
+
+void *tdev_slow_stream(unsigned ms)
+{
+    (void)ms;
+    return NULL;
+}
+
+void tdev_stream_free(void *stream) { (void)stream; }
+
+int tdev_fail(const char *call, unsigned nth)
+{
+    (void)call, (void)nth;
+    return -1;
+}
+
+long tdev_exports(void) { return -1; }
+
+int tdev_waiters(void) { return -1; }

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Exported device arenas whose peer may still map them (docs/gpu.md,
+ * "Lifetime"). A closing shared-memory channel whose peer has not let go of
+ * its arena yet hands the arena, with the inbox the peer marks, to a list
+ * in this process; later opens and closes, and context destroy, release
+ * what the peer has let go of since. So a close never waits for the peer's.
+ */
+#ifndef SL_REAP_H
+#define SL_REAP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport.h"
+
+typedef struct sl_reap_item {
+    const sl_transport_ops_t *tp;
+    sl_link_t *link;                  /* closed (tp->close) when the item goes */
+    const _Atomic uint64_t *mark;     /* the inbox's peer_closed, inside the link */
+    void *dev;                        /* the exported arena, freed when the item goes */
+    size_t dev_bytes;
+    int64_t peer_pid;                 /* checked only when pid_visible */
+    uint64_t peer_start;
+    bool pid_visible;
+} sl_reap_item_t;
+
+/*
+ * Whether the peer has let go of our arena: it marked our inbox closed (it
+ * unmaps before it marks), or it is proven dead by its pid. A missing
+ * heartbeat or an unanswered read is no proof: a live peer may still map it.
+ */
+bool sl_reap_released(const sl_reap_item_t *item);
+
+/* Release the item now if the peer has let go, else keep it on the list. Never blocks. */
+void sl_reap_defer(const sl_reap_item_t *item);
+
+/* Release every item whose peer has let go since. Never blocks; any thread. */
+void sl_reap_poll(void);
+
+#endif
