@@ -67,6 +67,17 @@ void sl_gpu_unmap(void *dev, size_t bytes);
 int sl_gpu_copy(void *dst, const void *src, size_t len);
 
 /*
+ * Page-lock `len` bytes of host memory at `p` for the device
+ * (cudaHostRegister): copies between it and device memory then run by DMA
+ * at full speed, with no bounce buffer. Used on the staged path for the
+ * windows device products cross (docs/gpu.md, "Pinned windows"). A failure
+ * is not fatal to the caller: copies still work, slower.
+ * sl_gpu_unregister undoes it, before the memory is unmapped.
+ */
+int sl_gpu_register(void *p, size_t len);
+void sl_gpu_unregister(void *p);
+
+/*
  * Wait until the work queued on `stream` (a cudaStream_t) is complete; NULL
  * waits for all of this process's work on the current device.
  */

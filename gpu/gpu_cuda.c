@@ -110,6 +110,19 @@ int sl_gpu_copy(void *dst, const void *src, size_t len)
     return err == cudaSuccess ? SLUICE_OK : sl_cuda_fail(err, "cudaStreamSynchronize");
 }
 
+int sl_gpu_register(void *p, size_t len)
+{
+    /* Portable: the pages are pinned for every context of this process. */
+    cudaError_t err = cudaHostRegister(p, len ? len : 1, cudaHostRegisterPortable);
+    return err == cudaSuccess ? SLUICE_OK : sl_cuda_fail(err, "cudaHostRegister");
+}
+
+void sl_gpu_unregister(void *p)
+{
+    if (p && cudaHostUnregister(p) != cudaSuccess)
+        (void)cudaGetLastError();
+}
+
 int sl_gpu_wait(void *stream)
 {
     cudaError_t err = stream ? cudaStreamSynchronize((cudaStream_t)stream) : cudaDeviceSynchronize();

@@ -38,16 +38,18 @@ size_t sl_gpu_emu_exports(void);
 void sl_gpu_emu_fail(const char *call, unsigned nth);
 void sl_gpu_emu_slow_wait(unsigned ms);
 unsigned sl_gpu_emu_waiters(void);
+long sl_gpu_emu_registered(void);
 
 static _Atomic size_t sl_emu_exports;   /* exported allocations not freed */
 static _Atomic unsigned sl_emu_wait_ms; /* the next wait sleeps this long */
 static _Atomic unsigned sl_emu_waiters; /* threads in such a sleep */
+static _Atomic long sl_emu_registered;  /* host ranges registered and not unregistered */
 static const char *_Atomic sl_emu_fail_call;
 static _Atomic unsigned sl_emu_fail_nth;
 
 size_t sl_gpu_emu_exports(void) { return atomic_load(&sl_emu_exports); }
 
-/* The `nth` next call (1: the next) of `call` ("alloc", "map", "copy", "wait") fails. */
+/* The `nth` next call (1: the next) of `call` ("alloc", "map", "copy", "register", "wait") fails. */
 void sl_gpu_emu_fail(const char *call, unsigned nth)
 {
     atomic_store(&sl_emu_fail_nth, nth);
@@ -57,6 +59,8 @@ void sl_gpu_emu_fail(const char *call, unsigned nth)
 void sl_gpu_emu_slow_wait(unsigned ms) { atomic_store(&sl_emu_wait_ms, ms); }
 
 unsigned sl_gpu_emu_waiters(void) { return atomic_load(&sl_emu_waiters); }
+
+long sl_gpu_emu_registered(void) { return atomic_load(&sl_emu_registered); }
 
 /* Whether this call of `call` is the one sl_gpu_emu_fail asked to fail. */
 static int sl_emu_injected(const char *call)
@@ -234,6 +238,22 @@ int sl_gpu_copy(void *dst, const void *src, size_t len)
     if (len)
         memmove(dst, src, len);
     return SLUICE_OK;
+}
+
+/* Host memory needs no pinning here: registrations are only counted, for the tests. */
+int sl_gpu_register(void *p, size_t len)
+{
+    (void)p, (void)len;
+    int rc = sl_emu_injected("register");
+    if (rc == SLUICE_OK)
+        atomic_fetch_add(&sl_emu_registered, 1);
+    return rc;
+}
+
+void sl_gpu_unregister(void *p)
+{
+    if (p)
+        atomic_fetch_sub(&sl_emu_registered, 1);
 }
 
 int sl_gpu_wait(void *stream)

@@ -49,6 +49,14 @@ int sl_gpu_copy(void *dst, const void *src, size_t len)
     return sl_gpu_none();
 }
 
+int sl_gpu_register(void *p, size_t len)
+{
+    (void)p, (void)len;
+    return sl_gpu_none();
+}
+
+void sl_gpu_unregister(void *p) { (void)p; }
+
 int sl_gpu_wait(void *stream)
 {
     (void)stream;

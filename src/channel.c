@@ -74,6 +74,45 @@ static void sl_device_unmap_peer(sluice_channel_t *ch)
     }
 }
 
+/* Whether this side declares an endpoint in device memory going direction `dir`. */
+static bool sl_has_device(const sluice_channel_t *ch, sluice_direction_t dir)
+{
+    for (size_t i = 0; i < ch->n_endpoints; i++)
+        if (sl_endpoint_device(&ch->endpoints[i]) && ch->endpoints[i].direction == dir)
+            return true;
+    return false;
+}
+
+/*
+ * The staged path's pinned windows (docs/gpu.md, "Pinned windows"): the
+ * host memory device products cross is registered with the device, so the
+ * copies into and out of it are DMA at full speed. Receiving, our inbox
+ * (the window the peer puts into, or its shared segment); sending over
+ * shared memory, the peer's inbox as mapped here, which the device-to-host
+ * copy writes straight into. Over RMA the sender's copy goes to a staging
+ * buffer the put reads. A registration that fails leaves that window
+ * pageable: slower copies, nothing else.
+ */
+static void sl_device_pin(sluice_channel_t *ch, size_t peer_bytes)
+{
+    if (ch->dev_path != SLUICE_DEVICE_PATH_STAGED)
+        return;
+    if (sl_has_device(ch, SLUICE_RECEIVE) &&
+        sl_gpu_register(ch->local, ch->geo.inbox_bytes) == SLUICE_OK)
+        ch->dev_pinned_local = ch->local;
+    void *peer = (ch->tp->caps & SL_CAP_PEER_POINTER) ? ch->tp->peer_ptr(ch->link, 0) : NULL;
+    if (peer && sl_has_device(ch, SLUICE_SEND) && sl_gpu_register(peer, peer_bytes) == SLUICE_OK)
+        ch->dev_pinned_peer = peer;
+}
+
+/* Before the windows are unmapped. */
+static void sl_device_unpin(sluice_channel_t *ch)
+{
+    sl_gpu_unregister(ch->dev_pinned_local);
+    sl_gpu_unregister(ch->dev_pinned_peer);
+    ch->dev_pinned_local = ch->dev_pinned_peer = NULL;
+}
+
 /* Mark the peer's inbox closed, having let go of its device arena first. */
 static void sl_signal_closed(sluice_channel_t *ch)
 {
@@ -96,6 +135,7 @@ static void sl_signal_closed(sluice_channel_t *ch)
 static int sl_close_link(sluice_channel_t *ch, const sl_deadline_t *deadline)
 {
     sl_reap_poll();
+    sl_device_unpin(ch);
     if (!ch->dev_exported)
         return ch->tp->close(ch->link, deadline);
     if (ch->tp->caps & SL_CAP_PEER_POINTER) {
@@ -309,15 +349,6 @@ static void sl_declare_device(sl_decl_t *decl)
     sl_decl_set_device(decl, device, why);
 }
 
-/* Whether this side declares an endpoint in device memory going direction `dir`. */
-static bool sl_has_device(const sluice_channel_t *ch, sluice_direction_t dir)
-{
-    for (size_t i = 0; i < ch->n_endpoints; i++)
-        if (sl_endpoint_device(&ch->endpoints[i]) && ch->endpoints[i].direction == dir)
-            return true;
-    return false;
-}
-
 /*
  * This side's device arena, where the device products it receives land:
  * exported over IPC (its handle goes in the inbox header), or private when
@@ -464,6 +495,7 @@ int sluice_channel_open(sluice_context_t *ctx, const sluice_channel_desc_t *desc
         sl_signal_closed(ch);
         goto close_link;
     }
+    sl_device_pin(ch, peer_bytes);
     /* A peer elsewhere watches our heartbeat from now on; we watch its. */
     ch->hb_moved_ns = sl_now_ns();
     if (!ch->peer_local) {

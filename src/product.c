@@ -525,6 +525,9 @@ int sluice_product_reserve(sluice_token_t *token, uint32_t instance, size_t byte
                                                              true, res_p)));
 }
 
+/* The staged path's pipeline step over RMA (docs/gpu.md, "Pinned windows"). */
+#define SL_DEVICE_CHUNK ((uint64_t)4 << 20)
+
 /*
  * A device product's bytes, before its record may go out (docs/gpu.md,
  * "Completion"). They are complete already: sluice_product_commit waited for
@@ -544,9 +547,15 @@ static int sl_device_commit(sluice_channel_t *ch, sl_stream_t *st, sl_resv_t *r,
     if (ch->tp->caps & SL_CAP_PEER_POINTER)
         return sl_gpu_copy(ch->tp->peer_ptr(ch->link, off), from, r->len);
     int rc = sl_resv_staging(st, r, r->len);
-    if (rc || (rc = sl_gpu_copy(r->staging, from, r->len)))
-        return rc;
-    return ch->tp->put(ch->link, off, r->staging, r->len);
+    /* In chunks: a put returns before its bytes have moved, so each chunk
+     * crosses the network while the next one comes off the device. */
+    for (uint64_t done = 0; rc == SLUICE_OK && done < r->len; done += SL_DEVICE_CHUNK) {
+        size_t n = (size_t)(r->len - done < SL_DEVICE_CHUNK ? r->len - done : SL_DEVICE_CHUNK);
+        char *stage = (char *)r->staging + done;
+        if ((rc = sl_gpu_copy(stage, (const char *)from + done, n)) == SLUICE_OK)
+            rc = ch->tp->put(ch->link, off + done, stage, n);
+    }
+    return rc;
 }
 
 /*

@@ -206,7 +206,8 @@ static int d_check_view(const sluice_view_t *v, size_t bytes, uint64_t seed, con
  * back; contents checked on the receiving device. */
 static int d_sizes(const char *path)
 {
-    static const size_t sizes[] = { 0, 1, 63, 64, 65, 4097, 1u << 20, 16u << 20, 256u << 20 };
+    static const size_t sizes[] = { 0, 1, 63, 64, 65, 4097, 1u << 20,
+                                    (5u << 20) + 3, 16u << 20, 256u << 20 };
     const size_t n_sizes = sizeof sizes / sizeof sizes[0], max = 256u << 20;
     sluice_endpoint_t eps[] = {
         { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
@@ -271,6 +272,13 @@ static int d_mixed(const char *path)
     sluice_options_t o = h_options();
     sluice_channel_t *ch;
     H_DO(d_open("device-mixed", path, eps, 4, &o, &ch));
+    /* Both sides receive device products: staged, each registered its inbox with the device
+     * (and, over shared memory, the peer's, which it copies into); ipc registers nothing. */
+    long pinned = tdev_registered();
+    int staged = !strcmp(path, "staged");
+    if (pinned >= 0)
+        H_TRUE(staged ? pinned >= 1 : pinned == 0, "%ld host windows registered (%s)", pinned,
+               path);
     H_DO(h_begin(ch, 1));
     unsigned char host[3000];
     for (uint64_t ev = 1; ev <= 40; ev++) {
@@ -320,6 +328,8 @@ static int d_mixed(const char *path)
     }
     H_DO(h_end_job(ch, 1));
     H_OK(sluice_channel_close(ch));
+    pinned = tdev_registered();
+    H_TRUE(pinned <= 0, "%ld host windows still registered after close", pinned);
     return 0;
 }
 

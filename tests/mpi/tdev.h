@@ -39,5 +39,7 @@ int tdev_fail(const char *call, unsigned nth);
 
 /* The library's exported device arenas not freed yet; -1 where the layer cannot tell. */
 long tdev_exports(void);
+/* Host ranges the library registered with the device and has not unregistered; -1 likewise. */
+long tdev_registered(void);
 
 #endif

@@ -92,3 +92,5 @@ int tdev_fail(const char *call, unsigned nth)
 long tdev_exports(void) { return -1; }
 
 int tdev_waiters(void) { return -1; }
+
+long tdev_registered(void) { return -1; }

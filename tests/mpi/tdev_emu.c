@@ -53,3 +53,6 @@ long tdev_exports(void) { return (long)sl_gpu_emu_exports(); }
 
 unsigned sl_gpu_emu_waiters(void);
 int tdev_waiters(void) { return (int)sl_gpu_emu_waiters(); }
+
+long sl_gpu_emu_registered(void);
+long tdev_registered(void) { return sl_gpu_emu_registered(); }
