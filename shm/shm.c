@@ -205,6 +205,13 @@ static int sl_shm_close(sl_link_t *l, const sl_deadline_t *deadline)
     return SLUICE_OK;
 }
 
+static void sl_shm_hide(sl_link_t *l)
+{
+    if (l->local_linked)
+        shm_unlink(l->local_name); /* ENOENT once the peer mapped it: fine */
+    l->local_linked = false;
+}
+
 static int sl_shm_put(sl_link_t *l, size_t off, const void *src, size_t len)
 {
     memcpy(l->peer + off, src, len);
@@ -284,4 +291,5 @@ const sl_transport_ops_t sl_shm_transport = {
      * namespace) is watched by its heartbeat, read straight from memory. */
     .watch64 = sl_shm_load64,
     .wake = sl_shm_wake,
+    .hide = sl_shm_hide,
 };

@@ -146,7 +146,8 @@ static int sl_close_link(sluice_channel_t *ch, const sl_deadline_t *deadline)
                                          .dev_bytes = ch->dev_bytes,
                                          .peer_pid = ch->peer_pid,
                                          .peer_start = ch->peer_start,
-                                         .pid_visible = ch->peer_pid_visible });
+                                         .pid_visible = ch->peer_pid_visible,
+                                         .deadline_ns = deadline->at_ns });
         ch->dev_local = NULL;
         ch->dev_exported = false;
         return SLUICE_OK;
@@ -549,7 +550,10 @@ int sluice_channel_close(sluice_channel_t *ch)
      * the close agreement then gives up at once. Either way the peer's
      * device arena is let go of first. */
     sl_device_unmap_peer(ch);
-    if (!dead) {
+    /* On shared memory the mark is a plain store: given even to a peer
+     * thought dead (the heartbeat may be wrong), which may be waiting for
+     * it to free its arena (reap.h). */
+    if (!dead || (ch->tp->caps & SL_CAP_PEER_POINTER)) {
         sl_signal_closed(ch);
         if (ch->tp->wake)
             ch->tp->wake(ch->link); /* its sleeping engine fires "closed" notes now */

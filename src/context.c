@@ -126,8 +126,9 @@ void sluice_context_destroy(sluice_context_t *ctx)
     if (!ctx)
         return;
     sl_hello_fini(ctx);
-    /* Without waiting: what a peer still maps stays until the process ends. */
-    sl_reap_poll();
+    /* Arenas a peer may still map: waited for up to their channels'
+     * deadlines, then kept for the life of the process (reap.h). */
+    sl_reap_drain();
     /* No deadline here, and nothing to give up: every channel is closed,
      * so no sluice thread is in MPI; only the application may hold it. */
     sl_mpi_enter();

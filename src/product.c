@@ -549,12 +549,19 @@ static int sl_device_commit(sluice_channel_t *ch, sl_stream_t *st, sl_resv_t *r,
     int rc = sl_resv_staging(st, r, r->len);
     /* In chunks: a put returns before its bytes have moved, so each chunk
      * crosses the network while the next one comes off the device. */
-    for (uint64_t done = 0; rc == SLUICE_OK && done < r->len; done += SL_DEVICE_CHUNK) {
-        size_t n = (size_t)(r->len - done < SL_DEVICE_CHUNK ? r->len - done : SL_DEVICE_CHUNK);
-        char *stage = (char *)r->staging + done;
-        if ((rc = sl_gpu_copy(stage, (const char *)from + done, n)) == SLUICE_OK)
-            rc = ch->tp->put(ch->link, off + done, stage, n);
+    uint64_t put = 0; /* bytes whose put went out */
+    while (rc == SLUICE_OK && put < r->len) {
+        size_t n = (size_t)(r->len - put < SL_DEVICE_CHUNK ? r->len - put : SL_DEVICE_CHUNK);
+        char *stage = (char *)r->staging + put;
+        if ((rc = sl_gpu_copy(stage, (const char *)from + put, n)) == SLUICE_OK &&
+            (rc = ch->tp->put(ch->link, off + put, stage, n)) == SLUICE_OK)
+            put += n;
     }
+    /* Failed after some chunks went: they complete at the peer now (an
+     * empty publication flushes), so neither the staging buffer nor the
+     * region is reused under them if the reservation is cancelled. */
+    if (rc && put)
+        ch->tp->publish(ch->link, NULL, 0);
     return rc;
 }
 

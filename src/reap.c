@@ -2,6 +2,7 @@
 /* Exported device arenas waiting for their peer to let go (reap.h). */
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "../gpu/gpu.h"
 #include "liveness.h"
@@ -20,7 +21,9 @@ bool sl_reap_released(const sl_reap_item_t *item)
 
 static void sl_reap_release(const sl_reap_item_t *item)
 {
-    item->tp->close(item->link, NULL);
+    /* Shared memory only (reap.h): its close ignores the deadline. */
+    sl_deadline_t now = sl_deadline_in(0);
+    item->tp->close(item->link, &now);
     sl_gpu_free(item->dev, item->dev_bytes);
 }
 
@@ -30,6 +33,8 @@ void sl_reap_defer(const sl_reap_item_t *item)
         sl_reap_release(item);
         return;
     }
+    if (item->tp->hide)
+        item->tp->hide(item->link);
     pthread_mutex_lock(&sl_reap_lock);
     if (sl_reap_n == sl_reap_cap) {
         size_t cap = sl_reap_cap ? 2 * sl_reap_cap : 8;
@@ -47,16 +52,47 @@ void sl_reap_defer(const sl_reap_item_t *item)
     pthread_mutex_unlock(&sl_reap_lock);
 }
 
-void sl_reap_poll(void)
+/* Take the released items off the list (into `out`, at most `max`), under the lock. */
+static size_t sl_reap_take(sl_reap_item_t *out, size_t max)
 {
+    size_t n = 0;
     pthread_mutex_lock(&sl_reap_lock);
-    for (size_t i = 0; i < sl_reap_n;) {
+    for (size_t i = 0; i < sl_reap_n && n < max;) {
         if (sl_reap_released(&sl_reap_items[i])) {
-            sl_reap_release(&sl_reap_items[i]);
+            out[n++] = sl_reap_items[i];
             sl_reap_items[i] = sl_reap_items[--sl_reap_n];
         } else {
             i++;
         }
     }
     pthread_mutex_unlock(&sl_reap_lock);
+    return n;
+}
+
+void sl_reap_poll(void)
+{
+    sl_reap_item_t batch[16];
+    size_t n;
+    do {
+        n = sl_reap_take(batch, sizeof batch / sizeof batch[0]);
+        for (size_t i = 0; i < n; i++)
+            sl_reap_release(&batch[i]); /* outside the lock: cudaFree may wait for the device */
+    } while (n == sizeof batch / sizeof batch[0]);
+}
+
+void sl_reap_drain(void)
+{
+    for (;;) {
+        sl_reap_poll();
+        uint64_t latest = 0;
+        pthread_mutex_lock(&sl_reap_lock);
+        for (size_t i = 0; i < sl_reap_n; i++)
+            if (sl_reap_items[i].deadline_ns > latest)
+                latest = sl_reap_items[i].deadline_ns;
+        pthread_mutex_unlock(&sl_reap_lock);
+        if (sl_now_ns() >= latest)
+            return;
+        struct timespec ms = { 0, 1000000 };
+        nanosleep(&ms, NULL);
+    }
 }

@@ -3,8 +3,11 @@
  * Exported device arenas whose peer may still map them (docs/gpu.md,
  * "Lifetime"). A closing shared-memory channel whose peer has not let go of
  * its arena yet hands the arena, with the inbox the peer marks, to a list
- * in this process; later opens and closes, and context destroy, release
- * what the peer has let go of since. So a close never waits for the peer's.
+ * in this process; later opens and closes release what the peer has let go
+ * of since, and context destroy waits for the rest up to their deadlines.
+ * So a close never waits for the peer's. Releasing frees device memory
+ * (cudaFree), which waits for the device's outstanding work: it runs
+ * outside the list's lock.
  */
 #ifndef SL_REAP_H
 #define SL_REAP_H
@@ -25,6 +28,7 @@ typedef struct sl_reap_item {
     int64_t peer_pid;                 /* checked only when pid_visible */
     uint64_t peer_start;
     bool pid_visible;
+    uint64_t deadline_ns;             /* how long context destroy waits for it (sl_now_ns) */
 } sl_reap_item_t;
 
 /*
@@ -34,10 +38,18 @@ typedef struct sl_reap_item {
  */
 bool sl_reap_released(const sl_reap_item_t *item);
 
-/* Release the item now if the peer has let go, else keep it on the list. Never blocks. */
+/* Release the item now if the peer has let go, else keep it on the list (the transport's hide
+ * makes its inbox unreachable to a late peer). `item->tp` has SL_CAP_PEER_POINTER. */
 void sl_reap_defer(const sl_reap_item_t *item);
 
-/* Release every item whose peer has let go since. Never blocks; any thread. */
+/* Release every item whose peer has let go since. Never waits for a peer; any thread. */
 void sl_reap_poll(void);
+
+/*
+ * Context destroy: wait for the peers of the items still listed, each up
+ * to its deadline, then leave what is left for the life of the process
+ * (a leak, never a free under a mapping).
+ */
+void sl_reap_drain(void);
 
 #endif

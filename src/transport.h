@@ -167,6 +167,14 @@ typedef struct sl_transport_ops {
      * (its engine polls instead). Never waits.
      */
     void (*wake)(sl_link_t *link);
+
+    /*
+     * Make this side's inbox unreachable to a peer that has not found it
+     * yet (remove its name), while it stays mapped on both sides: for a link
+     * whose close is put off (reap.h). NULL where an inbox has no name.
+     * Never waits.
+     */
+    void (*hide)(sl_link_t *link);
 } sl_transport_ops_t;
 
 /*

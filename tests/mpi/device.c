@@ -502,10 +502,11 @@ static int d_commit_race(const char *path)
                 d_sleep_ms(1);
             }
             H_STATUS(sluice_product_cancel(&tok, &copy), SLUICE_EBUSY);
-            /* A finish that did not wait would cancel the reservation under the commit,
-             * which would then fail: the commit's success (and the product's arrival) is
-             * the proof that it waited. */
+            /* A finish that did not wait would publish its end mark before the product:
+             * the receiver would not get it. */
             H_OK(sluice_event_finish(&tok));
+            /* Where the layer tells, the finish returned after the wait had ended. */
+            H_TRUE(tdev_waiters() <= 0, "the finish returned while the commit still waited");
             pthread_join(t, NULL);
             tdev_stream_free(c.res.cuda_stream);
             H_TRUE(c.rc == SLUICE_OK, "commit: %s", sluice_strerror(c.rc));
@@ -538,6 +539,7 @@ static int d_fail(const char *path)
           .memory = SLUICE_MEMORY_DEVICE },
     };
     sluice_options_t o = h_options();
+    o.arena_bytes = 16u << 20; /* room for a product of three RMA chunks */
     sluice_channel_t *ch;
     H_DO(d_open("device-fail", path, eps, 1, &o, &ch));
     void *buf = tdev_alloc(bytes);
@@ -557,6 +559,16 @@ static int d_fail(const char *path)
             H_STATUS(sluice_product_commit(&tok, &r), SLUICE_EDEVICE);
         }
         H_OK(sluice_product_cancel(&tok, &r));
+        if (staged && !strcmp(sluice_channel_transport(ch), "rma")) {
+            /* Its second 4 MiB chunk fails after the first was put: cancelled, and the
+             * products below reuse the region the first chunk went to. */
+            const size_t big = (9u << 20) + 5;
+            H_OK(sluice_product_reserve(&tok, D_INPUT, big, big, 0, &r));
+            H_TRUE(tdev_fill(r.data, big, 6) == 0, "cannot fill");
+            H_TRUE(tdev_fail("copy", 2) == 0, "cannot inject");
+            H_STATUS(sluice_product_commit(&tok, &r), SLUICE_EDEVICE);
+            H_OK(sluice_product_cancel(&tok, &r));
+        }
         /* A send whose copy fails sends nothing. */
         H_TRUE(tdev_fill(buf, bytes, 2) == 0, "cannot fill");
         H_TRUE(tdev_fail("copy", 1) == 0, "cannot inject");
@@ -604,8 +616,15 @@ static int d_fail(const char *path)
         sluice_item_t it;
         H_STATUS(sluice_source_next(ch, 0, &it), SLUICE_EPEERCLOSED);
         H_OK(sluice_channel_close(ch));
+    } else {
+        H_TRUE(rc == SLUICE_EPEERCLOSED || rc == SLUICE_ETIMEDOUT,
+               "the source's open: %s", sluice_strerror(rc));
     }
     h_sync();
+    /* The controller marked the source's inbox closed after it failed to map: the source's
+     * arena went with its close. */
+    long left = tdev_exports();
+    H_TRUE(left == 0, "%ld exported arenas left", left);
     return 0;
 }
 

@@ -34,7 +34,7 @@ void tdev_stream_free(void *stream);
 int tdev_waiters(void);
 
 /* Make the `nth` next call of the library's device layer named `call` ("alloc", "map", "copy",
- * "wait") fail. -1 where the layer cannot inject failures (only the emulated one can). */
+ * "register", "wait") fail. -1 where the layer cannot inject failures (only the emulated one can). */
 int tdev_fail(const char *call, unsigned nth);
 
 /* The library's exported device arenas not freed yet; -1 where the layer cannot tell. */
