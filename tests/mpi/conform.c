@@ -979,6 +979,8 @@ int main(int argc, char **argv)
             rc = case_device_both();
         else if (!strcmp(name, "device_then_host"))
             rc = case_device_then_host();
+        else if (!strcmp(name, "device_custom_layout"))
+            rc = case_device_custom_layout();
         else if (!strcmp(name, "device_path_mismatch"))
             rc = case_device_path_mismatch();
         else if (!strcmp(name, "device_killed"))

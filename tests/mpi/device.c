@@ -150,6 +150,25 @@ int case_device_then_host(void)
     return 0;
 }
 
+int case_device_custom_layout(void)
+{
+    /* A custom-layout type in device memory is refused by each side alone, before anything
+     * crosses: its (de)serialise callbacks run on the CPU. */
+    sluice_endpoint_t eps[2];
+    d_endpoints(eps, SLUICE_MEMORY_DEVICE);
+    eps[0].type = T_BLOB;
+    sluice_options_t o = h_options();
+    sluice_channel_t *ch = NULL;
+    double t0 = d_now_ms();
+    H_STATUS(h_open("device-custom", 1, eps, 2, &o, &ch), SLUICE_EINVAL);
+    H_TRUE(strstr(sluice_last_error(), "instance 7: type `test::Blob` has a custom layout"),
+           "message: %s", sluice_last_error());
+    H_TRUE(ch == NULL, "channel handle set on failure");
+    H_TRUE(d_now_ms() - t0 < o.timeout_ms / 4.0, "the refusal waited %.0f ms",
+           d_now_ms() - t0);
+    return 0;
+}
+
 int case_device_path_mismatch(void)
 {
     /* The controller forces ipc, the source staged: both opens fail alike (SLUICE_ETYPE), or,
@@ -602,6 +621,30 @@ static int d_fail(const char *path)
     H_DO(h_end_job(ch, 1));
     tdev_free(buf);
     H_OK(sluice_channel_close(ch));
+    /* The source cannot allocate its device arena: its open fails with SLUICE_EDEVICE. The
+     * controller's fails too over ipc (there is no arena to map); staged, it reads nothing of
+     * the source's device side at open, and its first wait finds the channel closed. */
+    sluice_endpoint_t both[2];
+    d_endpoints(both, SLUICE_MEMORY_DEVICE); /* and instance 8 back, in host memory */
+    if (!h_is_ctrl)
+        H_TRUE(tdev_fail("alloc", 1) == 0, "cannot inject");
+    int rc = h_open("device-fail-alloc", 1, both, 2, &o, &ch);
+    if (!h_is_ctrl) {
+        H_TRUE(rc == SLUICE_EDEVICE, "open without an arena: %s", sluice_strerror(rc));
+    } else if (!staged || rc != SLUICE_OK) {
+        H_TRUE(rc != SLUICE_OK, "the open succeeded without the peer's arena");
+    } else {
+        sluice_transition_t t = h_transition(SLUICE_BEGIN_RUN, 1, 0, 0);
+        H_OK(sluice_transition_send(ch, &t, 0));
+        t = h_transition(SLUICE_BEGIN_LUMI, 1, 1, 0);
+        H_OK(sluice_transition_send(ch, &t, 0));
+        t = h_transition(SLUICE_EVENT, 1, 1, 1);
+        H_OK(sluice_event_send(ch, 0, &t, 0, &tok));
+        sluice_view_t v;
+        H_STATUS(sluice_product_receive(&tok, D_RESULT, 0, &v), SLUICE_EPEERCLOSED);
+        sluice_channel_close(ch); /* its status may say the peer is gone */
+    }
+    h_sync();
     if (staged)
         return 0;
     /* Over ipc the controller cannot map the source's arena: its open fails with
@@ -609,7 +652,7 @@ static int d_fail(const char *path)
      * arena behind once the other has let go. */
     if (h_is_ctrl)
         H_TRUE(tdev_fail("map", 1) == 0, "cannot inject");
-    int rc = h_open("device-fail-map", 1, eps, 1, &o, &ch);
+    rc = h_open("device-fail-map", 1, eps, 1, &o, &ch);
     if (h_is_ctrl) {
         H_TRUE(rc == SLUICE_EDEVICE, "open without the peer's arena: %s", sluice_strerror(rc));
     } else if (rc == SLUICE_OK) {

@@ -77,6 +77,7 @@ int case_device_one_side(const char *device_side);
 int case_device_both(void);
 int case_device_then_host(void);
 int case_device_path_mismatch(void);
+int case_device_custom_layout(void);
 /* Device products over the build's device layer (`what`: sizes, mixed, held, finished_early,
  * commit_race, fail, close_crossed; `path`: auto, ipc, staged); 77 where this process has no
  * device (or, for fail, a layer that cannot inject failures). */
