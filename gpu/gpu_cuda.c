@@ -72,8 +72,21 @@ int sl_gpu_alloc_shared(size_t bytes, void **dev_p, sl_gpu_handle_t *handle_p)
 void sl_gpu_free(void *dev, size_t bytes)
 {
     (void)bytes;
-    if (dev && cudaFree(dev) != cudaSuccess)
+    if (!dev)
+        return;
+    /* The free may run on another thread than the allocation did (the reap
+     * list, src/reap.h), whose current device may differ: it runs on the
+     * allocation's own device, so that no context is made on another. */
+    struct cudaPointerAttributes a;
+    int current = -1;
+    bool moved = cudaPointerGetAttributes(&a, dev) == cudaSuccess &&
+                 cudaGetDevice(&current) == cudaSuccess && a.device != current &&
+                 cudaSetDevice(a.device) == cudaSuccess;
+    if (cudaFree(dev) != cudaSuccess)
         (void)cudaGetLastError();
+    if (moved && cudaSetDevice(current) != cudaSuccess)
+        (void)cudaGetLastError();
+    (void)cudaGetLastError(); /* a failed attribute query leaves nothing behind */
 }
 
 int sl_gpu_map(const sl_gpu_handle_t *handle, size_t bytes, void **dev_p)

@@ -440,8 +440,10 @@ static int sl_resv_settle(sluice_channel_t *ch, sl_stream_t *st)
  * Reserve arena space. Where the transport has no pointer into the peer's
  * arena, `stage` asks for a local staging buffer the caller fills; without
  * it the caller supplies the bytes at commit (sluice_product_send). A
- * reservation for an event the peer has finished gets a staging buffer and
- * goes nowhere. Called with the stream's lock held.
+ * reservation for an event the peer has finished goes nowhere: it gets a
+ * staging buffer to fill (a device one, the stream's scratch, for a device
+ * product), or no memory at all for a send. Called with the stream's lock
+ * held.
  */
 static int sl_reserve_locked(sluice_token_t *token, sl_stream_t *st, const sluice_endpoint_t *e,
                              size_t bytes, uint64_t count, unsigned flags, bool stage,
