@@ -38,11 +38,13 @@ size_t sl_gpu_emu_exports(void);
 void sl_gpu_emu_fail(const char *call, unsigned nth);
 void sl_gpu_emu_slow_wait(unsigned ms);
 unsigned sl_gpu_emu_waiters(void);
+void sl_gpu_emu_wake(void);
 long sl_gpu_emu_registered(void);
 
 static _Atomic size_t sl_emu_exports;   /* exported allocations not freed */
 static _Atomic unsigned sl_emu_wait_ms; /* the next wait sleeps this long */
 static _Atomic unsigned sl_emu_waiters; /* threads in such a sleep */
+static _Atomic bool sl_emu_woken;       /* ends such a sleep early */
 static _Atomic long sl_emu_registered;  /* host ranges registered and not unregistered */
 static const char *_Atomic sl_emu_fail_call;
 static _Atomic unsigned sl_emu_fail_nth;
@@ -56,9 +58,16 @@ void sl_gpu_emu_fail(const char *call, unsigned nth)
     atomic_store(&sl_emu_fail_call, call);
 }
 
-void sl_gpu_emu_slow_wait(unsigned ms) { atomic_store(&sl_emu_wait_ms, ms); }
+void sl_gpu_emu_slow_wait(unsigned ms)
+{
+    atomic_store(&sl_emu_woken, false);
+    atomic_store(&sl_emu_wait_ms, ms);
+}
 
 unsigned sl_gpu_emu_waiters(void) { return atomic_load(&sl_emu_waiters); }
+
+/* The slow wait under way (or the next one) ends now. */
+void sl_gpu_emu_wake(void) { atomic_store(&sl_emu_woken, true); }
 
 long sl_gpu_emu_registered(void) { return atomic_load(&sl_emu_registered); }
 
@@ -260,7 +269,8 @@ int sl_gpu_wait(void *stream)
     unsigned ms = atomic_exchange(&sl_emu_wait_ms, 0);
     if (ms) {
         atomic_fetch_add(&sl_emu_waiters, 1);
-        nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000L }, NULL);
+        for (unsigned i = 0; i < ms && !atomic_exchange(&sl_emu_woken, false); i++)
+            nanosleep(&(struct timespec){ 0, 1000000L }, NULL);
         atomic_fetch_sub(&sl_emu_waiters, 1);
     }
     return sl_emu_injected("wait");

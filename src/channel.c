@@ -139,7 +139,8 @@ static int sl_close_link(sluice_channel_t *ch, const sl_deadline_t *deadline)
     if (!ch->dev_exported)
         return ch->tp->close(ch->link, deadline);
     if (ch->tp->caps & SL_CAP_PEER_POINTER) {
-        sl_reap_defer(&(sl_reap_item_t){ .tp = ch->tp,
+        sl_reap_defer(&(sl_reap_item_t){ .owner = ch->ctx,
+                                         .tp = ch->tp,
                                          .link = ch->link,
                                          .mark = &ch->header->peer_closed,
                                          .dev = ch->dev_local,

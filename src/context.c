@@ -128,7 +128,7 @@ void sluice_context_destroy(sluice_context_t *ctx)
     sl_hello_fini(ctx);
     /* Arenas a peer may still map: waited for up to their channels'
      * deadlines, then kept for the life of the process (reap.h). */
-    sl_reap_drain();
+    sl_reap_drain(ctx);
     /* No deadline here, and nothing to give up: every channel is closed,
      * so no sluice thread is in MPI; only the application may hold it. */
     sl_mpi_enter();

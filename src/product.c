@@ -551,19 +551,26 @@ static int sl_device_commit(sluice_channel_t *ch, sl_stream_t *st, sl_resv_t *r,
     int rc = sl_resv_staging(st, r, r->len);
     /* In chunks: a put returns before its bytes have moved, so each chunk
      * crosses the network while the next one comes off the device. */
-    uint64_t put = 0; /* bytes whose put went out */
+    uint64_t put = 0;  /* bytes whose put went out */
+    bool tried = false; /* a put was issued, maybe in part */
     while (rc == SLUICE_OK && put < r->len) {
         size_t n = (size_t)(r->len - put < SL_DEVICE_CHUNK ? r->len - put : SL_DEVICE_CHUNK);
         char *stage = (char *)r->staging + put;
-        if ((rc = sl_gpu_copy(stage, (const char *)from + put, n)) == SLUICE_OK &&
-            (rc = ch->tp->put(ch->link, off + put, stage, n)) == SLUICE_OK)
-            put += n;
+        if ((rc = sl_gpu_copy(stage, (const char *)from + put, n)) == SLUICE_OK) {
+            tried = true;
+            if ((rc = ch->tp->put(ch->link, off + put, stage, n)) == SLUICE_OK)
+                put += n;
+        }
     }
-    /* Failed after some chunks went: they complete at the peer now (an
-     * empty publication flushes), so neither the staging buffer nor the
-     * region is reused under them if the reservation is cancelled. */
-    if (rc && put)
-        ch->tp->publish(ch->link, NULL, 0);
+    /* Failed after some of it went: it completes at the peer now (an empty
+     * publication flushes), so neither the staging buffer nor the region is
+     * reused under it if the reservation is cancelled. If even that fails,
+     * the staging buffer is given up (leaked) rather than reused while MPI
+     * may still read it. */
+    if (rc && tried && ch->tp->publish(ch->link, NULL, 0) != SLUICE_OK) {
+        r->staging = NULL;
+        r->staging_bytes = 0;
+    }
     return rc;
 }
 

@@ -33,8 +33,6 @@ void sl_reap_defer(const sl_reap_item_t *item)
         sl_reap_release(item);
         return;
     }
-    if (item->tp->hide)
-        item->tp->hide(item->link);
     pthread_mutex_lock(&sl_reap_lock);
     if (sl_reap_n == sl_reap_cap) {
         size_t cap = sl_reap_cap ? 2 * sl_reap_cap : 8;
@@ -43,6 +41,8 @@ void sl_reap_defer(const sl_reap_item_t *item)
             /* Nowhere to keep it: the arena and inbox stay for the life of
              * the process, a leak rather than a free under a mapping. */
             pthread_mutex_unlock(&sl_reap_lock);
+            if (item->tp->hide)
+                item->tp->hide(item->link);
             return;
         }
         sl_reap_items = grown;
@@ -50,6 +50,16 @@ void sl_reap_defer(const sl_reap_item_t *item)
     }
     sl_reap_items[sl_reap_n++] = *item;
     pthread_mutex_unlock(&sl_reap_lock);
+}
+
+/* An item past its deadline: a peer that has not found its inbox by now never will. */
+static void sl_reap_hide(sl_reap_item_t *item, bool give_up)
+{
+    if (!item->hidden && (give_up || sl_now_ns() >= item->deadline_ns)) {
+        if (item->tp->hide)
+            item->tp->hide(item->link); /* never waits */
+        item->hidden = true;
+    }
 }
 
 /* Take the released items off the list (into `out`, at most `max`), under the lock. */
@@ -62,7 +72,7 @@ static size_t sl_reap_take(sl_reap_item_t *out, size_t max)
             out[n++] = sl_reap_items[i];
             sl_reap_items[i] = sl_reap_items[--sl_reap_n];
         } else {
-            i++;
+            sl_reap_hide(&sl_reap_items[i++], false);
         }
     }
     pthread_mutex_unlock(&sl_reap_lock);
@@ -80,18 +90,23 @@ void sl_reap_poll(void)
     } while (n == sizeof batch / sizeof batch[0]);
 }
 
-void sl_reap_drain(void)
+void sl_reap_drain(const void *owner)
 {
     for (;;) {
         sl_reap_poll();
         uint64_t latest = 0;
         pthread_mutex_lock(&sl_reap_lock);
         for (size_t i = 0; i < sl_reap_n; i++)
-            if (sl_reap_items[i].deadline_ns > latest)
+            if (sl_reap_items[i].owner == owner && sl_reap_items[i].deadline_ns > latest)
                 latest = sl_reap_items[i].deadline_ns;
-        pthread_mutex_unlock(&sl_reap_lock);
-        if (sl_now_ns() >= latest)
+        if (sl_now_ns() >= latest) {
+            for (size_t i = 0; i < sl_reap_n; i++)
+                if (sl_reap_items[i].owner == owner)
+                    sl_reap_hide(&sl_reap_items[i], true);
+            pthread_mutex_unlock(&sl_reap_lock);
             return;
+        }
+        pthread_mutex_unlock(&sl_reap_lock);
         struct timespec ms = { 0, 1000000 };
         nanosleep(&ms, NULL);
     }

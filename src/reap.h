@@ -20,6 +20,7 @@
 #include "transport.h"
 
 typedef struct sl_reap_item {
+    const void *owner;                /* the channel's context: its destroy drains the item */
     const sl_transport_ops_t *tp;
     sl_link_t *link;                  /* closed (tp->close) when the item goes */
     const _Atomic uint64_t *mark;     /* the inbox's peer_closed, inside the link */
@@ -28,7 +29,9 @@ typedef struct sl_reap_item {
     int64_t peer_pid;                 /* checked only when pid_visible */
     uint64_t peer_start;
     bool pid_visible;
-    uint64_t deadline_ns;             /* how long context destroy waits for it (sl_now_ns) */
+    uint64_t deadline_ns;             /* the close's deadline (sl_now_ns): until then a late
+                                       * peer may still find the inbox; then it is hidden */
+    bool hidden;
 } sl_reap_item_t;
 
 /*
@@ -38,18 +41,22 @@ typedef struct sl_reap_item {
  */
 bool sl_reap_released(const sl_reap_item_t *item);
 
-/* Release the item now if the peer has let go, else keep it on the list (the transport's hide
- * makes its inbox unreachable to a late peer). `item->tp` has SL_CAP_PEER_POINTER. */
+/* Release the item now if the peer has let go, else keep it on the list. `item->tp` has
+ * SL_CAP_PEER_POINTER. */
 void sl_reap_defer(const sl_reap_item_t *item);
 
-/* Release every item whose peer has let go since. Never waits for a peer; any thread. */
+/*
+ * Release every item whose peer has let go since; hide (the transport's
+ * hide: a late peer can no longer find it) the inbox of each whose
+ * deadline has passed. Never waits for a peer; any thread.
+ */
 void sl_reap_poll(void);
 
 /*
- * Context destroy: wait for the peers of the items still listed, each up
- * to its deadline, then leave what is left for the life of the process
- * (a leak, never a free under a mapping).
+ * Context destroy: wait for the peers of `owner`'s items, up to their
+ * deadlines, then hide what is left and keep it for the life of the
+ * process (a leak, never a free under a mapping).
  */
-void sl_reap_drain(void);
+void sl_reap_drain(const void *owner);
 
 #endif

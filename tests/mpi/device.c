@@ -485,10 +485,18 @@ static void *d_commit_thread(void *arg)
     return NULL;
 }
 
-/* A commit waits for slow device work (a stream done 600 ms later) while another thread of the
- * event cancels the reservation (refused: it is being committed) and finishes the event (it
- * waits for the commit): the product goes out whole, and the region is not handed on under
- * the work that fills it. */
+/* Ends the slow stream's work 200 ms from now, while the finish waits for the commit. */
+static void *d_waker_thread(void *stream)
+{
+    d_sleep_ms(200);
+    tdev_stream_wake(stream);
+    return NULL;
+}
+
+/* A commit waits for slow device work (a stream done 3 s later, or once woken where the layer
+ * can) while another thread of the event cancels the reservation (refused: it is being
+ * committed) and finishes the event (it waits for the commit): the product goes out whole,
+ * and the region is not handed on under the work that fills it. */
 static int d_commit_race(const char *path)
 {
     const size_t bytes = 64u << 10;
@@ -507,26 +515,30 @@ static int d_commit_race(const char *path)
             struct d_committer c = { .tok = &tok };
             H_OK(sluice_product_reserve(&tok, D_INPUT, bytes, bytes, 0, &c.res));
             H_TRUE(tdev_fill(c.res.data, bytes, ev) == 0, "cannot fill");
-            c.res.cuda_stream = tdev_slow_stream(600);
+            c.res.cuda_stream = tdev_slow_stream(3000);
             H_TRUE(c.res.cuda_stream != NULL, "no slow stream");
             sluice_reservation_t copy = c.res;
             pthread_t t;
             H_TRUE(pthread_create(&t, NULL, d_commit_thread, &c) == 0, "pthread_create");
-            /* Until the commit waits for the stream (where the layer cannot tell: 200 ms of
-             * the 600). */
+            /* Until the commit waits for the stream (where the layer cannot tell: 500 ms of
+             * the 3 s). */
             if (tdev_waiters() < 0)
-                d_sleep_ms(200);
+                d_sleep_ms(500);
             for (double t0 = d_now_ms(); tdev_waiters() == 0;) {
                 H_TRUE(d_now_ms() - t0 < 500, "the commit did not wait for the stream");
                 d_sleep_ms(1);
             }
             H_STATUS(sluice_product_cancel(&tok, &copy), SLUICE_EBUSY);
+            pthread_t waker;
+            H_TRUE(pthread_create(&waker, NULL, d_waker_thread, c.res.cuda_stream) == 0,
+                   "pthread_create");
             /* A finish that did not wait would publish its end mark before the product:
              * the receiver would not get it. */
             H_OK(sluice_event_finish(&tok));
             /* Where the layer tells, the finish returned after the wait had ended. */
             H_TRUE(tdev_waiters() <= 0, "the finish returned while the commit still waited");
             pthread_join(t, NULL);
+            pthread_join(waker, NULL);
             tdev_stream_free(c.res.cuda_stream);
             H_TRUE(c.rc == SLUICE_OK, "commit: %s", sluice_strerror(c.rc));
         } else {

@@ -25,9 +25,11 @@ int tdev_checksum(const void *dev, size_t n, uint64_t *sum_p);
 /*
  * A stream (cudaStream_t) whose queued work completes `ms` after this call,
  * to stand for a slow kernel; tdev_stream_free when done. NULL where the
- * layer cannot (none).
+ * layer cannot (none). tdev_stream_wake ends the work early where the layer
+ * can (emulated: the library's wait for it returns); elsewhere it runs on.
  */
 void *tdev_slow_stream(unsigned ms);
+void tdev_stream_wake(void *stream);
 void tdev_stream_free(void *stream);
 /* Threads of this process inside the library's wait for a slow stream; -1 where the layer
  * cannot tell (cuda, none). */

@@ -77,6 +77,8 @@ void *tdev_slow_stream(unsigned ms)
     return s;
 }
 
+void tdev_stream_wake(void *stream) { (void)stream; }
+
 void tdev_stream_free(void *stream)
 {
     if (stream)

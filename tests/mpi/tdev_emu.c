@@ -41,6 +41,14 @@ void *tdev_slow_stream(unsigned ms)
     return (void *)&sl_gpu_emu_slow_wait;
 }
 
+void sl_gpu_emu_wake(void);
+
+void tdev_stream_wake(void *stream)
+{
+    (void)stream;
+    sl_gpu_emu_wake();
+}
+
 void tdev_stream_free(void *stream) { (void)stream; }
 
 int tdev_fail(const char *call, unsigned nth)

@@ -38,6 +38,8 @@ void *tdev_slow_stream(unsigned ms)
     return NULL;
 }
 
+void tdev_stream_wake(void *stream) { (void)stream; }
+
 void tdev_stream_free(void *stream) { (void)stream; }
 
 int tdev_fail(const char *call, unsigned nth)
