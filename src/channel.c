@@ -118,6 +118,7 @@ static void sl_signal_closed(sluice_channel_t *ch)
 {
     sl_device_unmap_peer(ch);
     ch->tp->store64(ch->link, offsetof(sl_inbox_header_t, peer_closed), 1);
+    ch->told_closed = true;
 }
 
 /*
@@ -148,7 +149,11 @@ static int sl_close_link(sluice_channel_t *ch, const sl_deadline_t *deadline)
                                          .peer_pid = ch->peer_pid,
                                          .peer_start = ch->peer_start,
                                          .pid_visible = ch->peer_pid_visible,
-                                         .deadline_ns = deadline->at_ns });
+                                         /* A peer we never reached (an open that
+                                          * failed to connect) would find no mark in
+                                          * its inbox: hidden from it at once. */
+                                         .deadline_ns = ch->told_closed ? deadline->at_ns
+                                                                        : 0 });
         ch->dev_local = NULL;
         ch->dev_exported = false;
         return SLUICE_OK;

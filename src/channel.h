@@ -71,6 +71,7 @@ struct sluice_channel {
                                  device staging for what it sends */
     bool dev_peer_mapped;     /* dev_peer is a mapping (unmapped, not freed) */
     bool dev_exported;        /* dev_local's handle is in our header: the peer may map it */
+    bool told_closed;         /* we marked the peer's inbox closed (sl_signal_closed) */
     void *dev_pinned_local;   /* staged: our inbox, registered with the device (or NULL) */
     void *dev_pinned_peer;    /* staged over shm: the peer's inbox as mapped here, likewise */
 

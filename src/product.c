@@ -564,10 +564,11 @@ static int sl_device_commit(sluice_channel_t *ch, sl_stream_t *st, sl_resv_t *r,
     }
     /* Failed after some of it went: it completes at the peer now (an empty
      * publication flushes), so neither the staging buffer nor the region is
-     * reused under it if the reservation is cancelled. If even that fails,
-     * the staging buffer is given up (leaked) rather than reused while MPI
-     * may still read it. */
-    if (rc && tried && ch->tp->publish(ch->link, NULL, 0) != SLUICE_OK) {
+     * reused under it if the reservation is cancelled. If even that fails
+     * after whole chunks went, the staging buffer is given up (leaked)
+     * rather than reused while MPI may still read it (a failed put
+     * completes its own pieces locally). */
+    if (rc && tried && ch->tp->publish(ch->link, NULL, 0) != SLUICE_OK && put) {
         r->staging = NULL;
         r->staging_bytes = 0;
     }

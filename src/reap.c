@@ -27,12 +27,16 @@ static void sl_reap_release(const sl_reap_item_t *item)
     sl_gpu_free(item->dev, item->dev_bytes);
 }
 
+static void sl_reap_hide(sl_reap_item_t *item, bool give_up);
+
 void sl_reap_defer(const sl_reap_item_t *item)
 {
     if (sl_reap_released(item)) {
         sl_reap_release(item);
         return;
     }
+    sl_reap_item_t kept = *item;
+    sl_reap_hide(&kept, false); /* at once if its deadline has passed already */
     pthread_mutex_lock(&sl_reap_lock);
     if (sl_reap_n == sl_reap_cap) {
         size_t cap = sl_reap_cap ? 2 * sl_reap_cap : 8;
@@ -41,14 +45,13 @@ void sl_reap_defer(const sl_reap_item_t *item)
             /* Nowhere to keep it: the arena and inbox stay for the life of
              * the process, a leak rather than a free under a mapping. */
             pthread_mutex_unlock(&sl_reap_lock);
-            if (item->tp->hide)
-                item->tp->hide(item->link);
+            sl_reap_hide(&kept, true);
             return;
         }
         sl_reap_items = grown;
         sl_reap_cap = cap;
     }
-    sl_reap_items[sl_reap_n++] = *item;
+    sl_reap_items[sl_reap_n++] = kept;
     pthread_mutex_unlock(&sl_reap_lock);
 }
 

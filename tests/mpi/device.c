@@ -520,12 +520,12 @@ static int d_commit_race(const char *path)
             sluice_reservation_t copy = c.res;
             pthread_t t;
             H_TRUE(pthread_create(&t, NULL, d_commit_thread, &c) == 0, "pthread_create");
-            /* Until the commit waits for the stream (where the layer cannot tell: 500 ms of
-             * the 3 s). */
+            /* Until the commit waits for the stream (where the layer cannot tell: 1 s of
+             * the 3). */
             if (tdev_waiters() < 0)
-                d_sleep_ms(500);
+                d_sleep_ms(1000);
             for (double t0 = d_now_ms(); tdev_waiters() == 0;) {
-                H_TRUE(d_now_ms() - t0 < 500, "the commit did not wait for the stream");
+                H_TRUE(d_now_ms() - t0 < 2500, "the commit did not wait for the stream");
                 d_sleep_ms(1);
             }
             H_STATUS(sluice_product_cancel(&tok, &copy), SLUICE_EBUSY);
