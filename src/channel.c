@@ -159,8 +159,9 @@ static int sl_close_link(sluice_channel_t *ch, const sl_deadline_t *deadline)
         return SLUICE_OK;
     }
     int rc = ch->tp->close(ch->link, deadline);
-    if (rc != SLUICE_OK &&
-        !(ch->peer_pid_visible && !sl_proc_alive(ch->peer_pid, ch->peer_start))) {
+    sl_reap_item_t peer = { .peer_pid = ch->peer_pid, .peer_start = ch->peer_start,
+                            .pid_visible = ch->peer_pid_visible };
+    if (rc != SLUICE_OK && !sl_reap_proven_dead(&peer)) {
         ch->dev_local = NULL;
         ch->dev_exported = false;
     }

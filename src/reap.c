@@ -13,10 +13,14 @@ static pthread_mutex_t sl_reap_lock = PTHREAD_MUTEX_INITIALIZER;
 static sl_reap_item_t *sl_reap_items;
 static size_t sl_reap_n, sl_reap_cap;
 
+bool sl_reap_proven_dead(const sl_reap_item_t *item)
+{
+    return item->pid_visible && !sl_proc_alive(item->peer_pid, item->peer_start);
+}
+
 bool sl_reap_released(const sl_reap_item_t *item)
 {
-    return atomic_load_explicit(item->mark, memory_order_acquire) ||
-           (item->pid_visible && !sl_proc_alive(item->peer_pid, item->peer_start));
+    return atomic_load_explicit(item->mark, memory_order_acquire) || sl_reap_proven_dead(item);
 }
 
 static void sl_reap_release(const sl_reap_item_t *item)

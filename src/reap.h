@@ -41,6 +41,9 @@ typedef struct sl_reap_item {
  */
 bool sl_reap_released(const sl_reap_item_t *item);
 
+/* The peer part of that: its process is gone, checked by pid (only where its pid is visible). */
+bool sl_reap_proven_dead(const sl_reap_item_t *item);
+
 /* Release the item now if the peer has let go, else keep it on the list. `item->tp` has
  * SL_CAP_PEER_POINTER. */
 void sl_reap_defer(const sl_reap_item_t *item);

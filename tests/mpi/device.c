@@ -191,6 +191,13 @@ int case_device_path_mismatch(void)
 
 /* ------------------------------------------------------------ data */
 
+/* A T_BYTES endpoint `instance` in device memory, sent by the controller when `ctrl_sends`. */
+static sluice_endpoint_t d_dev(uint32_t instance, int ctrl_sends)
+{
+    return (sluice_endpoint_t){ .instance = instance, .direction = h_dir(ctrl_sends),
+                                .type = T_BYTES, .memory = SLUICE_MEMORY_DEVICE };
+}
+
 /* Open `name` with `eps` over device path `path` ("auto", "ipc", "staged"), and check the path
  * the channel reports (auto: ipc, both sides being on this node). */
 static int d_open(const char *name, const char *path, const sluice_endpoint_t *eps, size_t n,
@@ -229,10 +236,8 @@ static int d_sizes(const char *path)
                                     (5u << 20) + 3, 16u << 20, 256u << 20 };
     const size_t n_sizes = sizeof sizes / sizeof sizes[0], max = 256u << 20;
     sluice_endpoint_t eps[] = {
-        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
-        { .instance = D_BACK, .direction = h_dir(0), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
+        d_dev(D_INPUT, 1),
+        d_dev(D_BACK, 0),
     };
     sluice_options_t o = h_options();
     o.arena_bytes = max + 4096; /* the largest product fits whole */
@@ -280,13 +285,11 @@ static int d_sizes(const char *path)
 static int d_mixed(const char *path)
 {
     sluice_endpoint_t eps[] = {
-        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
+        d_dev(D_INPUT, 1),
         { .instance = D_RESULT, .direction = h_dir(1), .type = T_BYTES },
         { .instance = D_HITS, .direction = h_dir(1), .type = T_HITS,
           .memory = SLUICE_MEMORY_DEVICE },
-        { .instance = D_BACK, .direction = h_dir(0), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
+        d_dev(D_BACK, 0),
     };
     sluice_options_t o = h_options();
     sluice_channel_t *ch;
@@ -361,8 +364,7 @@ static int d_held(const char *path)
     enum { EVENTS = 120, PER = 3, HOLD = 3 };
     const size_t bytes = 256u << 10;
     sluice_endpoint_t eps[] = {
-        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
+        d_dev(D_INPUT, 1),
     };
     sluice_options_t o = h_options();
     o.arena_bytes = 8u << 20;
@@ -421,8 +423,7 @@ static int d_finished_early(const char *path)
     enum { N = 24 };
     const size_t bytes = 1u << 20; /* N of them overfill the default 4 MiB arena */
     sluice_endpoint_t eps[] = {
-        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
+        d_dev(D_INPUT, 1),
     };
     sluice_options_t o = h_options();
     sluice_channel_t *ch;
@@ -501,8 +502,7 @@ static int d_commit_race(const char *path)
 {
     const size_t bytes = 64u << 10;
     sluice_endpoint_t eps[] = {
-        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
+        d_dev(D_INPUT, 1),
     };
     sluice_options_t o = h_options();
     sluice_channel_t *ch;
@@ -566,8 +566,7 @@ static int d_fail(const char *path)
         return D_SKIP;
     }
     sluice_endpoint_t eps[] = {
-        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
+        d_dev(D_INPUT, 1),
     };
     sluice_options_t o = h_options();
     o.arena_bytes = 16u << 20; /* room for a product of three RMA chunks */
@@ -689,10 +688,8 @@ static int d_fail(const char *path)
 static int d_close_crossed(const char *path)
 {
     sluice_endpoint_t eps[] = {
-        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
-        { .instance = D_BACK, .direction = h_dir(0), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
+        d_dev(D_INPUT, 1),
+        d_dev(D_BACK, 0),
     };
     sluice_options_t o = h_options();
     sluice_channel_t *ch[2];
@@ -733,10 +730,8 @@ int case_device_killed(void)
     if (!d_have_device("device_killed"))
         return D_SKIP;
     sluice_endpoint_t eps[] = {
-        { .instance = D_INPUT, .direction = h_dir(1), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
-        { .instance = D_BACK, .direction = h_dir(0), .type = T_BYTES,
-          .memory = SLUICE_MEMORY_DEVICE },
+        d_dev(D_INPUT, 1),
+        d_dev(D_BACK, 0),
     };
     sluice_options_t o = h_options();
     sluice_channel_t *ch;
